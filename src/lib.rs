@@ -1,4 +1,6 @@
 //! Tidemark: a GitOps runner for Terraform and OpenTofu.
 
-pub mod repo;
 pub mod cli;
+pub mod config;
+pub mod repo;
+pub mod store;

@@ -19,9 +19,15 @@ impl GitFixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = Self { dir };
         std::fs::create_dir_all(fixture.work()).expect("mkdir work");
-        git(fixture.dir.path(), &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        git(
+            fixture.dir.path(),
+            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        );
         git(&fixture.work(), &["init", "-q", "-b", "main"]);
-        git(&fixture.work(), &["remote", "add", "origin", &fixture.url()]);
+        git(
+            &fixture.work(),
+            &["remote", "add", "origin", &fixture.url()],
+        );
         fixture
     }
 
@@ -62,7 +68,10 @@ impl GitFixture {
     /// Commits everything in the working copy and returns the new commit's sha.
     pub fn commit(&self, message: &str) -> String {
         git(&self.work(), &["add", "-A"]);
-        git(&self.work(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            &self.work(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         self.head()
     }
 
@@ -135,7 +144,10 @@ impl Toolchain {
     /// The environment a terraform run needs to work offline from the mirror.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("TF_CLI_CONFIG_FILE".into(), self.cli_config().display().to_string()),
+            (
+                "TF_CLI_CONFIG_FILE".into(),
+                self.cli_config().display().to_string(),
+            ),
             ("CHECKPOINT_DISABLE".into(), "1".into()),
             ("TF_IN_AUTOMATION".into(), "1".into()),
             ("TF_INPUT".into(), "0".into()),
@@ -161,4 +173,83 @@ output "value" {{
 }}
 "#
     )
+}
+
+/// A database for one test: a temp SQLite file, or a fresh PostgreSQL database created from
+/// `TIDEMARK_TEST_POSTGRES_URL` and dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    admin_url: Option<String>,
+    name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("tidemark.db").display());
+        Self {
+            url,
+            admin_url: None,
+            name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// `None` when `TIDEMARK_TEST_POSTGRES_URL` is unset. `.ci/run` always sets it (and
+    /// `CI=true` without it is an error), so PostgreSQL tests never silently skip in CI.
+    pub async fn postgres() -> Option<Self> {
+        let Some(admin_url) = std::env::var("TIDEMARK_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but TIDEMARK_TEST_POSTGRES_URL is unset: the PostgreSQL tests would not run"
+            );
+            return None;
+        };
+        use sqlx::Connection;
+        let name = format!("tidemark_t{}", rand::random::<u64>() % 1_000_000_000_000);
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to TIDEMARK_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+        Some(Self {
+            url: format!("{base}/{name}"),
+            admin_url: Some(admin_url),
+            name: Some(name),
+            _dir: None,
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (Some(admin), Some(name)) = (self.admin_url.clone(), self.name.clone()) else {
+            return;
+        };
+        // Drop runs outside any runtime the test may still be inside, on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
 }
