@@ -18,8 +18,40 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the version of Tidemark and of the tools it finds.
+    /// Run the service: poll repositories, plan affected stacks, serve the API and dashboard.
+    Serve(serve::Args),
+    /// List runs, newest first.
+    Runs(runs::Args),
+    /// Apply the database migrations.
+    Migrate(migrate::Args),
+    /// Ask the running service to poll a repository now.
+    Poll(poll::Args),
+    /// Print the version of Tidemark.
     Version(version::Args),
+}
+
+/// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
+/// when it exists, else the defaults (SQLite under `.tidemark`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The server config file (HCL).
+    #[arg(long, short = 'c', env = "TIDEMARK_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> Result<crate::config::Config> {
+        let default = std::path::Path::new("tidemark.hcl");
+        match &self.config {
+            Some(path) => crate::config::Config::load(path),
+            None if default.exists() => crate::config::Config::load(default),
+            None => {
+                let mut config = crate::config::Config::default_in(&std::env::current_dir()?);
+                config.apply_env(|name| std::env::var(name).ok())?;
+                Ok(config)
+            }
+        }
+    }
 }
 
 /// How a command prints its data: for people, or as one JSON document for scripts.
@@ -44,6 +76,10 @@ pub fn init_tracing(cli: &Cli) {
 /// Runs one command; the exit code is the command's to choose (0 unless it says otherwise).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Runs(args) => runs::run(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Poll(args) => poll::run(args),
         Command::Version(args) => version::run(args),
     }
 }
@@ -61,4 +97,8 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+mod migrate;
+mod poll;
+mod runs;
+mod serve;
 mod version;

@@ -165,4 +165,18 @@ impl Store {
             .await?
         }))
     }
+
+    /// The runner a stack asked for in its `stack.hcl`, if any.
+    pub async fn stack_runner(&self, repo: &str, stack: &str) -> Result<Option<String>> {
+        let runner: Option<Option<String>> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT s.runner FROM stacks s JOIN repos p ON p.id = s.repo_id WHERE p.name = $1 AND s.path = $2",
+            )
+            .bind(repo)
+            .bind(stack)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(runner.flatten())
+    }
 }

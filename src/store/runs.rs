@@ -171,20 +171,37 @@ impl Store {
         Ok(())
     }
 
-    /// Takes back runs whose lease expired before `now`, or that `worker` held when it
-    /// stopped (pass its name at start-up). Plans and drift checks go back to the queue; an
+    /// Takes back runs whose lease expired before `now`, or that a worker whose name starts
+    /// with `worker` held when it stopped (pass the instance's prefix at start-up). Plans and drift checks go back to the queue; an
     /// apply is never re-run on its own: it becomes `interrupted` and its stack stays locked.
     pub async fn recover(&self, now: DateTime<Utc>, worker: Option<&str>) -> Result<Recovered> {
         let stale: Vec<(i64, String)> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, kind FROM runs WHERE status = 'running' \
-                 AND (lease_expires_at < $1 OR worker = $2) ORDER BY id",
+                 AND (lease_expires_at < $1 OR ($2 <> '' AND worker LIKE $2 || '%')) ORDER BY id",
             )
             .bind(now)
             .bind(worker.unwrap_or(""))
             .fetch_all(pool)
             .await?
         });
+        self.take_back(stale, now).await
+    }
+
+    /// Releases a run this worker holds but stopped (at shutdown): a plan or drift check goes
+    /// back to the queue, an apply is marked interrupted.
+    pub async fn release(&self, run_id: i64, worker: &str) -> Result<Recovered> {
+        let held: Vec<(i64, String)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT id, kind FROM runs WHERE id = $1 AND worker = $2 AND status = 'running'")
+                .bind(run_id)
+                .bind(worker)
+                .fetch_all(pool)
+                .await?
+        });
+        self.take_back(held, Utc::now()).await
+    }
+
+    async fn take_back(&self, stale: Vec<(i64, String)>, now: DateTime<Utc>) -> Result<Recovered> {
         let mut recovered = Recovered::default();
         for (id, kind) in stale {
             if kind == RunKind::Apply.as_str() {

@@ -141,6 +141,16 @@ impl Toolchain {
         self.prefix.join("terraform.rc")
     }
 
+    /// A server-config `runner "terraform"` block that runs this toolchain's terraform,
+    /// offline from its provider mirror (tests cannot change Tidemark's own environment).
+    pub fn runner_override(&self) -> String {
+        format!(
+            "runner \"terraform\" {{\n  binary = \"{}\"\n  env = {{\n    TF_CLI_CONFIG_FILE = \"{}\"\n    CHECKPOINT_DISABLE = \"1\"\n    TF_IN_AUTOMATION = \"1\"\n    TF_INPUT = \"0\"\n  }}\n}}\n",
+            self.terraform().display(),
+            self.cli_config().display()
+        )
+    }
+
     /// The environment a terraform run needs to work offline from the mirror.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![

@@ -1,0 +1,216 @@
+//! The poller: one task per repository. Each poll fetches the tracked branch into the mirror,
+//! and when its head moved, works out the affected stacks and queues their plans in
+//! dependency order. A webhook or `tidemark poll` nudges it at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::RepoConfig;
+use crate::repo::Mirror;
+use crate::stacks::{self, Index};
+use crate::store::{NewRun, RunKind, StackRecord, Store};
+
+/// What one poll did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// The branch head is the commit already processed.
+    Unchanged,
+    /// A new head: this many plan runs were queued for it.
+    Queued { commit: String, runs: usize },
+}
+
+/// Polls one repository.
+pub struct Poller {
+    pub repo: RepoConfig,
+    pub repo_id: i64,
+    pub mirror: Mirror,
+    pub store: Store,
+    /// Woken by webhooks and `tidemark poll` to poll before the interval ends.
+    pub nudge: Arc<Notify>,
+    /// Woken after runs are queued, so idle workers start at once.
+    pub work: Arc<Notify>,
+    /// The stack index, kept warm across polls; only changed subtrees are parsed again.
+    pub index: Arc<Mutex<Index>>,
+}
+
+impl Poller {
+    /// Polls until shutdown. A failed fetch is recorded against the repo and retried with
+    /// backoff (doubling up to ten intervals); other repositories are not affected.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures: u32 = 0;
+        loop {
+            let wait = match self.poll_once().await {
+                Ok(_) => {
+                    failures = 0;
+                    self.repo.poll_interval
+                }
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(self.repo.poll_interval, failures);
+                    warn!(repo = %self.repo.name, error = %format!("{err:#}"), retry_in = ?wait, "poll failed");
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.nudge.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One poll: fetch, and queue plans when the head moved. Errors are also recorded on the
+    /// repository's row, where `tidemark` and the API show them.
+    pub async fn poll_once(&self) -> Result<PollOutcome> {
+        let result = self.poll_inner().await;
+        if let Err(err) = &result {
+            let message = format!("{err:#}");
+            if let Err(store_err) = self.store.record_fetch(self.repo_id, Some(&message)).await {
+                warn!(repo = %self.repo.name, error = %store_err, "recording a poll error failed");
+            }
+        }
+        result
+    }
+
+    async fn poll_inner(&self) -> Result<PollOutcome> {
+        let env = credentials_env(&self.repo)?;
+        let head = self
+            .mirror
+            .fetch_with_env(&self.repo.branch, &env)
+            .await
+            .with_context(|| format!("repo {}", self.repo.name))?;
+        self.store.record_fetch(self.repo_id, None).await?;
+        let last = self.store.last_processed_commit(self.repo_id, &self.repo.branch).await?;
+        if last.as_deref() == Some(head.to_string().as_str()) {
+            return Ok(PollOutcome::Unchanged);
+        }
+        let path = self.mirror.path.clone();
+        let index = self.index.clone();
+        let base = last.clone();
+        let detection = tokio::task::spawn_blocking(move || -> Result<_> {
+            let repo = crate::repo::open(&path)?;
+            let base = match base.as_deref().map(git2::Oid::from_str) {
+                // A base that is gone (force-push) falls back to planning every stack.
+                Some(Ok(oid)) if repo.find_commit(oid).is_ok() => Some(oid),
+                _ => None,
+            };
+            let mut index = index.blocking_lock();
+            let discovery = stacks::discover(&repo, head, Some(&mut index))?;
+            let affected = stacks::affected(&repo, base, head, Some(&mut index));
+            let info = crate::repo::commit_info(&repo, head)?;
+            let parent = repo.find_commit(head)?.parent_id(0).ok().map(|p| p.to_string());
+            Ok((discovery, affected, info, parent))
+        })
+        .await
+        .context("stack detection panicked")??;
+        let (discovery, affected, info, parent) = detection;
+        let records: Vec<StackRecord> = discovery
+            .stacks
+            .iter()
+            .map(|s| StackRecord { path: s.path.clone(), name: s.name.clone(), runner: s.runner.clone() })
+            .collect();
+        self.store.sync_stacks(self.repo_id, &info.sha, &records).await?;
+        let (runs, error) = match affected {
+            Ok(affected) => {
+                for error in &affected.errors {
+                    warn!(repo = %self.repo.name, stack = %error.stack, file = %error.file, "{}", error.message);
+                }
+                (self.queue(&info.sha, &affected).await?, None)
+            }
+            Err(err) => {
+                // A cycle (or another whole-graph error) queues nothing; the message names the
+                // stacks, and the commit is recorded with it so the next poll does not retry.
+                warn!(repo = %self.repo.name, commit = %info.sha, error = %err, "no runs queued");
+                (0, Some(err.to_string()))
+            }
+        };
+        self.store
+            .record_commit(self.repo_id, &self.repo.branch, &info, parent.as_deref(), error.as_deref())
+            .await?;
+        info!(repo = %self.repo.name, commit = %info.sha, runs, "new commit");
+        if runs > 0 {
+            self.work.notify_waiters();
+        }
+        Ok(PollOutcome::Queued { commit: info.sha, runs })
+    }
+
+    /// Queues one plan per affected stack (removed ones are reported, never planned), each
+    /// after the plans of the stacks it depends on.
+    async fn queue(&self, commit: &str, affected: &stacks::Affected) -> Result<usize> {
+        let mut ids: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        let mut count = 0;
+        // Stacks come in dependency order, so every upstream run is already queued.
+        for stack in &affected.stacks {
+            if stack.is_removed() {
+                info!(repo = %self.repo.name, stack = %stack.path, "stack removed: not planned");
+                continue;
+            }
+            let after = stack
+                .upstreams
+                .iter()
+                .filter_map(|up| ids.get(up.as_str()).copied())
+                .collect();
+            let run = NewRun {
+                repo_id: self.repo_id,
+                stack: stack.path.clone(),
+                commit: commit.to_string(),
+                kind: RunKind::Plan,
+                reason: Some(stack.reason_text()),
+                after,
+            };
+            let id = self.store.enqueue(std::slice::from_ref(&run)).await?[0];
+            ids.insert(stack.path.as_str(), id);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// The wait after `failures` failed polls in a row: the interval doubled per failure, at most
+/// ten intervals (and at least the interval).
+pub fn backoff(interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(4);
+    (interval * factor).min(interval * 10).max(interval)
+}
+
+/// Credentials for `git fetch`, read from the environment variables the config names. They
+/// go to git through its environment, never through the command line or a file.
+fn credentials_env(repo: &RepoConfig) -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    if let Some(var) = &repo.token_env {
+        let token = std::env::var(var)
+            .with_context(|| format!("repo {}: token_env names {var}, which is not set", repo.name))?;
+        let basic = BASE64_STANDARD.encode(format!("x-access-token:{token}"));
+        env.push(("GIT_CONFIG_COUNT".into(), "1".into()));
+        env.push(("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()));
+        env.push(("GIT_CONFIG_VALUE_0".into(), format!("Authorization: Basic {basic}")));
+    }
+    if let Some(var) = &repo.ssh_key_env {
+        let key = std::env::var(var)
+            .with_context(|| format!("repo {}: ssh_key_env names {var}, which is not set", repo.name))?;
+        env.push((
+            "GIT_SSH_COMMAND".into(),
+            format!("ssh -i '{key}' -o IdentitiesOnly=yes -o BatchMode=yes"),
+        ));
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_ten_intervals() {
+        let s = Duration::from_secs(30);
+        let waits: Vec<u64> = (1..=7).map(|f| backoff(s, f).as_secs()).collect();
+        assert_eq!(waits, vec![30, 60, 120, 240, 300, 300, 300]);
+    }
+}
