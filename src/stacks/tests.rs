@@ -323,7 +323,7 @@ fn malformed_file_is_an_error_entry_and_others_still_computed() {
         &[Write("a/main.tf", "resource \"x\" \"y\" {\n  a = \n"), Write("b/main.tf", "")],
         "a: file a/main.tf
          b: file b/main.tf
-         ! a a/main.tf:2 HCL parse error: invalid expression; expected `"`, `[`, `{`, `-`, `!`, `(`, `_`, `<`, letter or digit",
+         ! a a/main.tf:2 HCL parse error: invalid expression; expected `\"`, `[`, `{`, `-`, `!`, `(`, `_`, `<`, letter or digit",
     );
 }
 
