@@ -4,9 +4,11 @@
 
 mod export;
 mod mirror;
+mod tree;
 
 pub use export::export_tree;
 pub use mirror::{FetchError, Mirror};
+pub use tree::{EntryKind, TreeItem, changed_paths, commit_tree, read_blob, read_tree};
 
 use std::path::Path;
 

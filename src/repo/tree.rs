@@ -1,0 +1,90 @@
+//! Reading a commit's files straight from git objects: tree listings, blob contents and the
+//! paths two commits differ in. Nothing is checked out, so any repository works, bare or not.
+
+use anyhow::{Context, Result};
+use git2::{ObjectType, Oid, Repository};
+
+/// What a tree entry is, as far as reading configuration goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    /// Submodules and anything else that has no content in this repository.
+    Other,
+}
+
+/// One entry of a single tree object (not recursive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeItem {
+    pub name: String,
+    pub id: Oid,
+    pub kind: EntryKind,
+}
+
+/// The id of the root tree of a commit.
+pub fn commit_tree(repo: &Repository, commit: Oid) -> Result<Oid> {
+    let commit = repo
+        .find_commit(commit)
+        .with_context(|| format!("reading commit {commit}"))?;
+    Ok(commit.tree_id())
+}
+
+/// Lists one tree object. Entries whose names are not UTF-8 are skipped: no stack path could
+/// name them.
+pub fn read_tree(repo: &Repository, tree: Oid) -> Result<Vec<TreeItem>> {
+    let tree = repo
+        .find_tree(tree)
+        .with_context(|| format!("reading tree {tree}"))?;
+    let mut items = Vec::with_capacity(tree.len());
+    for entry in tree.iter() {
+        let Ok(name) = entry.name() else { continue };
+        let kind = match entry.kind() {
+            Some(ObjectType::Blob) => EntryKind::File,
+            Some(ObjectType::Tree) => EntryKind::Dir,
+            _ => EntryKind::Other,
+        };
+        items.push(TreeItem {
+            name: name.to_string(),
+            id: entry.id(),
+            kind,
+        });
+    }
+    Ok(items)
+}
+
+/// Reads a blob's bytes.
+pub fn read_blob(repo: &Repository, blob: Oid) -> Result<Vec<u8>> {
+    let blob = repo
+        .find_blob(blob)
+        .with_context(|| format!("reading blob {blob}"))?;
+    Ok(blob.content().to_vec())
+}
+
+/// Every path that differs between two trees, old and new side alike (a rename is a removal and
+/// an addition). Sorted, without duplicates. Identical subtrees are skipped by id, so this costs
+/// what the change costs, not what the repository weighs.
+pub fn changed_paths(repo: &Repository, old_tree: Oid, new_tree: Oid) -> Result<Vec<String>> {
+    let old = repo
+        .find_tree(old_tree)
+        .with_context(|| format!("reading tree {old_tree}"))?;
+    let new = repo
+        .find_tree(new_tree)
+        .with_context(|| format!("reading tree {new_tree}"))?;
+    let diff = repo
+        .diff_tree_to_tree(Some(&old), Some(&new), None)
+        .context("diffing trees")?;
+    let mut paths = Vec::with_capacity(diff.deltas().len() * 2);
+    for delta in diff.deltas() {
+        for file in [delta.old_file(), delta.new_file()] {
+            if !file.exists() {
+                continue;
+            }
+            if let Some(path) = file.path_bytes().and_then(|p| std::str::from_utf8(p).ok()) {
+                paths.push(path.to_string());
+            }
+        }
+    }
+    paths.sort_unstable();
+    paths.dedup();
+    Ok(paths)
+}

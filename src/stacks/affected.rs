@@ -1,0 +1,266 @@
+//! The affected set between two commits: which stacks a change touches directly and why, every
+//! stack downstream of those, all in dependency order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use git2::{Oid, Repository};
+use serde::Serialize;
+
+use super::discovery::Snapshot;
+use super::graph;
+use super::paths;
+use super::{Index, StackError, snapshot};
+use crate::repo::{changed_paths, commit_tree};
+
+/// The stacks a change affects, as `tidemark affected` prints them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Affected {
+    pub base: Option<String>,
+    pub head: String,
+    /// In dependency order: each stack after every listed stack it depends on. Removed stacks
+    /// come last; they are reported, never planned for destroy automatically.
+    pub stacks: Vec<AffectedStack>,
+    /// Problems found at `head`; the stacks they name may be incomplete.
+    pub errors: Vec<StackError>,
+}
+
+/// One affected stack and why it is affected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AffectedStack {
+    pub path: String,
+    pub name: String,
+    /// `false` when only an upstream stack changed.
+    pub direct: bool,
+    pub reasons: Vec<Reason>,
+    /// The listed stacks this one depends on: the runs that must apply before it is planned
+    /// again. Not printed (the `dependency` reasons say it); for the engine's ordering.
+    #[serde(skip)]
+    pub depends_on: Vec<String>,
+}
+
+/// Why a stack is affected.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Reason {
+    pub kind: ReasonKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The local module directory, for `module` reasons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// The upstream stack, for `dependency` reasons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasonKind {
+    Added,
+    Removed,
+    File,
+    Module,
+    Include,
+    Watch,
+    Dependency,
+}
+
+impl Reason {
+    fn new(kind: ReasonKind) -> Self {
+        Reason {
+            kind,
+            file: None,
+            module: None,
+            stack: None,
+        }
+    }
+
+    fn file(kind: ReasonKind, file: &str) -> Self {
+        Reason {
+            file: Some(file.to_string()),
+            ..Reason::new(kind)
+        }
+    }
+}
+
+/// Why the affected set could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum AffectedError {
+    /// Stacks that depend on each other in a cycle cannot be ordered. `stacks` names every stack
+    /// on a cycle; `rest` is the affected set without them, ordered, so a caller can mark those
+    /// failed and carry on with the others.
+    #[error("dependency cycle among stacks: {}", stacks.join(", "))]
+    Cycle {
+        stacks: Vec<String>,
+        rest: Box<Affected>,
+    },
+    #[error(transparent)]
+    Git(#[from] anyhow::Error),
+}
+
+/// Computes the stacks affected between `base` and `head`. With no `base` (the first commit
+/// Tidemark sees) every stack is affected as `added`.
+pub fn affected(
+    repo: &Repository,
+    base: Option<Oid>,
+    head: Oid,
+    index: Option<&mut Index>,
+) -> Result<Affected, AffectedError> {
+    let mut scratch = Index::new();
+    let index = index.unwrap_or(&mut scratch);
+    let head_tree = commit_tree(repo, head)?;
+    let now = snapshot(repo, head_tree, index)?;
+    let mut direct: BTreeMap<usize, Vec<Reason>> = BTreeMap::new();
+    let mut removed: Vec<AffectedStack> = Vec::new();
+    match base {
+        None => {
+            for i in 0..now.stacks.len() {
+                direct.insert(i, vec![Reason::new(ReasonKind::Added)]);
+            }
+        }
+        Some(base) => {
+            let base_tree = commit_tree(repo, base)?;
+            if base_tree != head_tree {
+                let before = snapshot(repo, base_tree, index)?;
+                let changed = changed_paths(repo, base_tree, head_tree)?;
+                compare(&now, &before, &changed, &mut direct, &mut removed);
+            }
+        }
+    }
+
+    let mut reasons: BTreeMap<usize, Vec<Reason>> = direct;
+    let direct: BTreeSet<usize> = reasons.keys().copied().collect();
+    let mut queue: Vec<usize> = direct.iter().copied().collect();
+    while let Some(up) = queue.pop() {
+        for &down in &now.downstreams[up] {
+            let entry = reasons.entry(down).or_default();
+            if entry.is_empty() {
+                queue.push(down);
+            }
+            entry.push(Reason {
+                stack: Some(now.stacks[up].path.clone()),
+                ..Reason::new(ReasonKind::Dependency)
+            });
+        }
+    }
+
+    let nodes: Vec<usize> = reasons.keys().copied().collect();
+    let upstreams = |i: usize| now.upstreams[i].iter().map(|(u, _)| *u).collect();
+    let (ordered, cycle) = match graph::order(&nodes, &upstreams) {
+        Ok(ordered) => (ordered, None),
+        Err(cyclic) => {
+            let rest: Vec<usize> = nodes.iter().copied().filter(|n| !cyclic.contains(n)).collect();
+            let ordered = graph::order(&rest, &upstreams).unwrap_or(rest);
+            (ordered, Some(cyclic))
+        }
+    };
+    let listed: BTreeSet<usize> = ordered.iter().copied().collect();
+    let mut stacks: Vec<AffectedStack> = ordered
+        .into_iter()
+        .map(|i| {
+            let mut why = reasons.remove(&i).unwrap_or_default();
+            why.sort();
+            why.dedup();
+            let stack = &now.stacks[i];
+            AffectedStack {
+                path: stack.path.clone(),
+                name: stack.name.clone(),
+                direct: direct.contains(&i),
+                reasons: why,
+                depends_on: now.upstreams[i]
+                    .iter()
+                    .filter(|(u, _)| listed.contains(u))
+                    .map(|(u, _)| now.stacks[*u].path.clone())
+                    .collect(),
+            }
+        })
+        .collect();
+    stacks.extend(removed);
+    let result = Affected {
+        base: base.map(|b| b.to_string()),
+        head: head.to_string(),
+        stacks,
+        errors: now.errors.clone(),
+    };
+    match cycle {
+        None => Ok(result),
+        Some(cyclic) => Err(AffectedError::Cycle {
+            stacks: cyclic.iter().map(|&i| now.stacks[i].path.clone()).collect(),
+            rest: Box::new(result),
+        }),
+    }
+}
+
+/// The directly affected stacks: added, removed, and those owning a changed path at either
+/// commit (a deleted file belonged to its stack at `base`).
+fn compare(
+    now: &Snapshot,
+    before: &Snapshot,
+    changed: &[String],
+    direct: &mut BTreeMap<usize, Vec<Reason>>,
+    removed: &mut Vec<AffectedStack>,
+) {
+    for (i, stack) in now.stacks.iter().enumerate() {
+        if !before.by_path.contains_key(&stack.path) {
+            direct.insert(i, vec![Reason::new(ReasonKind::Added)]);
+        }
+    }
+    for stack in &before.stacks {
+        if !now.by_path.contains_key(&stack.path) {
+            removed.push(AffectedStack {
+                path: stack.path.clone(),
+                name: stack.name.clone(),
+                direct: true,
+                reasons: vec![Reason::new(ReasonKind::Removed)],
+                depends_on: Vec::new(),
+            });
+        }
+    }
+    let mut add = |i: usize, reason: Reason| {
+        let entry = direct.entry(i).or_default();
+        if entry.first().map(|r| r.kind) != Some(ReasonKind::Added) {
+            entry.push(reason);
+        }
+    };
+    for path in changed {
+        attribute(now, path, &mut |i, reason| add(i, reason));
+        attribute(before, path, &mut |j, reason| {
+            if let Some(&i) = now.by_path.get(&before.stacks[j].path) {
+                add(i, reason);
+            }
+        });
+    }
+}
+
+/// Every stack a path is part of at one commit, and how: as its own file (the deepest stack
+/// directory above it), through a local module directory above it (up to that stack), as an
+/// included Terragrunt file, or through a watch glob. Markdown is never a stack's file.
+fn attribute(snapshot: &Snapshot, path: &str, found: &mut dyn FnMut(usize, Reason)) {
+    let markdown = paths::is_markdown(path);
+    if !markdown {
+        let dir = paths::parent(path);
+        let owner = paths::ancestors(dir).find_map(|d| snapshot.by_path.get(d).copied());
+        for d in paths::ancestors(dir) {
+            for &user in snapshot.module_users.get(d).into_iter().flatten() {
+                if Some(user) != owner {
+                    found(
+                        user,
+                        Reason {
+                            module: Some(d.to_string()),
+                            ..Reason::file(ReasonKind::Module, path)
+                        },
+                    );
+                }
+            }
+            if let Some(&stack) = snapshot.by_path.get(d) {
+                found(stack, Reason::file(ReasonKind::File, path));
+                break;
+            }
+        }
+    }
+    for &user in snapshot.include_users.get(path).into_iter().flatten() {
+        found(user, Reason::file(ReasonKind::Include, path));
+    }
+    for glob in snapshot.watch.matches(path) {
+        found(snapshot.watch_owner[glob], Reason::file(ReasonKind::Watch, path));
+    }
+}

@@ -1,0 +1,568 @@
+//! Resolving one commit into a [`Snapshot`]: which directories are stacks, what each is made of
+//! (own files, local modules traced recursively, Terragrunt includes, watch globs) and the edges
+//! between stacks (`depends_on`, Terragrunt dependencies, `terraform_remote_state`).
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Result;
+use git2::{Oid, Repository};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::eval::{PathExpr, Scope};
+use super::hcl::{Backend, FileError, Role, StackConfig};
+use super::index::{Files, Index};
+use super::paths;
+use super::state::StateKey;
+use super::{EdgeKind, Stack, StackError, StackKind};
+
+/// Everything known about the stacks at one commit, ready to answer "who owns this path".
+pub(crate) struct Snapshot {
+    /// Sorted by path.
+    pub stacks: Vec<Stack>,
+    pub by_path: HashMap<String, usize>,
+    /// For each stack, its upstream stacks and how each edge arose.
+    pub upstreams: Vec<Vec<(usize, EdgeKind)>>,
+    pub downstreams: Vec<Vec<usize>>,
+    pub errors: Vec<StackError>,
+    /// Local module directory -> stacks whose configuration uses it (directly or nested).
+    pub module_users: HashMap<String, Vec<usize>>,
+    /// Included Terragrunt file -> stacks that include or read it.
+    pub include_users: HashMap<String, Vec<usize>>,
+    pub watch: GlobSet,
+    /// The stack each glob in `watch` belongs to.
+    pub watch_owner: Vec<usize>,
+}
+
+/// A directory's Terraform configuration, resolved where it does not depend on the stack.
+#[derive(Default)]
+struct TfDir {
+    /// Local module directories its `module` blocks use.
+    modules: Vec<String>,
+    problems: Vec<(String, FileError)>,
+    backend: Option<Backend>,
+    /// Remote state reads (evaluated per stack: local paths are relative to the stack).
+    remote_states: Vec<Backend>,
+}
+
+/// What a Terragrunt stack's configuration adds, through its includes.
+#[derive(Default)]
+struct TgStack {
+    included: Vec<String>,
+    modules: Vec<String>,
+    dependencies: Vec<(String, String, u32)>,
+}
+
+struct Builder<'a> {
+    repo: &'a Repository,
+    index: &'a mut Index,
+    files: &'a Files,
+    tf_dirs: HashMap<String, TfDir>,
+    errors: Vec<StackError>,
+}
+
+/// Resolves the commit whose root tree is `tree`.
+pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<Snapshot> {
+    index.begin_build();
+    let files = index.list(repo, tree)?;
+    let mut b = Builder {
+        repo,
+        index,
+        files: &files,
+        tf_dirs: HashMap::new(),
+        errors: Vec::new(),
+    };
+    let found = b.find_stacks()?;
+    let configs = b.stack_configs(&found)?;
+    let tg = b.terragrunt(&found)?;
+    let mut roots: Vec<String> = found.iter().map(|(dir, _)| dir.clone()).collect();
+    roots.extend(tg.iter().flat_map(|t| t.modules.iter().cloned()));
+    b.load_tf_dirs(roots)?;
+    Ok(b.assemble(found, configs, tg))
+}
+
+impl Builder<'_> {
+    /// Directories with `stack.hcl` or `terragrunt.hcl`; without any, autodiscovery.
+    fn find_stacks(&mut self) -> Result<Vec<(String, StackKind)>> {
+        let mut found: Vec<(String, StackKind)> = Vec::new();
+        for (dir, entries) in &self.files.dirs {
+            let has = |name: &str| entries.iter().any(|(n, _)| n == name);
+            if has("terragrunt.hcl") {
+                found.push((dir.clone(), StackKind::Terragrunt));
+            } else if has("stack.hcl") {
+                found.push((dir.clone(), StackKind::Terraform));
+            }
+        }
+        if found.is_empty() {
+            // Autodiscovery: every directory of .tf files that nothing uses as a local module.
+            let tf: Vec<String> = self
+                .files
+                .dirs
+                .iter()
+                .filter(|(_, entries)| entries.iter().any(|(n, _)| paths::is_terraform(n)))
+                .map(|(dir, _)| dir.clone())
+                .collect();
+            self.load_tf_dirs(tf.clone())?;
+            let used: HashSet<&String> =
+                self.tf_dirs.values().flat_map(|d| d.modules.iter()).collect();
+            found = tf
+                .iter()
+                .filter(|dir| !used.contains(dir))
+                .map(|dir| (dir.clone(), StackKind::Terraform))
+                .collect();
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    fn stack_configs(&mut self, found: &[(String, StackKind)]) -> Result<Vec<StackConfig>> {
+        let blobs: Vec<Option<Oid>> = found
+            .iter()
+            .map(|(dir, _)| self.files.blob(&paths::child(dir, "stack.hcl")))
+            .collect();
+        let wanted: Vec<(Oid, Role)> = blobs
+            .iter()
+            .flatten()
+            .map(|id| (*id, Role::StackConfig))
+            .collect();
+        self.index.ensure(self.repo, &wanted)?;
+        let mut configs = Vec::with_capacity(found.len());
+        for ((dir, _), blob) in found.iter().zip(blobs) {
+            let Some(facts) = blob.and_then(|id| self.index.facts(id, Role::StackConfig)) else {
+                configs.push(StackConfig::default());
+                continue;
+            };
+            let file = paths::child(dir, "stack.hcl");
+            for e in &facts.errors {
+                self.errors.push(StackError::at(dir, &file, e.line, &e.message));
+            }
+            configs.push(facts.stack.clone().unwrap_or_default());
+        }
+        Ok(configs)
+    }
+
+    /// Follows each Terragrunt stack's includes, in rounds so each round parses in parallel.
+    fn terragrunt(&mut self, found: &[(String, StackKind)]) -> Result<Vec<TgStack>> {
+        let mut out: Vec<TgStack> = found.iter().map(|_| TgStack::default()).collect();
+        let mut seen: HashSet<(usize, String)> = HashSet::new();
+        let mut frontier: Vec<(usize, String)> = found
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, kind))| *kind == StackKind::Terragrunt)
+            .map(|(i, (dir, _))| (i, paths::child(dir, "terragrunt.hcl")))
+            .collect();
+        seen.extend(frontier.iter().cloned());
+        while !frontier.is_empty() {
+            let wanted: Vec<(Oid, Role)> = frontier
+                .iter()
+                .filter_map(|(_, file)| self.files.blob(file))
+                .map(|id| (id, Role::Terragrunt))
+                .collect();
+            self.index.ensure(self.repo, &wanted)?;
+            let mut next = Vec::new();
+            for (i, file) in frontier {
+                let stack_dir = found[i].0.as_str();
+                let Some(facts) = self
+                    .files
+                    .blob(&file)
+                    .and_then(|id| self.index.facts(id, Role::Terragrunt))
+                else {
+                    continue;
+                };
+                let files = self.files;
+                let exists = |p: &str| files.exists(p);
+                let scope = Scope {
+                    file_dir: paths::parent(&file),
+                    stack_dir,
+                    exists: &exists,
+                };
+                let mut error = |line: Option<u32>, message: String| {
+                    self.errors
+                        .push(StackError::at(stack_dir, &file, line, &message));
+                };
+                for e in &facts.errors {
+                    error(e.line, e.message.clone());
+                }
+                for r in &facts.includes {
+                    match resolve(&r.expr, &scope) {
+                        Ok(path) if files.exists(&path) => {
+                            if seen.insert((i, path.clone())) {
+                                out[i].included.push(path.clone());
+                                next.push((i, path));
+                            }
+                        }
+                        Ok(path) => error(Some(r.line), format!("included file {path} not found")),
+                        Err(message) => error(Some(r.line), format!("include: {message}")),
+                    }
+                }
+                for r in &facts.modules {
+                    match local_source(&r.expr, &scope, true) {
+                        Some(Ok(dir)) => out[i].modules.push(dir),
+                        Some(Err(message)) => error(Some(r.line), message),
+                        None => {}
+                    }
+                }
+                for r in &facts.dependencies {
+                    match resolve(&r.expr, &scope) {
+                        Ok(dir) => out[i].dependencies.push((dir, file.clone(), r.line)),
+                        Err(message) => error(Some(r.line), format!("dependency: {message}")),
+                    }
+                }
+            }
+            frontier = next;
+        }
+        Ok(out)
+    }
+
+    /// Analyses the Terraform files of these directories and, transitively, of the local
+    /// modules they use.
+    fn load_tf_dirs(&mut self, dirs: Vec<String>) -> Result<()> {
+        let mut frontier: Vec<String> = dirs
+            .into_iter()
+            .filter(|d| !self.tf_dirs.contains_key(d))
+            .collect();
+        frontier.sort();
+        frontier.dedup();
+        while !frontier.is_empty() {
+            let files = self.files;
+            let wanted: Vec<(Oid, Role)> = frontier
+                .iter()
+                .filter_map(|d| files.dirs.get(d))
+                .flatten()
+                .filter(|(name, _)| paths::is_terraform(name))
+                .map(|(_, id)| (*id, Role::Terraform))
+                .collect();
+            self.index.ensure(self.repo, &wanted)?;
+            let mut next = Vec::new();
+            for dir in frontier {
+                let tf = self.tf_dir(&dir);
+                for module in &tf.modules {
+                    if !self.tf_dirs.contains_key(module) {
+                        next.push(module.clone());
+                    }
+                }
+                self.tf_dirs.insert(dir, tf);
+            }
+            next.sort();
+            next.dedup();
+            next.retain(|d| !self.tf_dirs.contains_key(d));
+            frontier = next;
+        }
+        Ok(())
+    }
+
+    fn tf_dir(&self, dir: &str) -> TfDir {
+        let mut tf = TfDir::default();
+        let Some(entries) = self.files.dirs.get(dir) else {
+            return tf;
+        };
+        let exists = |p: &str| self.files.exists(p);
+        let scope = Scope {
+            file_dir: dir,
+            stack_dir: dir,
+            exists: &exists,
+        };
+        for (name, id) in entries.iter().filter(|(n, _)| paths::is_terraform(n)) {
+            let Some(facts) = self.index.facts(*id, Role::Terraform) else {
+                continue;
+            };
+            let file = paths::child(dir, name);
+            for e in &facts.errors {
+                tf.problems.push((file.clone(), e.clone()));
+            }
+            for r in &facts.modules {
+                match local_source(&r.expr, &scope, false) {
+                    Some(Ok(module)) if self.files.dirs.contains_key(&module) => {
+                        tf.modules.push(module)
+                    }
+                    Some(Ok(module)) => tf.problems.push((
+                        file.clone(),
+                        FileError {
+                            line: Some(r.line),
+                            message: format!("module source {module}: no such directory"),
+                        },
+                    )),
+                    Some(Err(message)) => tf.problems.push((
+                        file.clone(),
+                        FileError {
+                            line: Some(r.line),
+                            message,
+                        },
+                    )),
+                    None => {}
+                }
+            }
+            if facts.backend.is_some() {
+                tf.backend.clone_from(&facts.backend);
+            }
+            tf.remote_states.extend(facts.remote_states.iter().cloned());
+        }
+        tf.modules.sort();
+        tf.modules.dedup();
+        tf
+    }
+
+    /// Puts the pieces together: module closures, names, edges, watch globs, errors.
+    fn assemble(
+        mut self,
+        found: Vec<(String, StackKind)>,
+        configs: Vec<StackConfig>,
+        tg: Vec<TgStack>,
+    ) -> Snapshot {
+        let by_path: HashMap<String, usize> = found
+            .iter()
+            .enumerate()
+            .map(|(i, (dir, _))| (dir.clone(), i))
+            .collect();
+        let mut module_users: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut include_users: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut states: HashMap<StateKey, usize> = HashMap::new();
+        let mut reads: Vec<Vec<StateKey>> = vec![Vec::new(); found.len()];
+        let files = self.files;
+        let exists = |p: &str| files.exists(p);
+
+        for (i, (dir, kind)) in found.iter().enumerate() {
+            for file in &tg[i].included {
+                include_users.entry(file.clone()).or_default().push(i);
+            }
+            // The stack's own directory, then every module reachable from it.
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut queue: Vec<&str> = tg[i].modules.iter().map(String::as_str).collect();
+            queue.push(dir.as_str());
+            while let Some(current) = queue.pop() {
+                if !seen.insert(current) {
+                    continue;
+                }
+                if current != dir {
+                    module_users.entry(current.to_string()).or_default().push(i);
+                }
+                let Some(tf) = self.tf_dirs.get(current) else {
+                    continue;
+                };
+                for (file, e) in &tf.problems {
+                    self.errors.push(StackError::at(dir, file, e.line, &e.message));
+                }
+                queue.extend(tf.modules.iter().map(String::as_str));
+                for read in &tf.remote_states {
+                    let scope = Scope {
+                        file_dir: current,
+                        stack_dir: dir,
+                        exists: &exists,
+                    };
+                    if let Some(key) = StateKey::of(read, &scope) {
+                        reads[i].push(key);
+                    }
+                }
+            }
+            let own = self.tf_dirs.get(dir.as_str()).and_then(|t| t.backend.as_ref());
+            let scope = Scope {
+                file_dir: dir,
+                stack_dir: dir,
+                exists: &exists,
+            };
+            let key = match own {
+                Some(backend) => StateKey::of(backend, &scope),
+                None if *kind == StackKind::Terraform => Some(StateKey::default_local(dir)),
+                None => None,
+            };
+            if let Some(key) = key {
+                states.entry(key).or_insert(i);
+            }
+        }
+
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, (dir, _)) in found.iter().enumerate() {
+            let name = configs[i].name.clone().unwrap_or_else(|| dir.clone());
+            if let Some(&other) = names.get(&name) {
+                let message = format!("stack name {name:?} is also used by {}", found[other].0);
+                self.errors
+                    .push(StackError::at(dir, &paths::child(dir, "stack.hcl"), None, &message));
+            } else {
+                names.insert(name, i);
+            }
+        }
+
+        let mut upstreams: Vec<Vec<(usize, EdgeKind)>> = vec![Vec::new(); found.len()];
+        for (i, (dir, _)) in found.iter().enumerate() {
+            let stack_file = paths::child(dir, "stack.hcl");
+            for (target, line) in &configs[i].depends_on {
+                match depends_on_target(dir, target, &by_path, &names) {
+                    Ok(up) => upstreams[i].push((up, EdgeKind::DependsOn)),
+                    Err(message) => {
+                        self.errors
+                            .push(StackError::at(dir, &stack_file, Some(*line), &message))
+                    }
+                }
+            }
+            for (target, file, line) in &tg[i].dependencies {
+                match by_path.get(target) {
+                    Some(&up) => upstreams[i].push((up, EdgeKind::Dependency)),
+                    None => {
+                        let message = format!("dependency {target} is not a stack");
+                        self.errors.push(StackError::at(dir, file, Some(*line), &message));
+                    }
+                }
+            }
+            for key in &reads[i] {
+                if let Some(&up) = states.get(key)
+                    && up != i
+                {
+                    upstreams[i].push((up, EdgeKind::RemoteState));
+                }
+            }
+            upstreams[i].sort_by_key(|(up, kind)| (*up, *kind as u8));
+            upstreams[i].dedup_by_key(|(up, _)| *up);
+        }
+
+        let mut downstreams: Vec<Vec<usize>> = vec![Vec::new(); found.len()];
+        for (i, ups) in upstreams.iter().enumerate() {
+            for (up, _) in ups {
+                downstreams[*up].push(i);
+            }
+        }
+        let (watch, watch_owner) = self.watch_globs(&found, &configs);
+        let stacks = found
+            .iter()
+            .zip(configs)
+            .enumerate()
+            .map(|(i, ((dir, kind), config))| Stack {
+                path: dir.clone(),
+                name: config.name.unwrap_or_else(|| dir.clone()),
+                kind: *kind,
+                runner: config.runner,
+                depends_on: upstreams[i].iter().map(|(up, _)| found[*up].0.clone()).collect(),
+                watch: config.watch.into_iter().map(|(w, _)| w).collect(),
+                drift_schedule: config.drift_schedule,
+                auto_apply: config.auto_apply,
+                tags: config.tags,
+            })
+            .collect();
+        let mut errors = self.errors;
+        errors.sort();
+        errors.dedup();
+        Snapshot {
+            stacks,
+            by_path,
+            upstreams,
+            downstreams,
+            errors,
+            module_users,
+            include_users,
+            watch,
+            watch_owner,
+        }
+    }
+
+    fn watch_globs(
+        &mut self,
+        found: &[(String, StackKind)],
+        configs: &[StackConfig],
+    ) -> (GlobSet, Vec<usize>) {
+        let mut builder = GlobSetBuilder::new();
+        let mut owners = Vec::new();
+        for (i, (dir, _)) in found.iter().enumerate() {
+            let file = paths::child(dir, "stack.hcl");
+            for (pattern, line) in &configs[i].watch {
+                let glob = paths::join(dir, pattern)
+                    .map_err(|_| format!("watch {pattern:?} escapes the repository"))
+                    .and_then(|p| {
+                        GlobBuilder::new(&p)
+                            .literal_separator(true)
+                            .build()
+                            .map_err(|e| format!("watch {pattern:?}: {e}"))
+                    });
+                match glob {
+                    Ok(glob) => {
+                        builder.add(glob);
+                        owners.push(i);
+                    }
+                    Err(message) => {
+                        self.errors
+                            .push(StackError::at(dir, &file, Some(*line), &message))
+                    }
+                }
+            }
+        }
+        // Every glob in the set was built on its own already, so the set builds too; should it
+        // not, an empty set only loses watch reasons, never anything else.
+        let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
+        (set, owners)
+    }
+}
+
+/// Evaluates a path and joins it onto the file's directory.
+fn resolve(expr: &PathExpr, scope: &Scope<'_>) -> Result<String, String> {
+    let value = expr.eval(scope)?;
+    paths::join(scope.file_dir, &value)
+        .map_err(|_| format!("path {value:?} escapes the repository"))
+}
+
+/// The directory of a local module source, `None` for registry and remote sources.
+/// Terragrunt's `//` sub-directory form and `?ref=` query are accepted.
+fn local_source(
+    expr: &PathExpr,
+    scope: &Scope<'_>,
+    terragrunt: bool,
+) -> Option<Result<String, String>> {
+    let literal = expr.literal().is_some();
+    let value = match expr.eval(scope) {
+        Ok(v) => v,
+        Err(message) => return Some(Err(message)),
+    };
+    let value = value.split('?').next().unwrap_or_default();
+    if terragrunt && (value.contains("::") || value.contains("://")) {
+        return None;
+    }
+    if literal && value.starts_with('/') {
+        return Some(Err(format!(
+            "module source {value:?} is an absolute path outside the repository"
+        )));
+    }
+    let local = value == "."
+        || value == ".."
+        || value.starts_with("./")
+        || value.starts_with("../")
+        || value.starts_with('/');
+    if !local {
+        return None;
+    }
+    Some(
+        paths::join(scope.file_dir, &value.replace("//", "/"))
+            .map_err(|_| format!("module source {value:?} escapes the repository")),
+    )
+}
+
+/// A `depends_on` entry: a path from the root (`/x`), a path relative to the stack, or a name.
+fn depends_on_target(
+    dir: &str,
+    target: &str,
+    by_path: &HashMap<String, usize>,
+    names: &HashMap<String, usize>,
+) -> Result<usize, String> {
+    let explicit_path = target.starts_with('/') || target.starts_with('.');
+    match paths::join(dir, target) {
+        Ok(path) => {
+            if let Some(&i) = by_path.get(&path) {
+                return Ok(i);
+            }
+        }
+        Err(_) if explicit_path => {
+            return Err(format!("depends_on {target:?} escapes the repository"));
+        }
+        Err(_) => {}
+    }
+    if !explicit_path && let Some(&i) = names.get(target) {
+        return Ok(i);
+    }
+    Err(format!("depends_on {target:?}: no such stack"))
+}
+
+impl StackError {
+    pub(crate) fn at(stack: &str, file: &str, line: Option<u32>, message: &str) -> Self {
+        StackError {
+            stack: stack.to_string(),
+            file: file.to_string(),
+            line,
+            message: message.to_string(),
+        }
+    }
+}

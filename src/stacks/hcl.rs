@@ -1,0 +1,376 @@
+//! HCL analysis of one file: what a `.tf`, `stack.hcl` or Terragrunt file says about modules,
+//! state backends, includes and dependencies. The result depends only on the file's bytes, so it
+//! is cached by blob id; paths stay unevaluated ([`PathExpr`]) until the file's place is known.
+
+use std::collections::BTreeMap;
+
+use hcl::edit::Span;
+use hcl::edit::expr::{Expression, FuncCall, ObjectKey};
+use hcl::edit::structure::{Attribute, Block, Body};
+use hcl::edit::visit::{Visit, visit_func_call};
+
+use super::eval::PathExpr;
+
+/// How a file is read: the role follows from its name and from who refers to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Terraform,
+    StackConfig,
+    Terragrunt,
+}
+
+/// A problem in one file, with the line it is on when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+/// A path expression and the line it was written on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRef {
+    pub expr: PathExpr,
+    pub line: u32,
+}
+
+/// A state backend: a `backend`/`cloud` block, or the `backend` and `config` a
+/// `terraform_remote_state` data source reads. Config keys are flattened (`workspaces.name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub kind: String,
+    pub config: BTreeMap<String, PathExpr>,
+}
+
+/// The `stack` block of a `stack.hcl`, as written (paths unresolved).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackConfig {
+    pub name: Option<String>,
+    pub depends_on: Vec<(String, u32)>,
+    pub watch: Vec<(String, u32)>,
+    pub drift_schedule: Option<String>,
+    pub auto_apply: bool,
+    pub runner: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// Everything detection needs from one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileFacts {
+    pub errors: Vec<FileError>,
+    /// `module` sources (Terraform) or `terraform { source }` (Terragrunt).
+    pub modules: Vec<PathRef>,
+    pub backend: Option<Backend>,
+    pub remote_states: Vec<Backend>,
+    /// Terragrunt `include` paths and `read_terragrunt_config` arguments.
+    pub includes: Vec<PathRef>,
+    /// Terragrunt `dependency` config paths and `dependencies` paths.
+    pub dependencies: Vec<PathRef>,
+    pub stack: Option<StackConfig>,
+}
+
+/// Keys renamed to get past a repeated object key (see [`parse_lenient`]) carry this prefix.
+const DUP_PREFIX: &str = "tidemark_dup_";
+
+/// Parses a file's bytes in the given role. Broken input is data: it becomes an error entry.
+pub fn analyze(bytes: &[u8], role: Role) -> FileFacts {
+    let mut facts = FileFacts::default();
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        facts.errors.push(FileError {
+            line: None,
+            message: "file is not valid UTF-8".to_string(),
+        });
+        return facts;
+    };
+    let (body, text) = match parse_lenient(text) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            facts.errors.push(error);
+            return facts;
+        }
+    };
+    let lines = Lines::new(&text);
+    match role {
+        Role::Terraform => terraform(&body, &lines, &mut facts),
+        Role::Terragrunt => terragrunt(&body, &lines, &mut facts),
+        Role::StackConfig => stack_config(&body, &lines, &mut facts),
+    }
+    facts
+}
+
+/// Parses HCL, working around one gap: since hcl-edit 0.9.8 a key repeated inside one object
+/// literal is a parse error, while Terraform accepts it (the last value wins). The repeated key
+/// is renamed in a copy of the text and the parse retried; readers strip the prefix again, so a
+/// later value still overrides an earlier one.
+fn parse_lenient(text: &str) -> Result<(Body, String), FileError> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for attempt in 0..32 {
+        match hcl::edit::parser::parse_body(&text) {
+            Ok(body) => return Ok((body, text.into_owned())),
+            Err(error) => {
+                let offset = error.location().offset();
+                let repeated = error.message().contains("redefined object key");
+                if !repeated || attempt == 31 || offset >= text.len() {
+                    return Err(FileError {
+                        line: Some(error.location().line() as u32),
+                        message: format!("HCL parse error: {}", error.message()),
+                    });
+                }
+                let at = if text.as_bytes()[offset] == b'"' {
+                    offset + 1
+                } else {
+                    offset
+                };
+                let mut owned = text.into_owned();
+                owned.insert_str(at, &format!("{DUP_PREFIX}{attempt}_"));
+                text = std::borrow::Cow::Owned(owned);
+            }
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// Byte offsets to one-based line numbers.
+struct Lines {
+    starts: Vec<usize>,
+}
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self { starts }
+    }
+
+    fn of(&self, node: &impl Span) -> u32 {
+        let offset = node.span().map_or(0, |s| s.start);
+        self.starts.partition_point(|&s| s <= offset) as u32
+    }
+}
+
+fn terraform(body: &Body, lines: &Lines, facts: &mut FileFacts) {
+    for block in body.blocks() {
+        match block.ident.as_str() {
+            "module" => {
+                if let Some(source) = attr(&block.body, "source")
+                    && let Some(expr) = PathExpr::lower(&source.value)
+                {
+                    facts.modules.push(PathRef {
+                        expr,
+                        line: lines.of(source),
+                    });
+                }
+            }
+            "terraform" => {
+                for inner in block.body.blocks() {
+                    let kind = match inner.ident.as_str() {
+                        "backend" => label(inner, 0).unwrap_or_default(),
+                        "cloud" => "remote".to_string(),
+                        _ => continue,
+                    };
+                    let mut config = BTreeMap::new();
+                    flatten_body(&inner.body, "", &mut config);
+                    facts.backend = Some(Backend { kind, config });
+                }
+            }
+            "data" if label(block, 0).as_deref() == Some("terraform_remote_state") => {
+                let kind = attr(&block.body, "backend")
+                    .and_then(|a| PathExpr::lower(&a.value))
+                    .and_then(|p| p.literal());
+                let mut config = BTreeMap::new();
+                if let Some(value) = attr(&block.body, "config") {
+                    flatten_expr(&value.value, "", &mut config);
+                }
+                if let Some(kind) = kind {
+                    facts.remote_states.push(Backend { kind, config });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
+    for block in body.blocks() {
+        let refs = match block.ident.as_str() {
+            "include" => vec![("path", &mut facts.includes)],
+            "terraform" => vec![("source", &mut facts.modules)],
+            "dependency" => vec![("config_path", &mut facts.dependencies)],
+            _ => vec![],
+        };
+        for (key, list) in refs {
+            if let Some(a) = attr(&block.body, key)
+                && let Some(expr) = PathExpr::lower(&a.value)
+            {
+                list.push(PathRef {
+                    expr,
+                    line: lines.of(a),
+                });
+            }
+        }
+        if block.ident.as_str() == "dependencies"
+            && let Some(a) = attr(&block.body, "paths")
+            && let Expression::Array(items) = &a.value
+        {
+            for item in items.iter() {
+                if let Some(expr) = PathExpr::lower(item) {
+                    facts.dependencies.push(PathRef {
+                        expr,
+                        line: lines.of(a),
+                    });
+                }
+            }
+        }
+    }
+    let mut reads = ReadConfigCalls { lines, found: vec![] };
+    reads.visit_body(body);
+    facts.includes.extend(reads.found);
+}
+
+/// Collects `read_terragrunt_config("...")` calls wherever they appear (usually in `locals`).
+struct ReadConfigCalls<'a> {
+    lines: &'a Lines,
+    found: Vec<PathRef>,
+}
+
+impl Visit for ReadConfigCalls<'_> {
+    fn visit_func_call(&mut self, call: &FuncCall) {
+        if call.name.name.as_str() == "read_terragrunt_config"
+            && let Some(expr) = call.args.iter().next().and_then(PathExpr::lower)
+        {
+            self.found.push(PathRef {
+                expr,
+                line: self.lines.of(call),
+            });
+        }
+        visit_func_call(self, call);
+    }
+}
+
+fn stack_config(body: &Body, lines: &Lines, facts: &mut FileFacts) {
+    let mut config = StackConfig::default();
+    let mut error = |line: u32, message: String| {
+        facts.errors.push(FileError {
+            line: Some(line),
+            message,
+        })
+    };
+    for attribute in body.attributes() {
+        error(
+            lines.of(attribute),
+            format!("unknown attribute {:?} outside the stack block", attribute.key.as_str()),
+        );
+    }
+    for block in body.blocks() {
+        if block.ident.as_str() != "stack" {
+            error(
+                lines.of(block),
+                format!("unknown block {:?}", block.ident.as_str()),
+            );
+            continue;
+        }
+        for inner in block.body.blocks() {
+            error(
+                lines.of(inner),
+                format!("unknown block {:?} in stack", inner.ident.as_str()),
+            );
+        }
+        for a in block.body.attributes() {
+            let line = lines.of(a);
+            let key = a.key.as_str();
+            let bad_type = |what: &str| format!("stack attribute {key:?} must be {what}");
+            match key {
+                "name" | "drift_schedule" | "runner" => match string(&a.value) {
+                    Some(s) if key == "name" => config.name = Some(s),
+                    Some(s) if key == "runner" => config.runner = Some(s),
+                    Some(s) => config.drift_schedule = Some(s),
+                    None => error(line, bad_type("a string")),
+                },
+                "auto_apply" => match &a.value {
+                    Expression::Bool(b) => config.auto_apply = *b.value(),
+                    _ => error(line, bad_type("a bool")),
+                },
+                "depends_on" | "watch" | "tags" => match strings(&a.value) {
+                    Some(values) if key == "tags" => config.tags = values,
+                    Some(values) => {
+                        let with_line = values.into_iter().map(|v| (v, line)).collect();
+                        if key == "watch" {
+                            config.watch = with_line;
+                        } else {
+                            config.depends_on = with_line;
+                        }
+                    }
+                    None => error(line, bad_type("a list of strings")),
+                },
+                _ => error(line, format!("unknown attribute {key:?} in stack block")),
+            }
+        }
+    }
+    facts.stack = Some(config);
+}
+
+fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Attribute> {
+    body.attributes().filter(|a| a.key.as_str() == key).last()
+}
+
+fn label(block: &Block, i: usize) -> Option<String> {
+    block.labels.get(i).map(|l| l.as_str().to_string())
+}
+
+fn string(expr: &Expression) -> Option<String> {
+    PathExpr::lower(expr)?.literal()
+}
+
+fn strings(expr: &Expression) -> Option<Vec<String>> {
+    match expr {
+        Expression::Array(items) => items.iter().map(string).collect(),
+        _ => None,
+    }
+}
+
+fn flatten_body(body: &Body, prefix: &str, out: &mut BTreeMap<String, PathExpr>) {
+    for a in body.attributes() {
+        flatten_expr(&a.value, &format!("{prefix}{}", a.key.as_str()), out);
+    }
+    for block in body.blocks() {
+        flatten_body(&block.body, &format!("{prefix}{}.", block.ident.as_str()), out);
+    }
+}
+
+fn flatten_expr(expr: &Expression, key: &str, out: &mut BTreeMap<String, PathExpr>) {
+    match expr {
+        Expression::Object(object) => {
+            for (k, v) in object.iter() {
+                let name = match k {
+                    ObjectKey::Ident(ident) => ident.as_str().to_string(),
+                    ObjectKey::Expression(e) => match string(e) {
+                        Some(s) => s,
+                        None => continue,
+                    },
+                };
+                let name = strip_dup(&name);
+                let full = if key.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{key}.{name}")
+                };
+                flatten_expr(v.expr(), &full, out);
+            }
+        }
+        other => {
+            if let Some(value) = PathExpr::lower(other) {
+                out.insert(key.to_string(), value);
+            }
+        }
+    }
+}
+
+/// Undoes the renaming done by [`parse_lenient`].
+fn strip_dup(name: &str) -> &str {
+    let Some(rest) = name.strip_prefix(DUP_PREFIX) else {
+        return name;
+    };
+    match rest.find('_') {
+        Some(i) => &rest[i + 1..],
+        None => name,
+    }
+}

@@ -1,0 +1,185 @@
+//! The persistent index: what Tidemark already knows about a repository's objects. Tree
+//! listings are cached by tree id, file analyses by blob id, and resolved snapshots by root tree
+//! id, so a new commit costs what it changed: unchanged subtrees are neither read nor parsed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use git2::{Oid, Repository};
+use rayon::prelude::*;
+
+use super::discovery::Snapshot;
+use super::hcl::{FileFacts, Role, analyze};
+use super::paths;
+use crate::repo::{EntryKind, TreeItem, read_blob, read_tree};
+
+/// How many resolved snapshots to keep: the base and head of the last few polls.
+const SNAPSHOTS: usize = 4;
+/// Cached trees and analyses unused for this many snapshot builds are dropped.
+const KEEP_GENERATIONS: u64 = 8;
+
+/// The warm cache for one repository. Keep one per repository across polls; it is `Send`, and
+/// everything in it is keyed by content (git ids), so it never goes stale, only unused.
+#[derive(Default)]
+pub struct Index {
+    trees: HashMap<Oid, Cached<Arc<[TreeItem]>>>,
+    facts: HashMap<(Oid, Role), Cached<Arc<FileFacts>>>,
+    snapshots: Vec<(Oid, Arc<Snapshot>)>,
+    generation: u64,
+}
+
+struct Cached<T> {
+    value: T,
+    used: u64,
+}
+
+/// The files of one commit, grouped by directory (`"."` is the root).
+#[derive(Debug, Default)]
+pub struct Files {
+    pub dirs: HashMap<String, Vec<(String, Oid)>>,
+}
+
+impl Files {
+    /// The blob id of a file, if it exists.
+    pub fn blob(&self, path: &str) -> Option<Oid> {
+        let name = paths::file_name(path);
+        self.dirs
+            .get(paths::parent(path))?
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
+    }
+
+    pub fn exists(&self, path: &str) -> bool {
+        self.blob(path).is_some()
+    }
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A snapshot already resolved for this root tree.
+    pub(crate) fn snapshot(&self, tree: Oid) -> Option<Arc<Snapshot>> {
+        self.snapshots
+            .iter()
+            .find(|(id, _)| *id == tree)
+            .map(|(_, s)| s.clone())
+    }
+
+    pub(crate) fn keep_snapshot(&mut self, tree: Oid, snapshot: Arc<Snapshot>) {
+        self.snapshots.retain(|(id, _)| *id != tree);
+        self.snapshots.push((tree, snapshot));
+        if self.snapshots.len() > SNAPSHOTS {
+            self.snapshots.remove(0);
+        }
+    }
+
+    /// Starts a snapshot build and forgets what recent builds did not use.
+    pub(crate) fn begin_build(&mut self) {
+        self.generation += 1;
+        if self.generation.is_multiple_of(KEEP_GENERATIONS) {
+            let oldest = self.generation.saturating_sub(KEEP_GENERATIONS);
+            self.trees.retain(|_, c| c.used >= oldest);
+            self.facts.retain(|_, c| c.used >= oldest);
+        }
+    }
+
+    /// Lists every file under a root tree, reading only trees not seen before.
+    pub(crate) fn list(&mut self, repo: &Repository, root: Oid) -> Result<Files> {
+        let mut files = Files::default();
+        let mut pending = vec![(root, paths::ROOT.to_string())];
+        while let Some((tree, dir)) = pending.pop() {
+            let items = self.tree(repo, tree)?;
+            let mut here = Vec::new();
+            for item in items.iter() {
+                match item.kind {
+                    EntryKind::File => here.push((item.name.clone(), item.id)),
+                    EntryKind::Dir => pending.push((item.id, paths::child(&dir, &item.name))),
+                    EntryKind::Other => {}
+                }
+            }
+            if !here.is_empty() {
+                files.dirs.insert(dir, here);
+            }
+        }
+        Ok(files)
+    }
+
+    fn tree(&mut self, repo: &Repository, id: Oid) -> Result<Arc<[TreeItem]>> {
+        let generation = self.generation;
+        if let Some(cached) = self.trees.get_mut(&id) {
+            cached.used = generation;
+            return Ok(cached.value.clone());
+        }
+        let items: Arc<[TreeItem]> = read_tree(repo, id)?.into();
+        self.trees.insert(
+            id,
+            Cached {
+                value: items.clone(),
+                used: generation,
+            },
+        );
+        Ok(items)
+    }
+
+    /// Makes sure every `(blob, role)` is analysed, parsing the missing ones in parallel.
+    pub(crate) fn ensure(&mut self, repo: &Repository, wanted: &[(Oid, Role)]) -> Result<()> {
+        let generation = self.generation;
+        let mut missing = Vec::new();
+        for key in wanted {
+            match self.facts.get_mut(key) {
+                Some(cached) => cached.used = generation,
+                None => missing.push(*key),
+            }
+        }
+        missing.sort_unstable_by_key(|(id, role)| (*id, *role as u8));
+        missing.dedup();
+        for (key, facts) in parse_all(repo, &missing)? {
+            self.facts.insert(
+                key,
+                Cached {
+                    value: Arc::new(facts),
+                    used: generation,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The analysis of a blob; [`Index::ensure`] must have been called for it.
+    pub(crate) fn facts(&self, blob: Oid, role: Role) -> Option<&FileFacts> {
+        self.facts.get(&(blob, role)).map(|c| c.value.as_ref())
+    }
+}
+
+/// Reads and parses blobs in parallel. A `git2::Repository` is not `Sync`, so each chunk of
+/// work opens its own handle on the same object database (cheap: packs are mapped, not read).
+fn parse_all(repo: &Repository, keys: &[(Oid, Role)]) -> Result<Vec<((Oid, Role), FileFacts)>> {
+    let threads = rayon::current_num_threads().max(1);
+    if keys.len() < 64 || threads == 1 {
+        return keys
+            .iter()
+            .map(|&(id, role)| Ok(((id, role), analyze(&read_blob(repo, id)?, role))))
+            .collect();
+    }
+    let path = repo.path().to_path_buf();
+    let chunk = keys.len().div_ceil(threads * 4);
+    let parsed: Vec<Result<Vec<_>>> = keys
+        .par_chunks(chunk)
+        .map(|chunk| {
+            let repo = Repository::open(&path)?;
+            chunk
+                .iter()
+                .map(|&(id, role)| Ok(((id, role), analyze(&read_blob(&repo, id)?, role))))
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for part in parsed {
+        out.extend(part?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,160 @@
+//! Stacks: discovery, HCL analysis, the stack graph, and the affected set between two commits
+//! with the reason for each stack. Everything is read from git objects at a commit; this module
+//! does no network or database IO.
+//!
+//! Flow: [`Index`] lists a commit's trees and analyses files by blob id (`hcl`, `eval`);
+//! `discovery` resolves that into a snapshot (stacks, module closures, includes, edges);
+//! [`affected`] attributes the changed paths to stacks and walks downstream.
+
+mod affected;
+mod discovery;
+mod eval;
+mod graph;
+mod hcl;
+mod index;
+mod paths;
+mod state;
+pub mod synth;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use git2::{Oid, Repository};
+use serde::Serialize;
+
+pub use affected::{Affected, AffectedError, AffectedStack, Reason, ReasonKind, affected};
+pub use index::Index;
+
+use discovery::Snapshot;
+
+/// How a stack is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StackKind {
+    Terraform,
+    Terragrunt,
+}
+
+/// A directory Tidemark plans and applies as one unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stack {
+    /// From the repository root, `/`-separated, no trailing slash; `"."` for the root.
+    pub path: String,
+    /// `stack { name }`, or the path.
+    pub name: String,
+    pub kind: StackKind,
+    pub runner: Option<String>,
+    /// Every upstream stack (explicit `depends_on`, Terragrunt dependencies, remote state),
+    /// resolved to paths and sorted.
+    pub depends_on: Vec<String>,
+    /// The `watch` globs as written.
+    pub watch: Vec<String>,
+    pub drift_schedule: Option<String>,
+    pub auto_apply: bool,
+    pub tags: Vec<String>,
+}
+
+/// A problem with one stack's configuration: broken input is data, reported next to the
+/// stacks that could still be computed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct StackError {
+    pub stack: String,
+    pub file: String,
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+/// How an edge between two stacks arose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeKind {
+    DependsOn,
+    Dependency,
+    RemoteState,
+}
+
+/// An edge of the stack graph: `to` depends on `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+    pub kind: EdgeKind,
+}
+
+/// The stacks at one commit and the graph between them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Discovery {
+    pub commit: String,
+    /// Sorted by path.
+    pub stacks: Vec<Stack>,
+    /// Sorted by downstream, then upstream.
+    pub edges: Vec<Edge>,
+    pub errors: Vec<StackError>,
+}
+
+impl Discovery {
+    /// Stack paths in dependency order (upstreams first), or the stacks on a cycle.
+    pub fn order(&self) -> Result<Vec<String>, Vec<String>> {
+        let position: std::collections::HashMap<&str, usize> = self
+            .stacks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.path.as_str(), i))
+            .collect();
+        let nodes: Vec<usize> = (0..self.stacks.len()).collect();
+        let upstreams = |i: usize| {
+            self.stacks[i]
+                .depends_on
+                .iter()
+                .filter_map(|p| position.get(p.as_str()).copied())
+                .collect()
+        };
+        let name = |v: Vec<usize>| v.into_iter().map(|i| self.stacks[i].path.clone()).collect();
+        graph::order(&nodes, &upstreams).map(name).map_err(name)
+    }
+
+    /// The stacks `path` depends on directly.
+    pub fn upstreams(&self, path: &str) -> &[String] {
+        self.stacks
+            .binary_search_by(|s| s.path.as_str().cmp(path))
+            .map(|i| self.stacks[i].depends_on.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// Discovers the stacks at a commit. Pass the repository's [`Index`] to reuse earlier work.
+pub fn discover(repo: &Repository, commit: Oid, index: Option<&mut Index>) -> Result<Discovery> {
+    let mut scratch = Index::new();
+    let index = index.unwrap_or(&mut scratch);
+    let tree = crate::repo::commit_tree(repo, commit)?;
+    let snap = snapshot(repo, tree, index)?;
+    let mut edges = Vec::new();
+    for (i, ups) in snap.upstreams.iter().enumerate() {
+        for (up, kind) in ups {
+            edges.push(Edge {
+                from: snap.stacks[*up].path.clone(),
+                to: snap.stacks[i].path.clone(),
+                kind: *kind,
+            });
+        }
+    }
+    Ok(Discovery {
+        commit: commit.to_string(),
+        stacks: snap.stacks.clone(),
+        edges,
+        errors: snap.errors.clone(),
+    })
+}
+
+/// The resolved snapshot of a root tree, from the index when it has one.
+fn snapshot(repo: &Repository, tree: Oid, index: &mut Index) -> Result<Arc<Snapshot>> {
+    if let Some(snap) = index.snapshot(tree) {
+        return Ok(snap);
+    }
+    let snap = Arc::new(discovery::build(repo, tree, index)?);
+    index.keep_snapshot(tree, snap.clone());
+    Ok(snap)
+}

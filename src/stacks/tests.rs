@@ -1,0 +1,605 @@
+//! Detection rules, one test each, through one `check(files, change, expected)` helper: build a
+//! git repository in a temp dir with `files`, commit `change` on top, and compare the affected
+//! set (rendered one stack per line, errors after) with `expected`.
+
+use std::collections::BTreeMap;
+
+use git2::{Oid, Repository, Signature};
+
+use super::*;
+
+/// A change to apply on top of the base files: write a file, or remove a path (and everything
+/// under it).
+enum Edit<'a> {
+    Write(&'a str, &'a str),
+    Remove(&'a str),
+}
+use Edit::{Remove, Write};
+
+pub(super) struct TestRepo {
+    _dir: tempfile::TempDir,
+    pub repo: Repository,
+    files: BTreeMap<String, String>,
+    head: Option<Oid>,
+}
+
+impl TestRepo {
+    pub(super) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init_bare(dir.path()).expect("init");
+        TestRepo {
+            _dir: dir,
+            repo,
+            files: BTreeMap::new(),
+            head: None,
+        }
+    }
+
+    pub(super) fn write(&mut self, path: &str, content: &str) {
+        self.files.insert(path.to_string(), content.to_string());
+    }
+
+    pub(super) fn remove(&mut self, path: &str) {
+        let prefix = format!("{path}/");
+        self.files.retain(|p, _| p != path && !p.starts_with(&prefix));
+    }
+
+    pub(super) fn commit(&mut self) -> Oid {
+        let tree = self.tree("");
+        let tree = self.repo.find_tree(tree).expect("tree");
+        let sig = Signature::now("t", "t@example.test").expect("sig");
+        let parents: Vec<git2::Commit<'_>> = self
+            .head
+            .map(|h| self.repo.find_commit(h).expect("parent"))
+            .into_iter()
+            .collect();
+        let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        let id = self
+            .repo
+            .commit(None, &sig, &sig, "c", &tree, &parents)
+            .expect("commit");
+        self.head = Some(id);
+        id
+    }
+
+    fn tree(&self, prefix: &str) -> Oid {
+        let mut builder = self.repo.treebuilder(None).expect("treebuilder");
+        let mut subdirs = std::collections::BTreeSet::new();
+        for (path, content) in self.files.range(prefix.to_string()..) {
+            let Some(rest) = path.strip_prefix(prefix) else { break };
+            match rest.split_once('/') {
+                Some((dir, _)) => {
+                    subdirs.insert(dir.to_string());
+                }
+                None => {
+                    let blob = self.repo.blob(content.as_bytes()).expect("blob");
+                    builder.insert(rest, blob, 0o100644).expect("insert");
+                }
+            }
+        }
+        for dir in subdirs {
+            let sub = self.tree(&format!("{prefix}{dir}/"));
+            builder.insert(&dir, sub, 0o040000).expect("insert");
+        }
+        builder.write().expect("write tree")
+    }
+}
+
+fn render(affected: &Affected) -> String {
+    let mut out = String::new();
+    for s in &affected.stacks {
+        let reasons: Vec<String> = s
+            .reasons
+            .iter()
+            .map(|r| {
+                let kind = format!("{:?}", r.kind).to_lowercase();
+                let mut text = kind;
+                for part in [&r.file, &r.stack].into_iter().flatten() {
+                    text.push(' ');
+                    text.push_str(part);
+                }
+                if let Some(module) = &r.module {
+                    text.push_str(" via ");
+                    text.push_str(module);
+                }
+                text
+            })
+            .collect();
+        let indirect = if s.direct { "" } else { " (indirect)" };
+        out.push_str(&format!("{}{indirect}: {}\n", s.path, reasons.join(", ")));
+    }
+    for e in &affected.errors {
+        let line = e.line.map(|l| format!(":{l}")).unwrap_or_default();
+        out.push_str(&format!("! {} {}{line} {}\n", e.stack, e.file, e.message));
+    }
+    out
+}
+
+/// Commits `files`, then `change`, and compares the affected set between the two commits.
+fn check(files: &[(&str, &str)], change: &[Edit<'_>], expected: &str) {
+    let mut t = TestRepo::new();
+    for (path, content) in files {
+        t.write(path, content);
+    }
+    let base = t.commit();
+    for edit in change {
+        match edit {
+            Write(path, content) => t.write(path, content),
+            Remove(path) => t.remove(path),
+        }
+    }
+    let head = t.commit();
+    let actual = match affected(&t.repo, Some(base), head, None) {
+        Ok(result) => render(&result),
+        Err(AffectedError::Cycle { stacks, rest }) => {
+            format!("cycle: {}\n{}", stacks.join(", "), render(&rest))
+        }
+        Err(e) => panic!("affected failed: {e:#}"),
+    };
+    let expected: String = expected
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(actual, expected, "\nactual:\n{actual}\nexpected:\n{expected}");
+}
+
+const STACK: &str = "stack {}\n";
+
+#[test]
+fn own_file_change_affects_only_that_stack() {
+    check(
+        &[("a/stack.hcl", STACK), ("a/main.tf", ""), ("b/stack.hcl", STACK)],
+        &[Write("a/main.tf", "# changed\n")],
+        "a: file a/main.tf",
+    );
+}
+
+#[test]
+fn markdown_is_ignored() {
+    check(
+        &[("a/stack.hcl", STACK), ("a/README.md", "x"), ("modules/m/NOTES.md", "x")],
+        &[Write("a/README.md", "y"), Write("modules/m/NOTES.md", "y")],
+        "",
+    );
+}
+
+#[test]
+fn nested_stack_owns_its_files_alone() {
+    check(
+        &[("a/stack.hcl", STACK), ("a/b/stack.hcl", STACK), ("a/b/main.tf", ""), ("a/x/y.tf", "")],
+        &[Write("a/b/main.tf", "# c\n"), Write("a/x/y.tf", "# c\n")],
+        "a: file a/x/y.tf
+         a/b: file a/b/main.tf",
+    );
+}
+
+#[test]
+fn nested_local_modules_are_traced() {
+    check(
+        &[
+            ("app/stack.hcl", STACK),
+            ("app/main.tf", "module \"net\" {\n  source = \"../modules/net\"\n}\n"),
+            ("other/stack.hcl", STACK),
+            ("other/main.tf", "module \"r\" {\n  source = \"terraform-aws-modules/vpc/aws\"\n}\n"),
+            ("modules/net/main.tf", "module \"sub\" {\n  source = \"./sub\"\n}\n"),
+            ("modules/net/sub/main.tf", ""),
+            ("modules/net/sub/files/policy.json", "{}"),
+            ("modules/unused/main.tf", ""),
+        ],
+        &[
+            Write("modules/net/sub/files/policy.json", "{\"a\": 1}"),
+            Write("modules/unused/main.tf", "# c\n"),
+        ],
+        "app: module modules/net/sub/files/policy.json via modules/net, \
+              module modules/net/sub/files/policy.json via modules/net/sub",
+    );
+}
+
+#[test]
+fn stacks_added_and_removed() {
+    check(
+        &[("a/stack.hcl", STACK), ("b/stack.hcl", STACK), ("b/main.tf", "")],
+        &[Write("c/stack.hcl", STACK), Write("c/main.tf", ""), Remove("b")],
+        "c: added
+         b: removed",
+    );
+}
+
+#[test]
+fn first_commit_marks_every_stack_added() {
+    let mut t = TestRepo::new();
+    t.write("a/stack.hcl", STACK);
+    t.write("b/stack.hcl", "stack {\n  depends_on = [\"../a\"]\n}\n");
+    let head = t.commit();
+    let result = affected(&t.repo, None, head, None).expect("affected");
+    assert_eq!(render(&result), "a: added\nb: added, dependency a\n");
+    assert_eq!(result.base, None);
+    assert_eq!(result.stacks[1].depends_on, ["a"]);
+}
+
+#[test]
+fn depends_on_by_relative_path_rooted_path_and_name() {
+    check(
+        &[
+            ("net/stack.hcl", "stack {\n  name = \"network\"\n}\n"),
+            ("db/stack.hcl", "stack {\n  depends_on = [\"network\"]\n}\n"),
+            ("app/stack.hcl", "stack {\n  depends_on = [\"/db\"]\n}\n"),
+            ("app/web/stack.hcl", "stack {\n  depends_on = [\"..\", \"../../net\"]\n}\n"),
+            ("lone/stack.hcl", STACK),
+        ],
+        &[Write("net/main.tf", "")],
+        "net: file net/main.tf
+         db (indirect): dependency net
+         app (indirect): dependency db
+         app/web (indirect): dependency app, dependency net",
+    );
+}
+
+#[test]
+fn missing_depends_on_target_names_both() {
+    check(
+        &[("a/stack.hcl", STACK)],
+        &[Write("a/stack.hcl", "stack {\n  depends_on = [\"ghost\"]\n}\n")],
+        "a: file a/stack.hcl
+         ! a a/stack.hcl:2 depends_on \"ghost\": no such stack",
+    );
+}
+
+#[test]
+fn unknown_attribute_in_stack_hcl_names_file_and_line() {
+    check(
+        &[("a/stack.hcl", STACK)],
+        &[Write(
+            "a/stack.hcl",
+            "stack {\n  name = \"a\"\n  auto_aply = true\n  tags = [\"x\"]\n}\n",
+        )],
+        "a: file a/stack.hcl
+         ! a a/stack.hcl:3 unknown attribute \"auto_aply\" in stack block",
+    );
+}
+
+#[test]
+fn cycle_names_every_stack_on_it() {
+    check(
+        &[
+            ("a/stack.hcl", "stack {\n  depends_on = [\"../c\"]\n}\n"),
+            ("b/stack.hcl", "stack {\n  depends_on = [\"../a\"]\n}\n"),
+            ("c/stack.hcl", STACK),
+            ("d/stack.hcl", "stack {\n  depends_on = [\"../c\"]\n}\n"),
+        ],
+        &[Write("c/stack.hcl", "stack {\n  depends_on = [\"../b\"]\n}\n")],
+        "cycle: a, b, c
+         d (indirect): dependency c",
+    );
+}
+
+#[test]
+fn escaping_paths_are_errors_for_that_stack() {
+    check(
+        &[("a/stack.hcl", STACK), ("b/stack.hcl", STACK)],
+        &[
+            Write(
+                "a/stack.hcl",
+                "stack {\n  depends_on = [\"../../x\"]\n  watch = [\"../../../etc/*\"]\n}\n",
+            ),
+            Write("a/main.tf", "module \"m\" {\n  source = \"../../outside\"\n}\n"),
+            Write("b/main.tf", ""),
+        ],
+        "a: file a/main.tf, file a/stack.hcl
+         b: file b/main.tf
+         ! a a/main.tf:2 module source \"../../outside\" escapes the repository
+         ! a a/stack.hcl:2 depends_on \"../../x\" escapes the repository
+         ! a a/stack.hcl:3 watch \"../../../etc/*\" escapes the repository",
+    );
+}
+
+#[test]
+fn watch_globs_relative_and_rooted() {
+    check(
+        &[
+            (
+                "a/stack.hcl",
+                "stack {\n  watch = [\"files/*.json\", \"/config/**/*.yaml\"]\n}\n",
+            ),
+            ("b/stack.hcl", STACK),
+        ],
+        &[
+            Write("a/files/x.json", "{}"),
+            Write("config/prod/app.yaml", "x: 1"),
+            Write("config/app.txt", "no"),
+            Write("b/files/x.json", "{}"),
+        ],
+        "a: file a/files/x.json, watch a/files/x.json, watch config/prod/app.yaml
+         b: file b/files/x.json",
+    );
+}
+
+#[test]
+fn malformed_file_is_an_error_entry_and_others_still_computed() {
+    check(
+        &[("a/stack.hcl", STACK), ("b/stack.hcl", STACK)],
+        &[Write("a/main.tf", "resource \"x\" \"y\" {\n  a = \n"), Write("b/main.tf", "")],
+        "a: file a/main.tf
+         b: file b/main.tf
+         ! a a/main.tf:2 HCL parse error: invalid expression; expected `\"`, `[`, `{`, `-`, `!`, `(`, `_`, `<`, letter or digit",
+    );
+}
+
+#[test]
+fn repeated_object_key_is_accepted_and_last_value_wins() {
+    let reader = "data \"terraform_remote_state\" \"net\" {\n  backend = \"s3\"\n  config = {\n    bucket = \"wrong\"\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n";
+    check(
+        &[
+            ("net/stack.hcl", STACK),
+            ("net/main.tf", "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n"),
+            ("app/stack.hcl", STACK),
+            ("app/main.tf", reader),
+        ],
+        &[Write("net/main.tf", "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n# c\n")],
+        "net: file net/main.tf
+         app (indirect): dependency net",
+    );
+}
+
+/// One backend block and the matching `terraform_remote_state` config, per backend kind.
+fn remote_state_case(backend: &str, kind: &str, config: &str) {
+    let writer = format!("terraform {{\n{backend}\n}}\n");
+    let reader = format!(
+        "data \"terraform_remote_state\" \"up\" {{\n  backend = \"{kind}\"\n  config = {config}\n}}\n"
+    );
+    check(
+        &[
+            ("up/stack.hcl", STACK),
+            ("up/main.tf", &writer),
+            ("other/stack.hcl", STACK),
+            ("other/main.tf", "terraform {\n  backend \"s3\" {\n    bucket = \"zzz\"\n    key = \"zzz\"\n  }\n}\n"),
+            ("down/stack.hcl", STACK),
+            ("down/main.tf", &reader),
+        ],
+        &[Write("up/vars.tf", "")],
+        "up: file up/vars.tf
+         down (indirect): dependency up",
+    );
+}
+
+#[test]
+fn remote_state_local_backend() {
+    remote_state_case(
+        "backend \"local\" {\n  path = \"state/up.tfstate\"\n}",
+        "local",
+        "{ path = \"${path.module}/../up/state/up.tfstate\" }",
+    );
+}
+
+#[test]
+fn remote_state_local_default_path_without_backend() {
+    check(
+        &[
+            ("up/stack.hcl", STACK),
+            ("up/main.tf", ""),
+            ("down/stack.hcl", STACK),
+            (
+                "down/main.tf",
+                "data \"terraform_remote_state\" \"up\" {\n  backend = \"local\"\n  config = {\n    path = \"../up/terraform.tfstate\"\n  }\n}\n",
+            ),
+            ("nomatch/stack.hcl", STACK),
+            (
+                "nomatch/main.tf",
+                "data \"terraform_remote_state\" \"x\" {\n  backend = \"local\"\n  config = { path = \"../nowhere/terraform.tfstate\" }\n}\n",
+            ),
+        ],
+        &[Write("up/main.tf", "# c\n")],
+        "up: file up/main.tf
+         down (indirect): dependency up",
+    );
+}
+
+#[test]
+fn remote_state_s3_backend() {
+    remote_state_case(
+        "backend \"s3\" {\n  bucket = \"states\"\n  key = \"up.tfstate\"\n  region = \"eu-west-1\"\n}",
+        "s3",
+        "{\n bucket = \"states\"\n key = \"up.tfstate\"\n region = \"us-east-1\"\n}",
+    );
+}
+
+#[test]
+fn remote_state_gcs_backend() {
+    remote_state_case(
+        "backend \"gcs\" {\n  bucket = \"states\"\n  prefix = \"up\"\n}",
+        "gcs",
+        "{\n bucket = \"states\"\n prefix = \"up\"\n}",
+    );
+}
+
+#[test]
+fn remote_state_azurerm_backend() {
+    remote_state_case(
+        "backend \"azurerm\" {\n  storage_account_name = \"acct\"\n  container_name = \"tf\"\n  key = \"up\"\n}",
+        "azurerm",
+        "{\n storage_account_name = \"acct\"\n container_name = \"tf\"\n key = \"up\"\n}",
+    );
+}
+
+#[test]
+fn remote_state_remote_backend() {
+    remote_state_case(
+        "backend \"remote\" {\n  organization = \"acme\"\n  workspaces {\n    name = \"up\"\n  }\n}",
+        "remote",
+        "{\n organization = \"acme\"\n workspaces = { name = \"up\" }\n}",
+    );
+}
+
+#[test]
+fn remote_state_cloud_block() {
+    remote_state_case(
+        "cloud {\n  organization = \"acme\"\n  workspaces {\n    name = \"up\"\n  }\n}",
+        "remote",
+        "{\n organization = \"acme\"\n workspaces = { name = \"up\" }\n}",
+    );
+}
+
+#[test]
+fn remote_state_with_other_config_is_no_edge() {
+    check(
+        &[
+            ("up/stack.hcl", STACK),
+            ("up/main.tf", "terraform {\n  backend \"gcs\" {\n    bucket = \"b\"\n    prefix = \"up\"\n  }\n}\n"),
+            ("down/stack.hcl", STACK),
+            (
+                "down/main.tf",
+                "data \"terraform_remote_state\" \"up\" {\n  backend = \"gcs\"\n  config = { bucket = \"b\", prefix = \"other\" }\n}\n",
+            ),
+        ],
+        &[Write("up/main.tf", "# c\n")],
+        "up: file up/main.tf",
+    );
+}
+
+const ROOT_HCL: &str = "remote_state {\n  backend = \"s3\"\n}\n";
+
+#[test]
+fn terragrunt_include_with_named_parent_and_dependency() {
+    check(
+        &[
+            ("root.hcl", ROOT_HCL),
+            ("live/env.hcl", "locals { env = \"prod\" }\n"),
+            (
+                "live/vpc/terragrunt.hcl",
+                "include \"root\" {\n  path = find_in_parent_folders(\"root.hcl\")\n}\nterraform {\n  source = \"../../modules//vpc\"\n}\n",
+            ),
+            (
+                "live/app/terragrunt.hcl",
+                "include {\n  path = find_in_parent_folders(\"root.hcl\")\n}\nlocals {\n  env = read_terragrunt_config(find_in_parent_folders(\"env.hcl\"))\n}\ndependency \"vpc\" {\n  config_path = \"../vpc\"\n}\n",
+            ),
+            ("live/solo/terragrunt.hcl", "terraform {\n  source = \"git::https://example.test/m.git//x?ref=v1\"\n}\n"),
+            ("modules/vpc/main.tf", ""),
+        ],
+        &[Write("root.hcl", "# c\n"), Write("modules/vpc/main.tf", "# c\n")],
+        "live/vpc: module modules/vpc/main.tf via modules/vpc, include root.hcl
+         live/app: include root.hcl, dependency live/vpc",
+    );
+}
+
+#[test]
+fn terragrunt_find_in_parent_folders_without_argument_and_read_config() {
+    check(
+        &[
+            ("live/terragrunt.hcl", ROOT_HCL),
+            ("live/common.hcl", "locals {}\n"),
+            (
+                "live/a/terragrunt.hcl",
+                "include {\n  path = find_in_parent_folders()\n}\nlocals {\n  c = read_terragrunt_config(\"${get_terragrunt_dir()}/../common.hcl\")\n}\n",
+            ),
+            (
+                "live/b/terragrunt.hcl",
+                "dependencies {\n  paths = [\"../a\"]\n}\n",
+            ),
+        ],
+        &[Write("live/common.hcl", "locals { x = 1 }\n")],
+        "live: file live/common.hcl
+         live/a: include live/common.hcl
+         live/b (indirect): dependency live/a",
+    );
+}
+
+#[test]
+fn terragrunt_include_escaping_the_repository_is_an_error() {
+    check(
+        &[("a/terragrunt.hcl", "include {\n  path = \"../../root.hcl\"\n}\n")],
+        &[Write("a/extra.hcl", "")],
+        "a: file a/extra.hcl
+         ! a a/terragrunt.hcl:2 include: path \"../../root.hcl\" escapes the repository",
+    );
+}
+
+#[test]
+fn autodiscovery_excludes_directories_used_as_modules() {
+    let mut t = TestRepo::new();
+    t.write("envs/prod/main.tf", "module \"app\" {\n  source = \"../../modules/app\"\n}\n");
+    t.write("envs/dev/main.tf", "module \"app\" {\n  source = \"../../modules/app\"\n}\n");
+    t.write("modules/app/main.tf", "module \"db\" {\n  source = \"../db\"\n}\n");
+    t.write("modules/db/main.tf", "");
+    t.write("docs/README.md", "");
+    let head = t.commit();
+    let found = discover(&t.repo, head, None).expect("discover");
+    let paths: Vec<&str> = found.stacks.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["envs/dev", "envs/prod"]);
+    check(
+        &[
+            ("envs/prod/main.tf", "module \"app\" {\n  source = \"../../modules/app\"\n}\n"),
+            ("envs/dev/main.tf", ""),
+            ("modules/app/main.tf", "module \"db\" {\n  source = \"../db\"\n}\n"),
+            ("modules/db/main.tf", ""),
+        ],
+        &[Write("modules/db/main.tf", "# c\n")],
+        "envs/prod: module modules/db/main.tf via modules/db",
+    );
+}
+
+#[test]
+fn removed_file_still_affects_its_stack() {
+    check(
+        &[("a/stack.hcl", STACK), ("a/old.tf", ""), ("m/x.tf", ""), ("b/stack.hcl", STACK)],
+        &[Remove("a/old.tf")],
+        "a: file a/old.tf",
+    );
+}
+
+#[test]
+fn discovery_reports_stack_settings_and_edges() {
+    let mut t = TestRepo::new();
+    t.write(
+        "app/stack.hcl",
+        "stack {\n  name = \"app\"\n  depends_on = [\"../net\"]\n  watch = [\"*.json\"]\n  drift_schedule = \"0 * * * *\"\n  auto_apply = true\n  runner = \"tofu\"\n  tags = [\"prod\"]\n}\n",
+    );
+    t.write("net/stack.hcl", STACK);
+    t.write("live/terragrunt.hcl", "");
+    let head = t.commit();
+    let mut index = Index::new();
+    let found = discover(&t.repo, head, Some(&mut index)).expect("discover");
+    assert_eq!(
+        found.stacks[0],
+        Stack {
+            path: "app".into(),
+            name: "app".into(),
+            kind: StackKind::Terraform,
+            runner: Some("tofu".into()),
+            depends_on: vec!["net".into()],
+            watch: vec!["*.json".into()],
+            drift_schedule: Some("0 * * * *".into()),
+            auto_apply: true,
+            tags: vec!["prod".into()],
+        }
+    );
+    assert_eq!(found.stacks[1].kind, StackKind::Terragrunt);
+    assert_eq!(found.order(), Ok(vec!["live".into(), "net".into(), "app".into()]));
+    assert_eq!(found.upstreams("app"), ["net"]);
+    assert_eq!(
+        found.edges,
+        [Edge {
+            from: "net".into(),
+            to: "app".into(),
+            kind: EdgeKind::DependsOn
+        }]
+    );
+    // The warm path answers from the index, identically.
+    assert_eq!(discover(&t.repo, head, Some(&mut index)).expect("warm"), found);
+}
+
+#[test]
+fn index_is_send() {
+    fn send<T: Send>() {}
+    send::<Index>();
+}
+
+#[test]
+fn root_stack_is_dot() {
+    check(
+        &[("stack.hcl", STACK), ("main.tf", ""), ("sub/stack.hcl", STACK)],
+        &[Write("main.tf", "# c\n"), Write("other/x.txt", "x")],
+        ".: file main.tf, file other/x.txt",
+    );
+}
