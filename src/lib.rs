@@ -1,4 +1,5 @@
 //! Tidemark: a GitOps runner for Terraform and OpenTofu.
 
-pub mod repo;
 pub mod cli;
+pub mod repo;
+pub mod runner;
