@@ -1,0 +1,59 @@
+//! The runner: runner definitions, workspaces, the sandbox, running a stack's steps, and what
+//! comes out of a plan (the redacted plan JSON, its summary, the encrypted plan artifact).
+//!
+//! Only this module starts processes. A failed step is an outcome ([`RunStatus`]), never a
+//! Rust error: callers record it and carry on.
+
+mod artifact;
+mod definition;
+mod redact;
+mod sandbox;
+mod steps;
+mod summary;
+mod workspace;
+
+pub use artifact::{
+    ArtifactError, Binding, KeyError, PlanArtifact, PlanKey, compress, decompress, digest,
+};
+pub use definition::{
+    DefinitionError, ExitMeaning, Limits, Origin, RunnerDef, RunnerSet, RunnerSource,
+    SandboxSettings, StepDef, StepKind,
+};
+pub use redact::{
+    REDACTED, Redactor, Secret, StackSensitives, redact_plan_json, sensitive_in_stack,
+};
+pub use sandbox::{
+    SandboxError, SandboxMode, SandboxSpec, SandboxTools, command_line, find_on_path,
+};
+pub use steps::{ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, apply, plan};
+pub use summary::{Counts, OutputChange, PlanSummary, ResourceChange, SummaryError, summarize};
+pub use workspace::Workspace;
+
+use serde::Serialize;
+
+/// Which output a log line came from; `System` lines are Tidemark's own notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    System,
+}
+
+/// One line of a step's output, already redacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub step: String,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
