@@ -36,15 +36,19 @@ impl App {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let store = Store::open(&config.database).await?;
-        let runners = runner::RunnerSet::load(&runner_sources(&config)).context("loading runner definitions")?;
+        let runners = runner::RunnerSet::load(&runner_sources(&config))
+            .context("loading runner definitions")?;
         let sandbox = match config.sandbox.as_str() {
             "none" => runner::SandboxMode::None,
             _ => runner::SandboxMode::Bubblewrap,
         };
         // Refuse to start without bubblewrap unless the config opted out of the sandbox.
         runner::SandboxTools::find(sandbox)?;
-        let key = runner::PlanKey::load(config.plan_key_env.as_deref(), &config.data_dir.join("plan.key"))
-            .context("loading the plan encryption key")?;
+        let key = runner::PlanKey::load(
+            config.plan_key_env.as_deref(),
+            &config.data_dir.join("plan.key"),
+        )
+        .context("loading the plan encryption key")?;
         let workspaces = config.data_dir.join("workspaces");
         let swept = runner::Workspace::sweep_stale(&workspaces)?;
         if swept > 0 {
@@ -55,7 +59,9 @@ impl App {
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let instance = format!("{}/{}", hostname(), config.data_dir.display());
-        let recovered = store.recover(chrono::Utc::now(), Some(&format!("{instance}#"))).await?;
+        let recovered = store
+            .recover(chrono::Utc::now(), Some(&format!("{instance}#")))
+            .await?;
         if !recovered.requeued.is_empty() || !recovered.interrupted.is_empty() {
             warn!(requeued = ?recovered.requeued, interrupted = ?recovered.interrupted, "recovered runs left by a previous process");
         }
@@ -66,8 +72,16 @@ impl App {
         let mut nudges = HashMap::new();
         let mut mirrors = HashMap::new();
         for repo in &config.repos {
-            let repo_id = store.upsert_repo(&repo.name, &repo.url, &repo.branch).await?;
-            let mirror = Mirror::new(&repo.url, config.data_dir.join("mirrors").join(format!("{}.git", repo.name)));
+            let repo_id = store
+                .upsert_repo(&repo.name, &repo.url, &repo.branch)
+                .await?;
+            let mirror = Mirror::new(
+                &repo.url,
+                config
+                    .data_dir
+                    .join("mirrors")
+                    .join(format!("{}.git", repo.name)),
+            );
             let nudge = Arc::new(Notify::new());
             nudges.insert(repo.name.clone(), nudge.clone());
             mirrors.insert(repo.name.clone(), mirror.path.clone());
@@ -94,23 +108,35 @@ impl App {
             grace: Duration::from_secs(30),
         });
         for slot in 0..config.workers {
-            let worker = Worker { name: format!("{instance}#{slot}"), ctx: ctx.clone() };
+            let worker = Worker {
+                name: format!("{instance}#{slot}"),
+                ctx: ctx.clone(),
+            };
             tasks.spawn(worker.run(shutdown.clone()));
         }
         tasks.spawn(reaper(store.clone(), work.clone(), shutdown.clone()));
 
-        let state = crate::api::AppState { store: store.clone(), nudges: Arc::new(nudges) };
+        let state = crate::api::AppState {
+            store: store.clone(),
+            nudges: Arc::new(nudges),
+        };
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
             if let Err(err) = server.await {
                 warn!(error = %err, "http server stopped");
             }
         });
         tasks.close();
         info!(%addr, database = store.backend_name(), repos = config.repos.len(), workers = config.workers, "tidemark started");
-        Ok(App { addr, store, shutdown, tasks })
+        Ok(App {
+            addr,
+            store,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stops claiming work, lets running steps finish up to their grace period, and waits
@@ -142,7 +168,9 @@ async fn reaper(store: Store, work: Arc<Notify>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(LEASE / 3) => {}
         }
         match store.recover(chrono::Utc::now(), None).await {
-            Ok(recovered) if !recovered.requeued.is_empty() || !recovered.interrupted.is_empty() => {
+            Ok(recovered)
+                if !recovered.requeued.is_empty() || !recovered.interrupted.is_empty() =>
+            {
                 warn!(requeued = ?recovered.requeued, interrupted = ?recovered.interrupted, "took back runs whose lease expired");
                 work.notify_waiters();
             }
@@ -166,7 +194,11 @@ fn runner_sources(config: &Config) -> Vec<runner::RunnerSource> {
         .iter()
         .map(|block| runner::RunnerSource {
             file: block.file.clone(),
-            text: format!("{}{}", "\n".repeat(block.line.saturating_sub(1) as usize), block.text),
+            text: format!(
+                "{}{}",
+                "\n".repeat(block.line.saturating_sub(1) as usize),
+                block.text
+            ),
         })
         .collect()
 }

@@ -8,7 +8,13 @@ use crate::store::RunFilter;
 
 pub async fn page(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
     let repos = state.store.repos().await?;
-    let runs = state.store.runs(&RunFilter { limit: 50, ..Default::default() }).await?;
+    let runs = state
+        .store
+        .runs(&RunFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .await?;
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=utf-8><title>Tidemark</title>\
          <style>body{font:14px system-ui;margin:2em}table{border-collapse:collapse}\
@@ -21,7 +27,9 @@ pub async fn page(State(state): State<AppState>) -> Result<Html<String>, ApiErro
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&repo.name),
             escape(&repo.branch),
-            repo.last_fetch_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            repo.last_fetch_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
             escape(repo.last_error.as_deref().unwrap_or("")),
         ));
     }
@@ -47,5 +55,8 @@ pub async fn page(State(state): State<AppState>) -> Result<Html<String>, ApiErro
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -40,7 +40,9 @@ pub fn router(state: AppState) -> Router {
 
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     state.store.repos().await?;
-    Ok(Json(serde_json::json!({ "status": "ok", "database": state.store.backend_name() })))
+    Ok(Json(
+        serde_json::json!({ "status": "ok", "database": state.store.backend_name() }),
+    ))
 }
 
 /// The query string of `GET /api/v1/runs`.
@@ -58,8 +60,16 @@ impl RunsQuery {
         Ok(RunFilter {
             repo: self.repo,
             stack: self.stack,
-            status: self.status.map(|s| s.parse()).transpose().map_err(ApiError::BadRequest)?,
-            kind: self.kind.map(|s| s.parse()).transpose().map_err(ApiError::BadRequest)?,
+            status: self
+                .status
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(ApiError::BadRequest)?,
+            kind: self
+                .kind
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(ApiError::BadRequest)?,
             limit: self.limit.unwrap_or(100).clamp(1, 1000),
         })
     }
@@ -81,12 +91,19 @@ pub struct RunView {
     pub exit_code: Option<i32>,
     pub error: Option<String>,
     pub attempt: i32,
-    pub summary: Option<serde_json::Value>,
+    /// Resources to add, change, destroy and replace, when the run produced a plan.
+    pub summary: Option<crate::store::ChangeSummary>,
+    /// The resources and outputs that change (addresses and actions), when known.
+    pub resources: Option<serde_json::Value>,
+    pub outputs: Option<serde_json::Value>,
 }
 
 impl From<Run> for RunView {
     fn from(run: Run) -> Self {
-        let summary = run.summary_value();
+        let summary = run.change_summary();
+        let full = run.summary_value();
+        let field = |name: &str| full.as_ref().and_then(|v| v.get(name)).cloned();
+        let (resources, outputs) = (field("resources"), field("outputs"));
         RunView {
             id: run.id,
             repo: run.repo,
@@ -102,23 +119,42 @@ impl From<Run> for RunView {
             error: run.error,
             attempt: run.attempt,
             summary,
+            resources,
+            outputs,
         }
     }
 }
 
-async fn list_runs(State(state): State<AppState>, Query(query): Query<RunsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_runs(
+    State(state): State<AppState>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let runs = state.store.runs(&query.filter()?).await?;
     let runs: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
     Ok(Json(serde_json::json!({ "runs": runs })))
 }
 
-async fn get_run(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<RunView>, ApiError> {
-    let run = state.store.find_run(id).await?.ok_or(ApiError::NotFound("run"))?;
+async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RunView>, ApiError> {
+    let run = state
+        .store
+        .find_run(id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
     Ok(Json(run.into()))
 }
 
-async fn run_logs(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.store.find_run(id).await?.ok_or(ApiError::NotFound("run"))?;
+async fn run_logs(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .store
+        .find_run(id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
     let logs = state.store.logs(id).await?;
     Ok(Json(serde_json::json!({ "run": id, "logs": logs })))
 }
@@ -133,8 +169,13 @@ async fn list_repos(State(state): State<AppState>) -> Result<Json<serde_json::Va
     Ok(Json(serde_json::json!({ "repos": repos })))
 }
 
-async fn poll_repo(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn poll_repo(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let nudge = state.nudges.get(&name).ok_or(ApiError::NotFound("repo"))?;
     nudge.notify_one();
-    Ok(Json(serde_json::json!({ "repo": name, "poll": "requested" })))
+    Ok(Json(
+        serde_json::json!({ "repo": name, "poll": "requested" }),
+    ))
 }

@@ -24,7 +24,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })?;
     let database = redact_url(&config.database);
     match args.format {
-        Format::Json => print_json(&serde_json::json!({ "database": database, "backend": backend, "applied": applied }))?,
+        Format::Json => print_json(
+            &serde_json::json!({ "database": database, "backend": backend, "applied": applied }),
+        )?,
         Format::Text => println!("{database}: {applied} migration(s) applied"),
     }
     Ok(ExitCode::SUCCESS)

@@ -26,7 +26,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     // A plain HTTP/1.1 request to the service's own listener: no HTTP client needed here.
     let mut stream = TcpStream::connect_timeout(&config.listen, Duration::from_secs(5))
-        .with_context(|| format!("connecting to tidemark at {} (is `tidemark serve` running?)", config.listen))?;
+        .with_context(|| {
+            format!(
+                "connecting to tidemark at {} (is `tidemark serve` running?)",
+                config.listen
+            )
+        })?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
@@ -37,7 +42,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     stream.read_to_string(&mut response)?;
     let status = response.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
-        bail!("tidemark answered {status} to the poll request for {:?}", args.repo);
+        bail!(
+            "tidemark answered {status} to the poll request for {:?}",
+            args.repo
+        );
     }
     match args.format {
         Format::Json => print_json(&serde_json::json!({ "repo": args.repo, "poll": "requested" }))?,

@@ -43,7 +43,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let config = args.config.load()?;
     let runs = super::runtime()?.block_on(async {
         let store = Store::open(&config.database).await?;
-        let filter = RunFilter { repo: args.repo, stack: args.stack, status: args.status, kind: args.kind, limit: args.limit };
+        let filter = RunFilter {
+            repo: args.repo,
+            stack: args.stack,
+            status: args.status,
+            kind: args.kind,
+            limit: args.limit,
+        };
         store.runs(&filter).await
     })?;
     match args.format {
@@ -52,7 +58,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             print_json(&serde_json::json!({ "runs": runs }))?;
         }
         Format::Text => {
-            println!("{:>6}  {:<10} {:<28} {:<10} {:<6} {:<12} {:<14} created", "id", "repo", "stack", "commit", "kind", "status", "+add ~chg -del");
+            println!(
+                "{:>6}  {:<10} {:<28} {:<10} {:<6} {:<12} {:<14} created",
+                "id", "repo", "stack", "commit", "kind", "status", "+add ~chg -del"
+            );
             for run in runs {
                 let summary = run
                     .change_summary()

@@ -2,6 +2,7 @@
 //! and when its head moved, works out the affected stacks and queues their plans in
 //! dependency order. A webhook or `tidemark poll` nudges it at once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::config::RepoConfig;
 use crate::repo::Mirror;
-use crate::stacks::{self, Index};
+use crate::stacks::{self, Index, ReasonKind};
 use crate::store::{NewRun, RunKind, StackRecord, Store};
 
 /// What one poll did.
@@ -87,7 +88,10 @@ impl Poller {
             .await
             .with_context(|| format!("repo {}", self.repo.name))?;
         self.store.record_fetch(self.repo_id, None).await?;
-        let last = self.store.last_processed_commit(self.repo_id, &self.repo.branch).await?;
+        let last = self
+            .store
+            .last_processed_commit(self.repo_id, &self.repo.branch)
+            .await?;
         if last.as_deref() == Some(head.to_string().as_str()) {
             return Ok(PollOutcome::Unchanged);
         }
@@ -105,7 +109,11 @@ impl Poller {
             let discovery = stacks::discover(&repo, head, Some(&mut index))?;
             let affected = stacks::affected(&repo, base, head, Some(&mut index));
             let info = crate::repo::commit_info(&repo, head)?;
-            let parent = repo.find_commit(head)?.parent_id(0).ok().map(|p| p.to_string());
+            let parent = repo
+                .find_commit(head)?
+                .parent_id(0)
+                .ok()
+                .map(|p| p.to_string());
             Ok((discovery, affected, info, parent))
         })
         .await
@@ -114,63 +122,123 @@ impl Poller {
         let records: Vec<StackRecord> = discovery
             .stacks
             .iter()
-            .map(|s| StackRecord { path: s.path.clone(), name: s.name.clone(), runner: s.runner.clone() })
+            .map(|s| StackRecord {
+                path: s.path.clone(),
+                name: s.name.clone(),
+                runner: s.runner.clone(),
+            })
             .collect();
-        self.store.sync_stacks(self.repo_id, &info.sha, &records).await?;
+        self.store
+            .sync_stacks(self.repo_id, &info.sha, &records)
+            .await?;
         let (runs, error) = match affected {
-            Ok(affected) => {
-                for error in &affected.errors {
-                    warn!(repo = %self.repo.name, stack = %error.stack, file = %error.file, "{}", error.message);
-                }
-                (self.queue(&info.sha, &affected).await?, None)
+            Ok(affected) => (self.queue(&info.sha, &affected, &[]).await?, None),
+            // A cycle: the stacks on it get failed runs naming it; the rest are planned.
+            Err(stacks::AffectedError::Cycle { stacks, rest }) => {
+                let message = format!("dependency cycle among stacks: {}", stacks.join(", "));
+                warn!(repo = %self.repo.name, commit = %info.sha, "{message}");
+                (self.queue(&info.sha, &rest, &stacks).await?, Some(message))
             }
             Err(err) => {
-                // A cycle (or another whole-graph error) queues nothing; the message names the
-                // stacks, and the commit is recorded with it so the next poll does not retry.
-                warn!(repo = %self.repo.name, commit = %info.sha, error = %err, "no runs queued");
-                (0, Some(err.to_string()))
+                return Err(err)
+                    .with_context(|| format!("repo {}: detecting affected stacks", self.repo.name));
             }
         };
         self.store
-            .record_commit(self.repo_id, &self.repo.branch, &info, parent.as_deref(), error.as_deref())
+            .record_commit(
+                self.repo_id,
+                &self.repo.branch,
+                &info,
+                parent.as_deref(),
+                error.as_deref(),
+            )
             .await?;
         info!(repo = %self.repo.name, commit = %info.sha, runs, "new commit");
         if runs > 0 {
             self.work.notify_waiters();
         }
-        Ok(PollOutcome::Queued { commit: info.sha, runs })
+        Ok(PollOutcome::Queued {
+            commit: info.sha,
+            runs,
+        })
     }
 
     /// Queues one plan per affected stack (removed ones are reported, never planned), each
-    /// after the plans of the stacks it depends on.
-    async fn queue(&self, commit: &str, affected: &stacks::Affected) -> Result<usize> {
-        let mut ids: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    /// after the plans of the stacks it depends on. Stacks in `cyclic` get a failed run that
+    /// names the cycle, so the history shows why they were not planned.
+    async fn queue(
+        &self,
+        commit: &str,
+        affected: &stacks::Affected,
+        cyclic: &[String],
+    ) -> Result<usize> {
+        for error in &affected.errors {
+            warn!(repo = %self.repo.name, stack = %error.stack, file = %error.file, line = ?error.line, "{}", error.message);
+        }
+        let mut ids: HashMap<&str, i64> = HashMap::new();
         let mut count = 0;
         // Stacks come in dependency order, so every upstream run is already queued.
         for stack in &affected.stacks {
-            if stack.is_removed() {
-                info!(repo = %self.repo.name, stack = %stack.path, "stack removed: not planned");
+            if stack.reasons.iter().any(|r| r.kind == ReasonKind::Removed) {
+                info!(repo = %self.repo.name, stack = %stack.path, "stack removed: reported, not planned");
                 continue;
             }
             let after = stack
-                .upstreams
+                .depends_on
                 .iter()
                 .filter_map(|up| ids.get(up.as_str()).copied())
                 .collect();
-            let run = NewRun {
-                repo_id: self.repo_id,
-                stack: stack.path.clone(),
-                commit: commit.to_string(),
-                kind: RunKind::Plan,
-                reason: Some(stack.reason_text()),
-                after,
-            };
+            let run = self.plan_run(commit, &stack.path, reason_text(stack), after);
             let id = self.store.enqueue(std::slice::from_ref(&run)).await?[0];
             ids.insert(stack.path.as_str(), id);
             count += 1;
         }
+        for stack in cyclic {
+            let run = self.plan_run(commit, stack, "dependency cycle".into(), Vec::new());
+            let id = self.store.enqueue(std::slice::from_ref(&run)).await?[0];
+            let message = format!(
+                "stack {stack} is in a dependency cycle: {}",
+                cyclic.join(" -> ")
+            );
+            self.store.fail_queued(id, &message).await?;
+        }
         Ok(count)
     }
+
+    fn plan_run(&self, commit: &str, stack: &str, reason: String, after: Vec<i64>) -> NewRun {
+        NewRun {
+            repo_id: self.repo_id,
+            stack: stack.to_string(),
+            commit: commit.to_string(),
+            kind: RunKind::Plan,
+            reason: Some(reason),
+            after,
+        }
+    }
+}
+
+/// The reasons a stack was picked, for people: `file stacks/a/main.tf; dependency stacks/net`.
+fn reason_text(stack: &stacks::AffectedStack) -> String {
+    stack
+        .reasons
+        .iter()
+        .map(|reason| {
+            let detail = reason
+                .file
+                .as_deref()
+                .or(reason.module.as_deref())
+                .or(reason.stack.as_deref());
+            let kind = serde_json::to_value(reason.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            match detail {
+                Some(detail) => format!("{kind} {detail}"),
+                None => kind,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The wait after `failures` failed polls in a row: the interval doubled per failure, at most
@@ -185,16 +253,27 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
 fn credentials_env(repo: &RepoConfig) -> Result<Vec<(String, String)>> {
     let mut env = Vec::new();
     if let Some(var) = &repo.token_env {
-        let token = std::env::var(var)
-            .with_context(|| format!("repo {}: token_env names {var}, which is not set", repo.name))?;
+        let token = std::env::var(var).with_context(|| {
+            format!(
+                "repo {}: token_env names {var}, which is not set",
+                repo.name
+            )
+        })?;
         let basic = BASE64_STANDARD.encode(format!("x-access-token:{token}"));
         env.push(("GIT_CONFIG_COUNT".into(), "1".into()));
         env.push(("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()));
-        env.push(("GIT_CONFIG_VALUE_0".into(), format!("Authorization: Basic {basic}")));
+        env.push((
+            "GIT_CONFIG_VALUE_0".into(),
+            format!("Authorization: Basic {basic}"),
+        ));
     }
     if let Some(var) = &repo.ssh_key_env {
-        let key = std::env::var(var)
-            .with_context(|| format!("repo {}: ssh_key_env names {var}, which is not set", repo.name))?;
+        let key = std::env::var(var).with_context(|| {
+            format!(
+                "repo {}: ssh_key_env names {var}, which is not set",
+                repo.name
+            )
+        })?;
         env.push((
             "GIT_SSH_COMMAND".into(),
             format!("ssh -i '{key}' -o IdentitiesOnly=yes -o BatchMode=yes"),

@@ -85,7 +85,12 @@ impl Worker {
         let cancel = CancellationToken::new();
         let (log_tx, log_rx) = mpsc::channel::<LogLine>(256);
         let logs = tokio::spawn(drain_logs(ctx.store.clone(), run.id, log_rx));
-        let heartbeat = tokio::spawn(heartbeat(ctx.clone(), run.id, self.name.clone(), cancel.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            ctx.clone(),
+            run.id,
+            self.name.clone(),
+            cancel.clone(),
+        ));
         // Shutdown lets the step run for the grace period, then cancels it.
         let grace = {
             let (shutdown, cancel, grace) = (shutdown.clone(), cancel.clone(), ctx.grace);
@@ -119,13 +124,20 @@ impl Worker {
         }
         match outcome.status {
             RunStatus::Succeeded => info!("run succeeded"),
-            status => warn!(%status, error = outcome.error.as_deref().unwrap_or(""), "run did not succeed"),
+            status => {
+                warn!(%status, error = outcome.error.as_deref().unwrap_or(""), "run did not succeed")
+            }
         }
         Ok(())
     }
 
     /// Exports the commit into a workspace and plans the stack there.
-    async fn plan(&self, run: &Run, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> Result<RunOutcome> {
+    async fn plan(
+        &self,
+        run: &Run,
+        logs: mpsc::Sender<LogLine>,
+        cancel: CancellationToken,
+    ) -> Result<RunOutcome> {
         let ctx = &self.ctx;
         let mirror = ctx
             .mirrors
@@ -180,7 +192,11 @@ impl Worker {
             },
             exit_code: outcome.exit_code,
             error: outcome.error,
-            summary: outcome.summary.as_ref().map(serde_json::to_value).transpose()?,
+            summary: outcome
+                .summary
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()?,
         })
     }
 }
@@ -189,10 +205,10 @@ impl Worker {
 async fn drain_logs(store: Store, run_id: i64, mut rx: mpsc::Receiver<LogLine>) {
     let mut batch = Vec::new();
     while let Some(line) = rx.recv().await {
-        batch.push((line.step, line.stream.to_string(), line.text));
+        batch.push(log_row(line));
         while batch.len() < 64 {
             match rx.try_recv() {
-                Ok(line) => batch.push((line.step, line.stream.to_string(), line.text)),
+                Ok(line) => batch.push(log_row(line)),
                 Err(_) => break,
             }
         }
@@ -203,8 +219,22 @@ async fn drain_logs(store: Store, run_id: i64, mut rx: mpsc::Receiver<LogLine>) 
     }
 }
 
+fn log_row(line: LogLine) -> (String, String, String) {
+    let stream = match line.stream {
+        runner::Stream::Stdout => "stdout",
+        runner::Stream::Stderr => "stderr",
+        runner::Stream::System => "system",
+    };
+    (line.step, stream.to_string(), line.text)
+}
+
 /// Renews the lease every third of its length; cancels the run if it is no longer ours.
-async fn heartbeat(ctx: Arc<WorkerContext>, run_id: i64, worker: String, cancel: CancellationToken) {
+async fn heartbeat(
+    ctx: Arc<WorkerContext>,
+    run_id: i64,
+    worker: String,
+    cancel: CancellationToken,
+) {
     let every = ctx.lease / 3;
     loop {
         tokio::time::sleep(every).await;

@@ -48,7 +48,11 @@ impl Mirror {
     }
 
     /// `fetch`, with extra environment for git (credentials: `GIT_CONFIG_*`, `GIT_SSH_COMMAND`).
-    pub async fn fetch_with_env(&self, branch: &str, env: &[(String, String)]) -> Result<Oid, FetchError> {
+    pub async fn fetch_with_env(
+        &self,
+        branch: &str,
+        env: &[(String, String)],
+    ) -> Result<Oid, FetchError> {
         self.init().await?;
         let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
         let output = Command::new("git")

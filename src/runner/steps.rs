@@ -202,12 +202,13 @@ impl Job {
             ),
             ("TMPDIR".to_string(), "/tmp".to_string()),
         ];
-        env.extend(def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // Inherited values first: what the definition sets explicitly wins over them.
         for name in &def.env_allow {
             if let Ok(value) = std::env::var(name) {
                 env.push((name.clone(), value));
             }
         }
+        env.extend(def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(req.variables.iter().cloned());
         env.extend(
             req.secrets

@@ -89,12 +89,15 @@ impl RunStatus {
     }
 }
 
-/// The resource counts of a plan, as the run list shows them.
+/// The resource counts of a plan, as the run list shows them. A replacement counts under
+/// `replace` only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChangeSummary {
     pub add: u32,
     pub change: u32,
     pub destroy: u32,
+    #[serde(default)]
+    pub replace: u32,
 }
 
 /// A run as stored, with its repository's name.
@@ -129,11 +132,11 @@ impl Run {
             .and_then(|text| serde_json::from_str(text).ok())
     }
 
-    /// Add, change and destroy counts, if the run produced a plan.
+    /// Add, change, destroy and replace counts, if the run produced a plan (the runner's
+    /// summary keeps them under `summary`).
     pub fn change_summary(&self) -> Option<ChangeSummary> {
-        self.summary_json
-            .as_deref()
-            .and_then(|text| serde_json::from_str(text).ok())
+        let value = self.summary_value()?;
+        serde_json::from_value(value.get("summary")?.clone()).ok()
     }
 }
 
@@ -156,7 +159,7 @@ pub struct RunOutcome {
     pub status: RunStatus,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
-    /// The runner's plan summary as JSON (it carries add/change/destroy at its top level).
+    /// The runner's plan summary as JSON (`{"summary": {"add", ...}, "resources", ...}`).
     pub summary: Option<serde_json::Value>,
 }
 

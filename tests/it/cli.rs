@@ -19,16 +19,25 @@ fn a_malformed_config_names_the_file_line_and_attribute() {
     let file = dir.path().join("tidemark.hcl");
     std::fs::write(&file, "listen = \"127.0.0.1:8080\"\n\nrepo \"infra\" {\n  url = \"file:///srv/infra.git\"\n  poll_interval = \"often\"\n}\n")
         .expect("write");
-    let out = tidemark(&["runs", "--config", file.to_str().expect("utf-8")], dir.path());
+    let out = tidemark(
+        &["runs", "--config", file.to_str().expect("utf-8")],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("{}:5: repo.infra.poll_interval: \"often\" is not a duration", file.display())),
+        stderr.contains(&format!(
+            "{}:5: repo.infra.poll_interval: \"often\" is not a duration",
+            file.display()
+        )),
         "{stderr}"
     );
 
     std::fs::write(&file, "listen = \"127.0.0.1:8080\"\nrepo \"infra\" {\n").expect("write");
-    let out = tidemark(&["runs", "--config", file.to_str().expect("utf-8")], dir.path());
+    let out = tidemark(
+        &["runs", "--config", file.to_str().expect("utf-8")],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{}:", file.display())), "{stderr}");
@@ -38,14 +47,25 @@ fn a_malformed_config_names_the_file_line_and_attribute() {
 fn migrate_then_runs_on_the_default_sqlite_database() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = tidemark(&["migrate", "--format", "json"], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["backend"], "sqlite");
     assert_eq!(report["applied"], 1);
-    assert!(dir.path().join(".tidemark/tidemark.db").exists(), "the default database lives in .tidemark");
+    assert!(
+        dir.path().join(".tidemark/tidemark.db").exists(),
+        "the default database lives in .tidemark"
+    );
 
     let out = tidemark(&["runs", "--format", "json"], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(runs, serde_json::json!({ "runs": [] }));
 }
@@ -55,9 +75,19 @@ fn an_unreachable_database_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("tidemark.hcl");
     // Port 1 on loopback: nothing listens there.
-    std::fs::write(&file, "database = \"postgres://postgres@127.0.0.1:1/none\"\n").expect("write");
-    let out = tidemark(&["runs", "--config", file.to_str().expect("utf-8")], dir.path());
+    std::fs::write(
+        &file,
+        "database = \"postgres://postgres@127.0.0.1:1/none\"\n",
+    )
+    .expect("write");
+    let out = tidemark(
+        &["runs", "--config", file.to_str().expect("utf-8")],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("connecting to database postgres://postgres@127.0.0.1:1/none"), "{stderr}");
+    assert!(
+        stderr.contains("connecting to database postgres://postgres@127.0.0.1:1/none"),
+        "{stderr}"
+    );
 }

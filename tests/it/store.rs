@@ -125,7 +125,9 @@ async fn story(store: Store) {
         status: RunStatus::Succeeded,
         exit_code: Some(0),
         error: None,
-        summary: Some(serde_json::json!({"add": 1, "change": 0, "destroy": 0, "replace": 0})),
+        summary: Some(
+            serde_json::json!({"summary": {"add": 1, "change": 0, "destroy": 0, "replace": 0}}),
+        ),
     };
     assert!(
         !store.finish(a1, "w2", &outcome).await.expect("finish"),
