@@ -116,9 +116,15 @@ impl App {
         }
         tasks.spawn(reaper(store.clone(), work.clone(), shutdown.clone()));
 
+        let webhook_secret = match &config.webhook_secret_env {
+            Some(var) => Some(std::env::var(var).with_context(|| format!("webhook_secret_env names {var}, which is not set"))?),
+            None => None,
+        };
         let state = crate::api::AppState {
             store: store.clone(),
             nudges: Arc::new(nudges),
+            repos: Arc::new(config.repos.clone()),
+            webhook_secret,
         };
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();

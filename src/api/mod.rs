@@ -3,6 +3,7 @@
 
 mod dashboard;
 mod error;
+mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,10 @@ pub struct AppState {
     pub store: Store,
     /// Each repository's poll nudge, by name.
     pub nudges: Arc<HashMap<String, Arc<Notify>>>,
+    /// The tracked repositories, to match webhook payloads against.
+    pub repos: Arc<Vec<crate::config::RepoConfig>>,
+    /// The webhook secret (from the environment variable the config names), if any.
+    pub webhook_secret: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,6 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stacks", get(list_stacks))
         .route("/api/v1/repos", get(list_repos))
         .route("/api/v1/repos/{name}/poll", post(poll_repo))
+        .route("/api/v1/locks", get(list_locks))
+        .route("/webhooks/github", post(webhook::github))
         .with_state(state)
 }
 
@@ -167,6 +174,11 @@ async fn list_stacks(State(state): State<AppState>) -> Result<Json<serde_json::V
 async fn list_repos(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let repos = state.store.repos().await?;
     Ok(Json(serde_json::json!({ "repos": repos })))
+}
+
+async fn list_locks(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let locks = state.store.locks().await?;
+    Ok(Json(serde_json::json!({ "locks": locks })))
 }
 
 async fn poll_repo(

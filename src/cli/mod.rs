@@ -26,6 +26,10 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Ask the running service to poll a repository now.
     Poll(poll::Args),
+    /// List locked stacks: those a run holds, and those an interrupted apply left locked.
+    Locks(locks::LocksArgs),
+    /// Release the lock an interrupted apply left on a stack.
+    Unlock(locks::UnlockArgs),
     /// Print the version of Tidemark.
     Version(version::Args),
 }
@@ -80,6 +84,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Runs(args) => runs::run(args),
         Command::Migrate(args) => migrate::run(args),
         Command::Poll(args) => poll::run(args),
+        Command::Locks(args) => locks::locks(args),
+        Command::Unlock(args) => locks::unlock(args),
         Command::Version(args) => version::run(args),
     }
 }
@@ -97,6 +103,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+mod locks;
 mod migrate;
 mod poll;
 mod runs;

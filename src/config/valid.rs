@@ -25,6 +25,8 @@ pub struct Config {
     pub sandbox: String,
     /// The environment variable holding the plan encryption key, if not the default.
     pub plan_key_env: Option<String>,
+    /// The environment variable holding the webhook secret (signatures are then required).
+    pub webhook_secret_env: Option<String>,
     pub repos: Vec<RepoConfig>,
     /// `runner "name" { ... }` blocks that override or add runner definitions.
     pub runners: Vec<RunnerBlock>,
@@ -64,6 +66,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     let mut workers = 4;
     let mut sandbox = "bubblewrap".to_string();
     let mut plan_key_env = None;
+    let mut webhook_secret_env = None;
     for attr in &raw.attrs {
         match attr.name.as_str() {
             "listen" => {
@@ -94,6 +97,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
                 }
             }
             "plan_key_env" => plan_key_env = Some(ctx.env_name(attr, &attr.name)?),
+            "webhook_secret_env" => webhook_secret_env = Some(ctx.env_name(attr, &attr.name)?),
             other => return Err(ctx.err(attr, other, "unknown attribute".into())),
         }
     }
@@ -136,6 +140,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         workers,
         sandbox,
         plan_key_env,
+        webhook_secret_env,
         repos,
         runners,
     })

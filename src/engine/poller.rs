@@ -213,6 +213,7 @@ impl Poller {
             kind: RunKind::Plan,
             reason: Some(reason),
             after,
+            plan_run: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::runner::{self, LogLine, PlanKey, PlanRequest, RunnerSet, SandboxMode, Workspace};
-use crate::store::{Run, RunOutcome, RunStatus, Store, StoredArtifact};
+use crate::store::{Run, RunKind, RunOutcome, RunStatus, Store, StoredArtifact};
 
 /// What a worker needs to execute runs; shared by every worker of one instance.
 pub struct WorkerContext {
@@ -100,7 +100,10 @@ impl Worker {
                 cancel.cancel();
             })
         };
-        let outcome = self.plan(&run, log_tx, cancel.clone()).await;
+        let outcome = match run.kind {
+            RunKind::Plan | RunKind::Drift => self.plan(&run, log_tx, cancel.clone()).await,
+            RunKind::Apply => self.apply(&run, log_tx, cancel.clone()).await,
+        };
         grace.abort();
         heartbeat.abort();
         let _ = logs.await;
@@ -131,13 +134,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Exports the commit into a workspace and plans the stack there.
-    async fn plan(
-        &self,
-        run: &Run,
-        logs: mpsc::Sender<LogLine>,
-        cancel: CancellationToken,
-    ) -> Result<RunOutcome> {
+    /// Exports the run's commit into a fresh workspace and builds the runner request for it.
+    async fn request(&self, run: &Run) -> Result<PlanRequest> {
         let ctx = &self.ctx;
         let mirror = ctx
             .mirrors
@@ -158,7 +156,7 @@ impl Worker {
         })
         .await
         .context("workspace export panicked")??;
-        let request = PlanRequest {
+        Ok(PlanRequest {
             workspace,
             stack: run.stack.clone(),
             runner,
@@ -168,7 +166,13 @@ impl Worker {
             repo: run.repo.clone(),
             commit: run.commit.clone(),
             key: ctx.key.clone(),
-        };
+        })
+    }
+
+    /// Plans the stack and stores the plan artifact.
+    async fn plan(&self, run: &Run, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> Result<RunOutcome> {
+        let ctx = &self.ctx;
+        let request = self.request(run).await?;
         let outcome = runner::plan(request, logs, cancel).await;
         if let Some(artifact) = &outcome.artifact {
             ctx.store
@@ -184,20 +188,48 @@ impl Worker {
                 .context("storing the plan artifact")?;
         }
         Ok(RunOutcome {
-            status: match outcome.status {
-                runner::RunStatus::Succeeded => RunStatus::Succeeded,
-                runner::RunStatus::Failed => RunStatus::Failed,
-                runner::RunStatus::TimedOut => RunStatus::TimedOut,
-                runner::RunStatus::Cancelled => RunStatus::Cancelled,
-            },
+            status: status(outcome.status),
             exit_code: outcome.exit_code,
             error: outcome.error,
-            summary: outcome
-                .summary
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()?,
+            summary: outcome.summary.as_ref().map(serde_json::to_value).transpose()?,
         })
+    }
+
+    /// Applies exactly the stored plan of the run's plan run. The runner refuses an artifact
+    /// whose binding (commit, stack, runner, tool version, lock file, variables) has changed.
+    async fn apply(&self, run: &Run, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> Result<RunOutcome> {
+        let plan_run = run
+            .plan_run_id
+            .with_context(|| format!("apply run {} names no plan run", run.id))?;
+        let stored = self
+            .ctx
+            .store
+            .artifact(plan_run)
+            .await?
+            .with_context(|| format!("plan run {plan_run} has no stored plan"))?;
+        let artifact = runner::PlanArtifact {
+            plan_encrypted: stored.plan_encrypted,
+            plan_json: stored.plan_json,
+            digest: stored.digest,
+            binding: serde_json::from_str(&stored.binding).context("reading the stored plan's binding")?,
+        };
+        let request = self.request(run).await?;
+        let outcome = runner::apply(runner::ApplyRequest { run: request, artifact }, logs, cancel).await;
+        Ok(RunOutcome {
+            status: status(outcome.status),
+            exit_code: outcome.exit_code,
+            error: outcome.error,
+            summary: None,
+        })
+    }
+}
+
+fn status(status: runner::RunStatus) -> RunStatus {
+    match status {
+        runner::RunStatus::Succeeded => RunStatus::Succeeded,
+        runner::RunStatus::Failed => RunStatus::Failed,
+        runner::RunStatus::TimedOut => RunStatus::TimedOut,
+        runner::RunStatus::Cancelled => RunStatus::Cancelled,
     }
 }
 

@@ -5,6 +5,7 @@
 //! partial unique indexes) and run through `on_pool!`, which expands the same expression for
 //! whichever pool this store holds. Where the SQL must differ, the two variants sit side by side.
 
+mod locks;
 mod migrate;
 mod repos;
 mod runs;

@@ -16,16 +16,23 @@ pub struct StackRecord {
 impl Store {
     /// Creates or updates a repository's row from the config; returns its id.
     pub async fn upsert_repo(&self, name: &str, url: &str, branch: &str) -> Result<i64> {
+        self.upsert_repo_limited(name, url, branch, None).await
+    }
+
+    /// `upsert_repo` with the repository's concurrency limit (`None`: only `workers` caps).
+    pub async fn upsert_repo_limited(&self, name: &str, url: &str, branch: &str, max_concurrency: Option<usize>) -> Result<i64> {
+        let limit = max_concurrency.map(|n| n as i32);
         Ok(on_pool!(self, pool => {
             sqlx::query_scalar(
-                "INSERT INTO repos (name, url, branch, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (name) DO UPDATE SET url = excluded.url, branch = excluded.branch \
-                 RETURNING id",
+                "INSERT INTO repos (name, url, branch, created_at, max_concurrency) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name) DO UPDATE SET url = excluded.url, branch = excluded.branch, \
+                 max_concurrency = excluded.max_concurrency RETURNING id",
             )
             .bind(name)
             .bind(url)
             .bind(branch)
             .bind(Utc::now())
+            .bind(limit)
             .fetch_one(pool)
             .await?
         }))

@@ -16,7 +16,7 @@ use super::{
 
 const RUN_COLUMNS: &str = "r.id, p.name AS repo, r.stack_path AS stack, r.commit_sha AS \"commit\", \
      r.kind, r.status, r.reason, r.created_at, r.started_at, r.finished_at, r.exit_code, r.error, \
-     r.summary AS summary_json, r.worker, r.attempt";
+     r.summary AS summary_json, r.worker, r.attempt, r.plan_run_id";
 
 /// What recovery found: runs sent back to the queue and applies left interrupted.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,8 +51,8 @@ impl Store {
                 }
                 let priority = if run.kind == RunKind::Drift { -1 } else { 0 };
                 let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority) \
-                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7) RETURNING id",
+                    "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id) \
+                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8) RETURNING id",
                 )
                 .bind(run.repo_id)
                 .bind(&run.stack)
@@ -61,6 +61,7 @@ impl Store {
                 .bind(&run.reason)
                 .bind(now)
                 .bind(priority)
+                .bind(run.plan_run)
                 .fetch_one(&mut *tx)
                 .await?;
                 for upstream in &run.after {
@@ -83,9 +84,13 @@ impl Store {
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Run>> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(lease)?;
-        let pick = "SELECT q.id FROM runs q WHERE q.status = 'queued' \
+        let pick = "SELECT q.id FROM runs q JOIN repos p ON p.id = q.repo_id WHERE q.status = 'queued' \
              AND NOT EXISTS (SELECT 1 FROM runs o WHERE o.repo_id = q.repo_id \
                  AND o.stack_path = q.stack_path AND o.status = 'running') \
+             AND NOT EXISTS (SELECT 1 FROM stack_locks l WHERE l.repo_id = q.repo_id \
+                 AND l.stack_path = q.stack_path) \
+             AND (p.max_concurrency IS NULL OR (SELECT COUNT(*) FROM runs c \
+                 WHERE c.repo_id = q.repo_id AND c.status = 'running') < p.max_concurrency) \
              AND NOT EXISTS (SELECT 1 FROM run_deps d JOIN runs u ON u.id = d.upstream_id \
                  WHERE d.run_id = q.id AND u.status IN ('queued', 'running')) \
              ORDER BY q.priority DESC, q.id LIMIT 1";
@@ -98,7 +103,7 @@ impl Store {
             ),
             super::Backend::Postgres(_) => format!(
                 "UPDATE runs SET status = 'running', worker = $1, started_at = $2, \
-                 lease_expires_at = $3, attempt = attempt + 1 WHERE id = ({pick} FOR UPDATE SKIP LOCKED) RETURNING id"
+                 lease_expires_at = $3, attempt = attempt + 1 WHERE id = ({pick} FOR UPDATE OF q SKIP LOCKED) RETURNING id"
             ),
         };
         let claimed: Result<Option<i64>, sqlx::Error> = on_pool!(self, pool => {
@@ -218,6 +223,7 @@ impl Store {
                     .rows_affected()
                 });
                 if rows == 1 {
+                    self.lock_stack_for(id, "an apply was interrupted: check the state, then unlock").await?;
                     recovered.interrupted.push(id);
                 }
             } else {
@@ -238,6 +244,24 @@ impl Store {
             }
         }
         Ok(recovered)
+    }
+
+    /// Locks a run's stack so that nothing runs there until `unlock`.
+    async fn lock_stack_for(&self, run_id: i64, reason: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO stack_locks (repo_id, stack_path, run_id, reason, created_at) \
+                 SELECT repo_id, stack_path, id, $1, $2 FROM runs WHERE id = $3 \
+                 ON CONFLICT (repo_id, stack_path) DO NOTHING",
+            )
+            .bind(reason)
+            .bind(Utc::now())
+            .bind(run_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
     }
 
     /// One run by id.

@@ -122,6 +122,8 @@ pub struct Run {
     pub summary_json: Option<String>,
     pub worker: Option<String>,
     pub attempt: i32,
+    /// For an apply: the plan run whose stored plan it applies.
+    pub plan_run_id: Option<i64>,
 }
 
 impl Run {
@@ -151,6 +153,21 @@ pub struct NewRun {
     pub reason: Option<String>,
     /// Runs (of the same batch) that must finish first.
     pub after: Vec<i64>,
+    /// For an apply: the plan run whose stored plan it applies.
+    pub plan_run: Option<i64>,
+}
+
+/// A stack that nothing may run on: a running run holds it, or an explicit lock (an
+/// interrupted apply) does until an operator unlocks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackLock {
+    pub repo: String,
+    pub stack: String,
+    /// `run` while a run holds it; `interrupted_apply` (or another reason) for explicit locks.
+    pub kind: String,
+    pub run_id: Option<i64>,
+    pub reason: String,
+    pub since: DateTime<Utc>,
 }
 
 /// How a run ended, as the worker reports it.

@@ -17,6 +17,7 @@ fn plan(repo_id: i64, stack: &str, commit: &str, after: Vec<i64>) -> NewRun {
         kind: RunKind::Plan,
         reason: None,
         after,
+        plan_run: None,
     }
 }
 
