@@ -117,7 +117,10 @@ impl App {
         tasks.spawn(reaper(store.clone(), work.clone(), shutdown.clone()));
 
         let webhook_secret = match &config.webhook_secret_env {
-            Some(var) => Some(std::env::var(var).with_context(|| format!("webhook_secret_env names {var}, which is not set"))?),
+            Some(var) => Some(
+                std::env::var(var)
+                    .with_context(|| format!("webhook_secret_env names {var}, which is not set"))?,
+            ),
             None => None,
         };
         let state = crate::api::AppState {

@@ -12,7 +12,11 @@ use super::{ApiError, AppState};
 
 /// `POST /webhooks/github`: GitHub's `push` (and `ping`) events, signed with
 /// `X-Hub-Signature-256` when the config names a webhook secret.
-pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn github(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     if let Some(secret) = &state.webhook_secret {
         let signature = headers
             .get("x-hub-signature-256")
@@ -22,14 +26,17 @@ pub async fn github(State(state): State<AppState>, headers: HeaderMap, body: Byt
             return Err(ApiError::Unauthorized("webhook signature does not match"));
         }
     }
-    let event = headers.get("x-github-event").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     match event {
         "ping" => return Ok(Json(serde_json::json!({ "ok": true }))),
         "push" => {}
         other => return Ok(Json(serde_json::json!({ "ignored": other }))),
     }
-    let payload: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|err| ApiError::BadRequest(format!("push payload is not JSON: {err}")))?;
+    let payload: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::BadRequest(format!("push payload is not JSON: {err}")))?;
     let git_ref = payload["ref"].as_str().unwrap_or("");
     let urls: Vec<&str> = ["clone_url", "ssh_url", "git_url", "html_url"]
         .iter()
@@ -70,7 +77,11 @@ fn same_remote(a: &str, b: &str) -> bool {
 }
 
 fn normalize(url: &str) -> String {
-    let mut rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url).to_string();
+    let mut rest = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(url)
+        .to_string();
     if let Some((_, host_path)) = rest.split_once('@') {
         rest = host_path.to_string();
     }
@@ -78,7 +89,9 @@ fn normalize(url: &str) -> String {
         rest = rest.replacen(':', "/", 1);
     }
     let rest = rest.trim_end_matches('/');
-    rest.strip_suffix(".git").unwrap_or(rest).to_ascii_lowercase()
+    rest.strip_suffix(".git")
+        .unwrap_or(rest)
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -100,7 +113,11 @@ mod tests {
     #[test]
     fn remotes_match_across_url_forms() {
         let a = "https://github.com/acme/infra.git";
-        for b in ["git@github.com:acme/infra.git", "ssh://git@github.com/acme/infra", "https://GitHub.com/acme/infra/"] {
+        for b in [
+            "git@github.com:acme/infra.git",
+            "ssh://git@github.com/acme/infra",
+            "https://GitHub.com/acme/infra/",
+        ] {
             assert!(same_remote(a, b), "{b}");
         }
         assert!(!same_remote(a, "https://github.com/acme/other.git"));

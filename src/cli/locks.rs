@@ -31,14 +31,25 @@ pub struct UnlockArgs {
 
 pub fn locks(args: LocksArgs) -> Result<ExitCode> {
     let config = args.config.load()?;
-    let locks = super::runtime()?.block_on(async { Store::open(&config.database).await?.locks().await })?;
+    let locks =
+        super::runtime()?.block_on(async { Store::open(&config.database).await?.locks().await })?;
     match args.format {
         Format::Json => print_json(&serde_json::json!({ "locks": locks }))?,
         Format::Text if locks.is_empty() => println!("no stack is locked"),
         Format::Text => {
             for lock in locks {
-                let run = lock.run_id.map(|id| format!("run {id}")).unwrap_or_default();
-                println!("{}  {}  {}  {}  since {}", lock.repo, lock.stack, run, lock.reason, lock.since.format("%Y-%m-%d %H:%M:%S"));
+                let run = lock
+                    .run_id
+                    .map(|id| format!("run {id}"))
+                    .unwrap_or_default();
+                println!(
+                    "{}  {}  {}  {}  since {}",
+                    lock.repo,
+                    lock.stack,
+                    run,
+                    lock.reason,
+                    lock.since.format("%Y-%m-%d %H:%M:%S")
+                );
             }
         }
     }
@@ -48,12 +59,24 @@ pub fn locks(args: LocksArgs) -> Result<ExitCode> {
 pub fn unlock(args: UnlockArgs) -> Result<ExitCode> {
     let config = args.config.load()?;
     let removed = super::runtime()?.block_on(async {
-        Store::open(&config.database).await?.unlock(args.repo.as_deref(), &args.stack).await
+        Store::open(&config.database)
+            .await?
+            .unlock(args.repo.as_deref(), &args.stack)
+            .await
     })?;
     match args.format {
-        Format::Json => print_json(&serde_json::json!({ "stack": args.stack, "unlocked": removed > 0 }))?,
+        Format::Json => {
+            print_json(&serde_json::json!({ "stack": args.stack, "unlocked": removed > 0 }))?
+        }
         Format::Text if removed > 0 => println!("unlocked {}", args.stack),
-        Format::Text => println!("{} had no explicit lock (a running run releases its stack when it ends)", args.stack),
+        Format::Text => println!(
+            "{} had no explicit lock (a running run releases its stack when it ends)",
+            args.stack
+        ),
     }
-    Ok(if removed > 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if removed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

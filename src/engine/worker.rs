@@ -170,7 +170,12 @@ impl Worker {
     }
 
     /// Plans the stack and stores the plan artifact.
-    async fn plan(&self, run: &Run, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> Result<RunOutcome> {
+    async fn plan(
+        &self,
+        run: &Run,
+        logs: mpsc::Sender<LogLine>,
+        cancel: CancellationToken,
+    ) -> Result<RunOutcome> {
         let ctx = &self.ctx;
         let request = self.request(run).await?;
         let outcome = runner::plan(request, logs, cancel).await;
@@ -191,13 +196,22 @@ impl Worker {
             status: status(outcome.status),
             exit_code: outcome.exit_code,
             error: outcome.error,
-            summary: outcome.summary.as_ref().map(serde_json::to_value).transpose()?,
+            summary: outcome
+                .summary
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()?,
         })
     }
 
     /// Applies exactly the stored plan of the run's plan run. The runner refuses an artifact
     /// whose binding (commit, stack, runner, tool version, lock file, variables) has changed.
-    async fn apply(&self, run: &Run, logs: mpsc::Sender<LogLine>, cancel: CancellationToken) -> Result<RunOutcome> {
+    async fn apply(
+        &self,
+        run: &Run,
+        logs: mpsc::Sender<LogLine>,
+        cancel: CancellationToken,
+    ) -> Result<RunOutcome> {
         let plan_run = run
             .plan_run_id
             .with_context(|| format!("apply run {} names no plan run", run.id))?;
@@ -211,10 +225,19 @@ impl Worker {
             plan_encrypted: stored.plan_encrypted,
             plan_json: stored.plan_json,
             digest: stored.digest,
-            binding: serde_json::from_str(&stored.binding).context("reading the stored plan's binding")?,
+            binding: serde_json::from_str(&stored.binding)
+                .context("reading the stored plan's binding")?,
         };
         let request = self.request(run).await?;
-        let outcome = runner::apply(runner::ApplyRequest { run: request, artifact }, logs, cancel).await;
+        let outcome = runner::apply(
+            runner::ApplyRequest {
+                run: request,
+                artifact,
+            },
+            logs,
+            cancel,
+        )
+        .await;
         Ok(RunOutcome {
             status: status(outcome.status),
             exit_code: outcome.exit_code,

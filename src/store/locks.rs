@@ -36,14 +36,18 @@ impl Store {
                 since,
             })
             .collect();
-        locks.extend(explicit.into_iter().map(|(repo, stack, run_id, reason, since)| StackLock {
-            repo,
-            stack,
-            kind: "lock".into(),
-            run_id,
-            reason,
-            since,
-        }));
+        locks.extend(
+            explicit
+                .into_iter()
+                .map(|(repo, stack, run_id, reason, since)| StackLock {
+                    repo,
+                    stack,
+                    kind: "lock".into(),
+                    run_id,
+                    reason,
+                    since,
+                }),
+        );
         Ok(locks)
     }
 

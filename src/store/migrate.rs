@@ -14,16 +14,30 @@ use super::{Backend, Store};
 /// (version, description, SQL) of each migration, in order.
 type Embedded = &'static [(i64, &'static str, &'static str)];
 
-const SQLITE: Embedded = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES: Embedded = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE: Embedded = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "locks and applies",
+        include_str!("../../migrations/sqlite/0002_locks_and_applies.sql"),
+    ),
+];
+const POSTGRES: Embedded = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "locks and applies",
+        include_str!("../../migrations/postgres/0002_locks_and_applies.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Source(Embedded);

@@ -20,7 +20,13 @@ impl Store {
     }
 
     /// `upsert_repo` with the repository's concurrency limit (`None`: only `workers` caps).
-    pub async fn upsert_repo_limited(&self, name: &str, url: &str, branch: &str, max_concurrency: Option<usize>) -> Result<i64> {
+    pub async fn upsert_repo_limited(
+        &self,
+        name: &str,
+        url: &str,
+        branch: &str,
+        max_concurrency: Option<usize>,
+    ) -> Result<i64> {
         let limit = max_concurrency.map(|n| n as i32);
         Ok(on_pool!(self, pool => {
             sqlx::query_scalar(

@@ -18,10 +18,13 @@ const RUN_COLUMNS: &str = "r.id, p.name AS repo, r.stack_path AS stack, r.commit
      r.kind, r.status, r.reason, r.created_at, r.started_at, r.finished_at, r.exit_code, r.error, \
      r.summary AS summary_json, r.worker, r.attempt, r.plan_run_id";
 
-/// What recovery found: runs sent back to the queue and applies left interrupted.
+/// What recovery found: interrupted plans and drift checks (each retried as a new run) and
+/// interrupted applies (left for an operator, their stacks locked).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovered {
     pub requeued: Vec<i64>,
+    /// The retries queued for `requeued`, in the same order.
+    pub retries: Vec<i64>,
     pub interrupted: Vec<i64>,
 }
 
@@ -206,62 +209,84 @@ impl Store {
         self.take_back(held, Utc::now()).await
     }
 
+    /// Takes back runs whose worker is gone. Each run is handled in one transaction, guarded by
+    /// `status = 'running'`, so two instances recovering at once cannot both take one run.
     async fn take_back(&self, stale: Vec<(i64, String)>, now: DateTime<Utc>) -> Result<Recovered> {
         let mut recovered = Recovered::default();
         for (id, kind) in stale {
-            if kind == RunKind::Apply.as_str() {
-                let rows = on_pool!(self, pool => {
+            let apply = kind == RunKind::Apply.as_str();
+            let error = if apply {
+                "the worker stopped during the apply: check the state, then run tidemark unlock"
+                    .to_string()
+            } else {
+                "interrupted: its worker stopped; a retry was queued".to_string()
+            };
+            let retry: Option<Option<i64>> = on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                let rows = sqlx::query(
+                    "UPDATE runs SET status = 'interrupted', finished_at = $1, lease_expires_at = NULL, error = $2 \
+                     WHERE id = $3 AND status = 'running'",
+                )
+                .bind(now)
+                .bind(&error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if rows != 1 {
+                    None
+                } else if apply {
+                    // An apply is never re-run on its own: its stack stays locked until an
+                    // operator has looked at the state and unlocks it.
                     sqlx::query(
-                        "UPDATE runs SET status = 'interrupted', finished_at = $1, lease_expires_at = NULL, \
-                         error = 'the worker stopped during the apply: check the state, then run tidemark unlock' \
-                         WHERE id = $2 AND status = 'running'",
+                        "INSERT INTO stack_locks (repo_id, stack_path, run_id, reason, created_at) \
+                         SELECT repo_id, stack_path, id, $1, $2 FROM runs WHERE id = $3 \
+                         ON CONFLICT (repo_id, stack_path) DO NOTHING",
+                    )
+                    .bind("an apply was interrupted: check the state, then unlock")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Some(None)
+                } else {
+                    // A plan or drift check is queued again as a new run, so the history shows
+                    // the interrupted attempt; it inherits the upstream runs it waited for, and
+                    // the runs that waited for it now wait for the retry.
+                    let retry: i64 = sqlx::query_scalar(
+                        "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id) \
+                         SELECT repo_id, stack_path, commit_sha, kind, 'queued', 'retry of run ' || CAST(id AS TEXT), $1, priority, plan_run_id \
+                         FROM runs WHERE id = $2 RETURNING id",
                     )
                     .bind(now)
                     .bind(id)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-                });
-                if rows == 1 {
-                    self.lock_stack_for(id, "an apply was interrupted: check the state, then unlock").await?;
-                    recovered.interrupted.push(id);
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query("INSERT INTO run_deps (run_id, upstream_id) SELECT $1, upstream_id FROM run_deps WHERE run_id = $2")
+                        .bind(retry)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE run_deps SET upstream_id = $1 WHERE upstream_id = $2")
+                        .bind(retry)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Some(Some(retry))
                 }
-            } else {
-                let rows = on_pool!(self, pool => {
-                    sqlx::query(
-                        "UPDATE runs SET status = 'queued', worker = NULL, started_at = NULL, \
-                         lease_expires_at = NULL, error = 'interrupted: its worker stopped; queued again' \
-                         WHERE id = $1 AND status = 'running'",
-                    )
-                    .bind(id)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-                });
-                if rows == 1 {
+            });
+            match retry {
+                Some(Some(retry)) => {
                     recovered.requeued.push(id);
+                    recovered.retries.push(retry);
                 }
+                Some(None) => recovered.interrupted.push(id),
+                None => {}
             }
         }
         Ok(recovered)
-    }
-
-    /// Locks a run's stack so that nothing runs there until `unlock`.
-    async fn lock_stack_for(&self, run_id: i64, reason: &str) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO stack_locks (repo_id, stack_path, run_id, reason, created_at) \
-                 SELECT repo_id, stack_path, id, $1, $2 FROM runs WHERE id = $3 \
-                 ON CONFLICT (repo_id, stack_path) DO NOTHING",
-            )
-            .bind(reason)
-            .bind(Utc::now())
-            .bind(run_id)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
     }
 
     /// One run by id.

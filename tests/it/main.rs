@@ -3,5 +3,6 @@
 
 mod cli;
 mod engine;
+mod recovery;
 mod store;
 mod support;

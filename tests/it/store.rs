@@ -183,10 +183,55 @@ async fn story(store: Store) {
     let recovered = store.recover(later, None).await.expect("recover");
     assert_eq!(recovered.requeued, vec![new]);
     assert_eq!(recovered.interrupted, vec![apply]);
-    assert_eq!(store.run(new).await.expect("run").status, RunStatus::Queued);
+    assert_eq!(
+        store.run(new).await.expect("run").status,
+        RunStatus::Interrupted
+    );
+    let retry = recovered.retries[0];
+    let retried = store.run(retry).await.expect("retry");
+    assert_eq!(
+        (
+            retried.status,
+            retried.stack.as_str(),
+            retried.commit.as_str()
+        ),
+        (RunStatus::Queued, "a", "c3")
+    );
+    assert_eq!(
+        retried.reason.as_deref(),
+        Some(format!("retry of run {new}").as_str())
+    );
     assert_eq!(
         store.run(apply).await.expect("run").status,
         RunStatus::Interrupted
+    );
+
+    // The interrupted apply left its stack locked: nothing runs there until it is unlocked.
+    let locks = store.locks().await.expect("locks");
+    assert!(
+        locks
+            .iter()
+            .any(|l| l.stack == "c" && l.kind == "lock" && l.run_id == Some(apply)),
+        "{locks:?}"
+    );
+    let waiting = store
+        .enqueue(&[plan(repo, "c", "c4", vec![])])
+        .await
+        .expect("enqueue")[0];
+    let claimed = store.claim("w5", LEASE).await.expect("claim");
+    assert_eq!(
+        claimed.as_ref().map(|r| r.id),
+        Some(retry),
+        "the locked stack c is skipped"
+    );
+    assert!(
+        store.claim("w6", LEASE).await.expect("claim").is_none(),
+        "c stays locked"
+    );
+    assert_eq!(store.unlock(None, "c").await.expect("unlock"), 1);
+    assert_eq!(
+        store.claim("w6", LEASE).await.expect("claim").map(|r| r.id),
+        Some(waiting)
     );
 
     // Listing: newest first, filtered, with summaries.
@@ -197,7 +242,7 @@ async fn story(store: Store) {
         })
         .await
         .expect("runs");
-    assert_eq!(runs.first().map(|r| r.id), Some(apply));
+    assert_eq!(runs.first().map(|r| r.id), Some(waiting));
     let done = store
         .runs(&RunFilter {
             status: Some(RunStatus::Succeeded),

@@ -263,3 +263,87 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// `tidemark serve` as a child process, for tests that kill it.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+}
+
+impl ServeProcess {
+    /// Starts `tidemark serve --config CONFIG` with extra environment; its output goes to
+    /// `log` so a failing test can show it.
+    pub fn start(config: &Path, env: &[(&str, &str)], log: &Path) -> Self {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open serve log");
+        let err = out.try_clone().expect("clone log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("TIDEMARK_LOG", "info,sqlx=warn")
+            .env("NO_COLOR", "1")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn tidemark serve");
+        Self { child }
+    }
+
+    /// SIGKILL: the process gets no chance to clean up, as in a crash or an OOM kill.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then waits for a graceful exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether any live process's command line contains `needle` (to prove nothing was left).
+pub fn process_running(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // A zombie has exited already; only its parent has not reaped it.
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        !zombie
+            && String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(needle)
+    })
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..secs * 10 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
