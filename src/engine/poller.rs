@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::config::RepoConfig;
 use crate::repo::Mirror;
 use crate::stacks::{self, Index, ReasonKind};
-use crate::store::{NewRun, RunKind, StackRecord, Store};
+use crate::store::{CommitBatch, NewRun, RunKind, StackRecord, Store};
 
 /// What one poll did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,54 +131,61 @@ impl Poller {
         self.store
             .sync_stacks(self.repo_id, &info.sha, &records)
             .await?;
-        let (runs, error) = match affected {
-            Ok(affected) => (self.queue(&info.sha, &affected, &[]).await?, None),
+        let (affected, cyclic) = match affected {
+            Ok(affected) => (affected, Vec::new()),
             // A cycle: the stacks on it get failed runs naming it; the rest are planned.
-            Err(stacks::AffectedError::Cycle { stacks, rest }) => {
-                let message = format!("dependency cycle among stacks: {}", stacks.join(", "));
-                warn!(repo = %self.repo.name, commit = %info.sha, "{message}");
-                (self.queue(&info.sha, &rest, &stacks).await?, Some(message))
-            }
+            Err(stacks::AffectedError::Cycle { stacks, rest }) => (*rest, stacks),
             Err(err) => {
                 return Err(err).with_context(|| {
                     format!("repo {}: detecting affected stacks", self.repo.name)
                 });
             }
         };
-        self.store
-            .record_commit(
-                self.repo_id,
-                &self.repo.branch,
-                &info,
-                parent.as_deref(),
-                error.as_deref(),
-            )
-            .await?;
-        info!(repo = %self.repo.name, commit = %info.sha, runs, "new commit");
-        if runs > 0 {
+        for error in &affected.errors {
+            warn!(repo = %self.repo.name, stack = %error.stack, file = %error.file, line = ?error.line, "{}", error.message);
+        }
+        let error = (!cyclic.is_empty())
+            .then(|| format!("dependency cycle among stacks: {}", cyclic.join(", ")));
+        if let Some(error) = &error {
+            warn!(repo = %self.repo.name, commit = %info.sha, "{error}");
+        }
+        let (runs, failed) = self.plan_runs(&info.sha, &affected, &cyclic);
+        let batch = CommitBatch {
+            repo_id: self.repo_id,
+            branch: &self.repo.branch,
+            info: &info,
+            parent: parent.as_deref(),
+            error: error.as_deref(),
+            runs,
+            failed,
+        };
+        let Some(ids) = self.store.queue_commit(&batch).await? else {
+            // Another instance recorded this commit first and queued its runs.
+            return Ok(PollOutcome::Unchanged);
+        };
+        let queued = ids.len() - batch.failed.len();
+        info!(repo = %self.repo.name, commit = %info.sha, runs = queued, "new commit");
+        if queued > 0 {
             self.work.notify_waiters();
         }
         Ok(PollOutcome::Queued {
             commit: info.sha,
-            runs,
+            runs: queued,
         })
     }
 
-    /// Queues one plan per affected stack (removed ones are reported, never planned), each
-    /// after the plans of the stacks it depends on. Stacks in `cyclic` get a failed run that
-    /// names the cycle, so the history shows why they were not planned.
-    async fn queue(
+    /// One plan per affected stack (removed ones are reported, never planned), each after the
+    /// plans of the stacks it depends on; `after` holds indexes into the returned list. Stacks
+    /// in `cyclic` get a run recorded as failed, so the history shows why they were not planned.
+    fn plan_runs(
         &self,
         commit: &str,
         affected: &stacks::Affected,
         cyclic: &[String],
-    ) -> Result<usize> {
-        for error in &affected.errors {
-            warn!(repo = %self.repo.name, stack = %error.stack, file = %error.file, line = ?error.line, "{}", error.message);
-        }
-        let mut ids: HashMap<&str, i64> = HashMap::new();
-        let mut count = 0;
-        // Stacks come in dependency order, so every upstream run is already queued.
+    ) -> (Vec<NewRun>, Vec<(usize, String)>) {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut runs = Vec::new();
+        // Stacks come in dependency order, so every upstream run is already listed.
         for stack in &affected.stacks {
             if stack.reasons.iter().any(|r| r.kind == ReasonKind::Removed) {
                 info!(repo = %self.repo.name, stack = %stack.path, "stack removed: reported, not planned");
@@ -187,23 +194,24 @@ impl Poller {
             let after = stack
                 .depends_on
                 .iter()
-                .filter_map(|up| ids.get(up.as_str()).copied())
+                .filter_map(|up| index.get(up.as_str()))
+                .map(|&i| i as i64)
                 .collect();
-            let run = self.plan_run(commit, &stack.path, reason_text(stack), after);
-            let id = self.store.enqueue(std::slice::from_ref(&run)).await?[0];
-            ids.insert(stack.path.as_str(), id);
-            count += 1;
+            index.insert(stack.path.as_str(), runs.len());
+            runs.push(self.plan_run(commit, &stack.path, reason_text(stack), after));
         }
+        let mut failed = Vec::new();
         for stack in cyclic {
-            let run = self.plan_run(commit, stack, "dependency cycle".into(), Vec::new());
-            let id = self.store.enqueue(std::slice::from_ref(&run)).await?[0];
-            let message = format!(
-                "stack {stack} is in a dependency cycle: {}",
-                cyclic.join(" -> ")
-            );
-            self.store.fail_queued(id, &message).await?;
+            failed.push((
+                runs.len(),
+                format!(
+                    "stack {stack} is in a dependency cycle: {}",
+                    cyclic.join(" -> ")
+                ),
+            ));
+            runs.push(self.plan_run(commit, stack, "dependency cycle".into(), Vec::new()));
         }
-        Ok(count)
+        (runs, failed)
     }
 
     fn plan_run(&self, commit: &str, stack: &str, reason: String, after: Vec<i64>) -> NewRun {

@@ -95,37 +95,6 @@ impl Store {
         }))
     }
 
-    /// Records a commit as processed: its runs are queued (or `error` says why none could be).
-    pub async fn record_commit(
-        &self,
-        repo_id: i64,
-        branch: &str,
-        info: &crate::repo::CommitInfo,
-        parent: Option<&str>,
-        error: Option<&str>,
-    ) -> Result<()> {
-        let now = Utc::now();
-        on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO commits (repo_id, branch, sha, parent_sha, author, message, seen_at, processed_at, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
-                 ON CONFLICT (repo_id, branch, sha) DO UPDATE SET processed_at = excluded.processed_at, error = excluded.error",
-            )
-            .bind(repo_id)
-            .bind(branch)
-            .bind(&info.sha)
-            .bind(parent)
-            .bind(&info.author)
-            .bind(&info.message)
-            .bind(now)
-            .bind(error)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
-    }
-
     /// Replaces the recorded stacks of a repository with those discovered at `commit`;
     /// stacks no longer present are kept, marked removed.
     pub async fn sync_stacks(

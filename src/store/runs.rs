@@ -11,8 +11,57 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::{
-    LogEntry, NewRun, Run, RunFilter, RunKind, RunOutcome, Store, StoredArtifact, on_pool,
+    CommitBatch, LogEntry, NewRun, Run, RunFilter, RunKind, RunOutcome, Store, StoredArtifact,
+    on_pool,
 };
+
+/// Inserts one run inside a transaction (superseding older queued plans of its stack) and
+/// evaluates to its id. A macro because it runs on either backend's transaction type.
+macro_rules! insert_run {
+    ($tx:ident, $run:expr, $now:expr) => {{
+        let run: &NewRun = $run;
+        if run.kind == RunKind::Plan {
+            sqlx::query(
+                "UPDATE runs SET status = 'superseded', finished_at = $1, \
+                 error = 'superseded by commit ' || $2 \
+                 WHERE repo_id = $3 AND stack_path = $4 AND kind = 'plan' \
+                 AND status = 'queued' AND commit_sha <> $2",
+            )
+            .bind($now)
+            .bind(&run.commit)
+            .bind(run.repo_id)
+            .bind(&run.stack)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        let priority = if run.kind == RunKind::Drift { -1 } else { 0 };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(run.repo_id)
+        .bind(&run.stack)
+        .bind(&run.commit)
+        .bind(run.kind.as_str())
+        .bind(&run.reason)
+        .bind($now)
+        .bind(priority)
+        .bind(run.plan_run)
+        .fetch_one(&mut *$tx)
+        .await?;
+        id
+    }};
+}
+
+macro_rules! insert_dep {
+    ($tx:ident, $run:expr, $upstream:expr) => {
+        sqlx::query("INSERT INTO run_deps (run_id, upstream_id) VALUES ($1, $2)")
+            .bind($run)
+            .bind($upstream)
+            .execute(&mut *$tx)
+            .await?
+    };
+}
 
 const RUN_COLUMNS: &str = "r.id, p.name AS repo, r.stack_path AS stack, r.commit_sha AS \"commit\", \
      r.kind, r.status, r.reason, r.created_at, r.started_at, r.finished_at, r.exit_code, r.error, \
@@ -29,56 +78,76 @@ pub struct Recovered {
 }
 
 impl Store {
-    /// Queues a batch of runs in one transaction. A plan supersedes the queued, not yet started
-    /// plans of older commits for the same stack. Returns the new ids in batch order; `after`
-    /// indexes in a `NewRun` refer to ids returned for earlier runs of the same batch.
+    /// Queues runs in one transaction. A plan supersedes the queued, not yet started plans of
+    /// older commits for the same stack. `after` in each `NewRun` holds run ids. Returns the
+    /// new ids in order.
     pub async fn enqueue(&self, runs: &[NewRun]) -> Result<Vec<i64>> {
         let now = Utc::now();
         let mut ids = Vec::with_capacity(runs.len());
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for run in runs {
-                if run.kind == RunKind::Plan {
-                    sqlx::query(
-                        "UPDATE runs SET status = 'superseded', finished_at = $1, \
-                         error = 'superseded by commit ' || $2 \
-                         WHERE repo_id = $3 AND stack_path = $4 AND kind = 'plan' \
-                         AND status = 'queued' AND commit_sha <> $2",
-                    )
-                    .bind(now)
-                    .bind(&run.commit)
-                    .bind(run.repo_id)
-                    .bind(&run.stack)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                let priority = if run.kind == RunKind::Drift { -1 } else { 0 };
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id) \
-                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8) RETURNING id",
-                )
-                .bind(run.repo_id)
-                .bind(&run.stack)
-                .bind(&run.commit)
-                .bind(run.kind.as_str())
-                .bind(&run.reason)
-                .bind(now)
-                .bind(priority)
-                .bind(run.plan_run)
-                .fetch_one(&mut *tx)
-                .await?;
+                let id = insert_run!(tx, run, now);
                 for upstream in &run.after {
-                    sqlx::query("INSERT INTO run_deps (run_id, upstream_id) VALUES ($1, $2)")
-                        .bind(id)
-                        .bind(upstream)
-                        .execute(&mut *tx)
-                        .await?;
+                    insert_dep!(tx, id, *upstream);
                 }
                 ids.push(id);
             }
             tx.commit().await?;
         });
         Ok(ids)
+    }
+
+    /// Records a new head commit and queues its runs, all in one transaction, at most once
+    /// across every instance: the commit row is the claim, so when two pollers see the same
+    /// commit, the second finds it recorded and queues nothing (`None`). `after` in each run
+    /// holds indexes of earlier runs in `batch.runs`; `batch.failed` marks runs failed at once.
+    pub async fn queue_commit(&self, batch: &CommitBatch<'_>) -> Result<Option<Vec<i64>>> {
+        let now = Utc::now();
+        let mut ids: Vec<i64> = Vec::with_capacity(batch.runs.len());
+        let claimed = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let claimed = sqlx::query(
+                "INSERT INTO commits (repo_id, branch, sha, parent_sha, author, message, seen_at, processed_at, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (repo_id, branch, sha) DO NOTHING",
+            )
+            .bind(batch.repo_id)
+            .bind(batch.branch)
+            .bind(&batch.info.sha)
+            .bind(batch.parent)
+            .bind(&batch.info.author)
+            .bind(&batch.info.message)
+            .bind(now)
+            .bind(batch.error)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if claimed {
+                for run in &batch.runs {
+                    let id = insert_run!(tx, run, now);
+                    for index in &run.after {
+                        let upstream = ids
+                            .get(*index as usize)
+                            .copied()
+                            .with_context(|| format!("run of {} waits for batch entry {index}, which comes later", run.stack))?;
+                        insert_dep!(tx, id, upstream);
+                    }
+                    ids.push(id);
+                }
+                for (index, error) in &batch.failed {
+                    sqlx::query("UPDATE runs SET status = 'failed', finished_at = $1, error = $2 WHERE id = $3")
+                        .bind(now)
+                        .bind(error)
+                        .bind(ids.get(*index).copied().unwrap_or(-1))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            claimed
+        });
+        Ok(claimed.then_some(ids))
     }
 
     /// Claims the oldest runnable run for `worker`, holding it for `lease`. A run is runnable

@@ -157,6 +157,21 @@ pub struct NewRun {
     pub plan_run: Option<i64>,
 }
 
+/// A new head commit and the runs it queues: see `Store::queue_commit`.
+#[derive(Debug, Clone)]
+pub struct CommitBatch<'a> {
+    pub repo_id: i64,
+    pub branch: &'a str,
+    pub info: &'a crate::repo::CommitInfo,
+    pub parent: Option<&'a str>,
+    /// Why the commit could not be planned in full (a dependency cycle), if so.
+    pub error: Option<&'a str>,
+    /// The runs, in dependency order; `after` holds indexes into this list.
+    pub runs: Vec<NewRun>,
+    /// Runs (by index) to record as failed at once, with the reason.
+    pub failed: Vec<(usize, String)>,
+}
+
 /// A stack that nothing may run on: a running run holds it, or an explicit lock (an
 /// interrupted apply) does until an operator unlocks it.
 #[derive(Debug, Clone, Serialize)]

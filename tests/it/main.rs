@@ -4,5 +4,6 @@
 mod cli;
 mod engine;
 mod recovery;
+mod scale;
 mod store;
 mod support;
