@@ -1,5 +1,5 @@
 //! Tidemark: a GitOps runner for Terraform and OpenTofu.
 
+pub mod cli;
 pub mod repo;
 pub mod stacks;
-pub mod cli;

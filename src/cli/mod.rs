@@ -20,6 +20,12 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of Tidemark and of the tools it finds.
     Version(version::Args),
+    /// List the stacks at a commit.
+    Stacks(stacks::Args),
+    /// The stacks a change affects between two commits, and why.
+    Affected(affected::Args),
+    /// The stack graph at a commit, as dot or JSON.
+    Graph(graph::Args),
 }
 
 /// How a command prints its data: for people, or as one JSON document for scripts.
@@ -45,6 +51,9 @@ pub fn init_tracing(cli: &Cli) {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Version(args) => version::run(args),
+        Command::Stacks(args) => stacks::run(args),
+        Command::Affected(args) => affected::run(args),
+        Command::Graph(args) => graph::run(args),
     }
 }
 
@@ -61,4 +70,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+mod affected;
+mod graph;
+mod stacks;
 mod version;

@@ -49,7 +49,15 @@ impl Mirror {
         let output = Command::new("git")
             .arg("--git-dir")
             .arg(&self.path)
-            .args(["fetch", "--quiet", "--no-tags", "--prune", "--", &self.url, &refspec])
+            .args([
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--prune",
+                "--",
+                &self.url,
+                &refspec,
+            ])
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(Stdio::null())
             .kill_on_drop(true)

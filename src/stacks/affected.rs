@@ -148,7 +148,11 @@ pub fn affected(
     let (ordered, cycle) = match graph::order(&nodes, &upstreams) {
         Ok(ordered) => (ordered, None),
         Err(cyclic) => {
-            let rest: Vec<usize> = nodes.iter().copied().filter(|n| !cyclic.contains(n)).collect();
+            let rest: Vec<usize> = nodes
+                .iter()
+                .copied()
+                .filter(|n| !cyclic.contains(n))
+                .collect();
             let ordered = graph::order(&rest, &upstreams).unwrap_or(rest);
             (ordered, Some(cyclic))
         }
@@ -261,6 +265,9 @@ fn attribute(snapshot: &Snapshot, path: &str, found: &mut dyn FnMut(usize, Reaso
         found(user, Reason::file(ReasonKind::Include, path));
     }
     for glob in snapshot.watch.matches(path) {
-        found(snapshot.watch_owner[glob], Reason::file(ReasonKind::Watch, path));
+        found(
+            snapshot.watch_owner[glob],
+            Reason::file(ReasonKind::Watch, path),
+        );
     }
 }

@@ -102,8 +102,11 @@ impl Builder<'_> {
                 .map(|(dir, _)| dir.clone())
                 .collect();
             self.load_tf_dirs(tf.clone())?;
-            let used: HashSet<&String> =
-                self.tf_dirs.values().flat_map(|d| d.modules.iter()).collect();
+            let used: HashSet<&String> = self
+                .tf_dirs
+                .values()
+                .flat_map(|d| d.modules.iter())
+                .collect();
             found = tf
                 .iter()
                 .filter(|dir| !used.contains(dir))
@@ -133,7 +136,8 @@ impl Builder<'_> {
             };
             let file = paths::child(dir, "stack.hcl");
             for e in &facts.errors {
-                self.errors.push(StackError::at(dir, &file, e.line, &e.message));
+                self.errors
+                    .push(StackError::at(dir, &file, e.line, &e.message));
             }
             configs.push(facts.stack.clone().unwrap_or_default());
         }
@@ -339,7 +343,8 @@ impl Builder<'_> {
                     continue;
                 };
                 for (file, e) in &tf.problems {
-                    self.errors.push(StackError::at(dir, file, e.line, &e.message));
+                    self.errors
+                        .push(StackError::at(dir, file, e.line, &e.message));
                 }
                 queue.extend(tf.modules.iter().map(String::as_str));
                 for read in &tf.remote_states {
@@ -353,7 +358,10 @@ impl Builder<'_> {
                     }
                 }
             }
-            let own = self.tf_dirs.get(dir.as_str()).and_then(|t| t.backend.as_ref());
+            let own = self
+                .tf_dirs
+                .get(dir.as_str())
+                .and_then(|t| t.backend.as_ref());
             let scope = Scope {
                 file_dir: dir,
                 stack_dir: dir,
@@ -374,8 +382,12 @@ impl Builder<'_> {
             let name = configs[i].name.clone().unwrap_or_else(|| dir.clone());
             if let Some(&other) = names.get(&name) {
                 let message = format!("stack name {name:?} is also used by {}", found[other].0);
-                self.errors
-                    .push(StackError::at(dir, &paths::child(dir, "stack.hcl"), None, &message));
+                self.errors.push(StackError::at(
+                    dir,
+                    &paths::child(dir, "stack.hcl"),
+                    None,
+                    &message,
+                ));
             } else {
                 names.insert(name, i);
             }
@@ -398,7 +410,8 @@ impl Builder<'_> {
                     Some(&up) => upstreams[i].push((up, EdgeKind::Dependency)),
                     None => {
                         let message = format!("dependency {target} is not a stack");
-                        self.errors.push(StackError::at(dir, file, Some(*line), &message));
+                        self.errors
+                            .push(StackError::at(dir, file, Some(*line), &message));
                     }
                 }
             }
@@ -429,7 +442,10 @@ impl Builder<'_> {
                 name: config.name.unwrap_or_else(|| dir.clone()),
                 kind: *kind,
                 runner: config.runner,
-                depends_on: upstreams[i].iter().map(|(up, _)| found[*up].0.clone()).collect(),
+                depends_on: upstreams[i]
+                    .iter()
+                    .map(|(up, _)| found[*up].0.clone())
+                    .collect(),
                 watch: config.watch.into_iter().map(|(w, _)| w).collect(),
                 drift_schedule: config.drift_schedule,
                 auto_apply: config.auto_apply,

@@ -188,9 +188,17 @@ mod tests {
     #[test]
     fn evaluates_path_functions() {
         let files = ["root.hcl", "live/env.hcl", "live/terragrunt.hcl"];
-        assert_eq!(eval(r#""${path.module}/x""#, "m", "s", &files), Ok("/m/x".into()));
         assert_eq!(
-            eval(r#"find_in_parent_folders("root.hcl")"#, "live/a", "live/a", &files),
+            eval(r#""${path.module}/x""#, "m", "s", &files),
+            Ok("/m/x".into())
+        );
+        assert_eq!(
+            eval(
+                r#"find_in_parent_folders("root.hcl")"#,
+                "live/a",
+                "live/a",
+                &files
+            ),
             Ok("/root.hcl".into())
         );
         assert_eq!(
@@ -198,7 +206,12 @@ mod tests {
             Ok("/live/terragrunt.hcl".into())
         );
         assert_eq!(
-            eval(r#"dirname(find_in_parent_folders("env.hcl"))"#, "live/a", "live/a", &files),
+            eval(
+                r#"dirname(find_in_parent_folders("env.hcl"))"#,
+                "live/a",
+                "live/a",
+                &files
+            ),
             Ok("/live".into())
         );
         assert_eq!(

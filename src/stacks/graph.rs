@@ -7,7 +7,10 @@ use std::collections::{BinaryHeap, HashMap};
 
 /// Orders `nodes` (upstreams first) using only edges between them. On a cycle, returns every
 /// node that lies on one, sorted.
-pub(crate) fn order(nodes: &[usize], upstreams: &dyn Fn(usize) -> Vec<usize>) -> Result<Vec<usize>, Vec<usize>> {
+pub(crate) fn order(
+    nodes: &[usize],
+    upstreams: &dyn Fn(usize) -> Vec<usize>,
+) -> Result<Vec<usize>, Vec<usize>> {
     let position: HashMap<usize, usize> = nodes.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let mut pending = vec![0usize; nodes.len()];
     let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];

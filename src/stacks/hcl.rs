@@ -221,7 +221,10 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
             }
         }
     }
-    let mut reads = ReadConfigCalls { lines, found: vec![] };
+    let mut reads = ReadConfigCalls {
+        lines,
+        found: vec![],
+    };
     reads.visit_body(body);
     facts.includes.extend(reads.found);
 }
@@ -257,7 +260,10 @@ fn stack_config(body: &Body, lines: &Lines, facts: &mut FileFacts) {
     for attribute in body.attributes() {
         error(
             lines.of(attribute),
-            format!("unknown attribute {:?} outside the stack block", attribute.key.as_str()),
+            format!(
+                "unknown attribute {:?} outside the stack block",
+                attribute.key.as_str()
+            ),
         );
     }
     for block in body.blocks() {
@@ -332,7 +338,11 @@ fn flatten_body(body: &Body, prefix: &str, out: &mut BTreeMap<String, PathExpr>)
         flatten_expr(&a.value, &format!("{prefix}{}", a.key.as_str()), out);
     }
     for block in body.blocks() {
-        flatten_body(&block.body, &format!("{prefix}{}.", block.ident.as_str()), out);
+        flatten_body(
+            &block.body,
+            &format!("{prefix}{}.", block.ident.as_str()),
+            out,
+        );
     }
 }
 

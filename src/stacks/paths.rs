@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn ancestors_end_at_the_root() {
-        assert_eq!(ancestors("a/b/c").collect::<Vec<_>>(), ["a/b/c", "a/b", "a", "."]);
+        assert_eq!(
+            ancestors("a/b/c").collect::<Vec<_>>(),
+            ["a/b/c", "a/b", "a", "."]
+        );
         assert_eq!(ancestors(".").collect::<Vec<_>>(), ["."]);
         assert_eq!(parent("a"), ".");
         assert!(is_markdown("docs/README.MD"));

@@ -11,10 +11,23 @@ use super::paths;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StateKey {
     Local(String),
-    S3 { bucket: String, key: String },
-    Gcs { bucket: String, prefix: String },
-    Azurerm { account: String, container: String, key: String },
-    Remote { organization: String, workspace: String },
+    S3 {
+        bucket: String,
+        key: String,
+    },
+    Gcs {
+        bucket: String,
+        prefix: String,
+    },
+    Azurerm {
+        account: String,
+        container: String,
+        key: String,
+    },
+    Remote {
+        organization: String,
+        workspace: String,
+    },
 }
 
 impl StateKey {

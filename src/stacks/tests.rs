@@ -41,7 +41,8 @@ impl TestRepo {
 
     pub(super) fn remove(&mut self, path: &str) {
         let prefix = format!("{path}/");
-        self.files.retain(|p, _| p != path && !p.starts_with(&prefix));
+        self.files
+            .retain(|p, _| p != path && !p.starts_with(&prefix));
     }
 
     pub(super) fn commit(&mut self) -> Oid {
@@ -66,7 +67,9 @@ impl TestRepo {
         let mut builder = self.repo.treebuilder(None).expect("treebuilder");
         let mut subdirs = std::collections::BTreeSet::new();
         for (path, content) in self.files.range(prefix.to_string()..) {
-            let Some(rest) = path.strip_prefix(prefix) else { break };
+            let Some(rest) = path.strip_prefix(prefix) else {
+                break;
+            };
             match rest.split_once('/') {
                 Some((dir, _)) => {
                     subdirs.insert(dir.to_string());
@@ -142,7 +145,10 @@ fn check(files: &[(&str, &str)], change: &[Edit<'_>], expected: &str) {
         .filter(|l| !l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
-    assert_eq!(actual, expected, "\nactual:\n{actual}\nexpected:\n{expected}");
+    assert_eq!(
+        actual, expected,
+        "\nactual:\n{actual}\nexpected:\n{expected}"
+    );
 }
 
 const STACK: &str = "stack {}\n";
@@ -150,7 +156,11 @@ const STACK: &str = "stack {}\n";
 #[test]
 fn own_file_change_affects_only_that_stack() {
     check(
-        &[("a/stack.hcl", STACK), ("a/main.tf", ""), ("b/stack.hcl", STACK)],
+        &[
+            ("a/stack.hcl", STACK),
+            ("a/main.tf", ""),
+            ("b/stack.hcl", STACK),
+        ],
         &[Write("a/main.tf", "# changed\n")],
         "a: file a/main.tf",
     );
@@ -159,7 +169,11 @@ fn own_file_change_affects_only_that_stack() {
 #[test]
 fn markdown_is_ignored() {
     check(
-        &[("a/stack.hcl", STACK), ("a/README.md", "x"), ("modules/m/NOTES.md", "x")],
+        &[
+            ("a/stack.hcl", STACK),
+            ("a/README.md", "x"),
+            ("modules/m/NOTES.md", "x"),
+        ],
         &[Write("a/README.md", "y"), Write("modules/m/NOTES.md", "y")],
         "",
     );
@@ -168,7 +182,12 @@ fn markdown_is_ignored() {
 #[test]
 fn nested_stack_owns_its_files_alone() {
     check(
-        &[("a/stack.hcl", STACK), ("a/b/stack.hcl", STACK), ("a/b/main.tf", ""), ("a/x/y.tf", "")],
+        &[
+            ("a/stack.hcl", STACK),
+            ("a/b/stack.hcl", STACK),
+            ("a/b/main.tf", ""),
+            ("a/x/y.tf", ""),
+        ],
         &[Write("a/b/main.tf", "# c\n"), Write("a/x/y.tf", "# c\n")],
         "a: file a/x/y.tf
          a/b: file a/b/main.tf",
@@ -180,10 +199,19 @@ fn nested_local_modules_are_traced() {
     check(
         &[
             ("app/stack.hcl", STACK),
-            ("app/main.tf", "module \"net\" {\n  source = \"../modules/net\"\n}\n"),
+            (
+                "app/main.tf",
+                "module \"net\" {\n  source = \"../modules/net\"\n}\n",
+            ),
             ("other/stack.hcl", STACK),
-            ("other/main.tf", "module \"r\" {\n  source = \"terraform-aws-modules/vpc/aws\"\n}\n"),
-            ("modules/net/main.tf", "module \"sub\" {\n  source = \"./sub\"\n}\n"),
+            (
+                "other/main.tf",
+                "module \"r\" {\n  source = \"terraform-aws-modules/vpc/aws\"\n}\n",
+            ),
+            (
+                "modules/net/main.tf",
+                "module \"sub\" {\n  source = \"./sub\"\n}\n",
+            ),
             ("modules/net/sub/main.tf", ""),
             ("modules/net/sub/files/policy.json", "{}"),
             ("modules/unused/main.tf", ""),
@@ -200,8 +228,16 @@ fn nested_local_modules_are_traced() {
 #[test]
 fn stacks_added_and_removed() {
     check(
-        &[("a/stack.hcl", STACK), ("b/stack.hcl", STACK), ("b/main.tf", "")],
-        &[Write("c/stack.hcl", STACK), Write("c/main.tf", ""), Remove("b")],
+        &[
+            ("a/stack.hcl", STACK),
+            ("b/stack.hcl", STACK),
+            ("b/main.tf", ""),
+        ],
+        &[
+            Write("c/stack.hcl", STACK),
+            Write("c/main.tf", ""),
+            Remove("b"),
+        ],
         "c: added
          b: removed",
     );
@@ -226,7 +262,10 @@ fn depends_on_by_relative_path_rooted_path_and_name() {
             ("net/stack.hcl", "stack {\n  name = \"network\"\n}\n"),
             ("db/stack.hcl", "stack {\n  depends_on = [\"network\"]\n}\n"),
             ("app/stack.hcl", "stack {\n  depends_on = [\"/db\"]\n}\n"),
-            ("app/web/stack.hcl", "stack {\n  depends_on = [\"..\", \"../../net\"]\n}\n"),
+            (
+                "app/web/stack.hcl",
+                "stack {\n  depends_on = [\"..\", \"../../net\"]\n}\n",
+            ),
             ("lone/stack.hcl", STACK),
         ],
         &[Write("net/main.tf", "")],
@@ -241,7 +280,10 @@ fn depends_on_by_relative_path_rooted_path_and_name() {
 fn missing_depends_on_target_names_both() {
     check(
         &[("a/stack.hcl", STACK)],
-        &[Write("a/stack.hcl", "stack {\n  depends_on = [\"ghost\"]\n}\n")],
+        &[Write(
+            "a/stack.hcl",
+            "stack {\n  depends_on = [\"ghost\"]\n}\n",
+        )],
         "a: file a/stack.hcl
          ! a a/stack.hcl:2 depends_on \"ghost\": no such stack",
     );
@@ -269,7 +311,10 @@ fn cycle_names_every_stack_on_it() {
             ("c/stack.hcl", STACK),
             ("d/stack.hcl", "stack {\n  depends_on = [\"../c\"]\n}\n"),
         ],
-        &[Write("c/stack.hcl", "stack {\n  depends_on = [\"../b\"]\n}\n")],
+        &[Write(
+            "c/stack.hcl",
+            "stack {\n  depends_on = [\"../b\"]\n}\n",
+        )],
         "cycle: a, b, c
          d (indirect): dependency c",
     );
@@ -284,7 +329,10 @@ fn escaping_paths_are_errors_for_that_stack() {
                 "a/stack.hcl",
                 "stack {\n  depends_on = [\"../../x\"]\n  watch = [\"../../../etc/*\"]\n}\n",
             ),
-            Write("a/main.tf", "module \"m\" {\n  source = \"../../outside\"\n}\n"),
+            Write(
+                "a/main.tf",
+                "module \"m\" {\n  source = \"../../outside\"\n}\n",
+            ),
             Write("b/main.tf", ""),
         ],
         "a: file a/main.tf, file a/stack.hcl
@@ -333,11 +381,17 @@ fn repeated_object_key_is_accepted_and_last_value_wins() {
     check(
         &[
             ("net/stack.hcl", STACK),
-            ("net/main.tf", "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n"),
+            (
+                "net/main.tf",
+                "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n",
+            ),
             ("app/stack.hcl", STACK),
             ("app/main.tf", reader),
         ],
-        &[Write("net/main.tf", "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n# c\n")],
+        &[Write(
+            "net/main.tf",
+            "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n# c\n",
+        )],
         "net: file net/main.tf
          app (indirect): dependency net",
     );
@@ -354,7 +408,10 @@ fn remote_state_case(backend: &str, kind: &str, config: &str) {
             ("up/stack.hcl", STACK),
             ("up/main.tf", &writer),
             ("other/stack.hcl", STACK),
-            ("other/main.tf", "terraform {\n  backend \"s3\" {\n    bucket = \"zzz\"\n    key = \"zzz\"\n  }\n}\n"),
+            (
+                "other/main.tf",
+                "terraform {\n  backend \"s3\" {\n    bucket = \"zzz\"\n    key = \"zzz\"\n  }\n}\n",
+            ),
             ("down/stack.hcl", STACK),
             ("down/main.tf", &reader),
         ],
@@ -446,7 +503,10 @@ fn remote_state_with_other_config_is_no_edge() {
     check(
         &[
             ("up/stack.hcl", STACK),
-            ("up/main.tf", "terraform {\n  backend \"gcs\" {\n    bucket = \"b\"\n    prefix = \"up\"\n  }\n}\n"),
+            (
+                "up/main.tf",
+                "terraform {\n  backend \"gcs\" {\n    bucket = \"b\"\n    prefix = \"up\"\n  }\n}\n",
+            ),
             ("down/stack.hcl", STACK),
             (
                 "down/main.tf",
@@ -474,10 +534,16 @@ fn terragrunt_include_with_named_parent_and_dependency() {
                 "live/app/terragrunt.hcl",
                 "include {\n  path = find_in_parent_folders(\"root.hcl\")\n}\nlocals {\n  env = read_terragrunt_config(find_in_parent_folders(\"env.hcl\"))\n}\ndependency \"vpc\" {\n  config_path = \"../vpc\"\n}\n",
             ),
-            ("live/solo/terragrunt.hcl", "terraform {\n  source = \"git::https://example.test/m.git//x?ref=v1\"\n}\n"),
+            (
+                "live/solo/terragrunt.hcl",
+                "terraform {\n  source = \"git::https://example.test/m.git//x?ref=v1\"\n}\n",
+            ),
             ("modules/vpc/main.tf", ""),
         ],
-        &[Write("root.hcl", "# c\n"), Write("modules/vpc/main.tf", "# c\n")],
+        &[
+            Write("root.hcl", "# c\n"),
+            Write("modules/vpc/main.tf", "# c\n"),
+        ],
         "live/vpc: module modules/vpc/main.tf via modules/vpc, include root.hcl
          live/app: include root.hcl, dependency live/vpc",
     );
@@ -508,7 +574,10 @@ fn terragrunt_find_in_parent_folders_without_argument_and_read_config() {
 #[test]
 fn terragrunt_include_escaping_the_repository_is_an_error() {
     check(
-        &[("a/terragrunt.hcl", "include {\n  path = \"../../root.hcl\"\n}\n")],
+        &[(
+            "a/terragrunt.hcl",
+            "include {\n  path = \"../../root.hcl\"\n}\n",
+        )],
         &[Write("a/extra.hcl", "")],
         "a: file a/extra.hcl
          ! a a/terragrunt.hcl:2 include: path \"../../root.hcl\" escapes the repository",
@@ -518,9 +587,18 @@ fn terragrunt_include_escaping_the_repository_is_an_error() {
 #[test]
 fn autodiscovery_excludes_directories_used_as_modules() {
     let mut t = TestRepo::new();
-    t.write("envs/prod/main.tf", "module \"app\" {\n  source = \"../../modules/app\"\n}\n");
-    t.write("envs/dev/main.tf", "module \"app\" {\n  source = \"../../modules/app\"\n}\n");
-    t.write("modules/app/main.tf", "module \"db\" {\n  source = \"../db\"\n}\n");
+    t.write(
+        "envs/prod/main.tf",
+        "module \"app\" {\n  source = \"../../modules/app\"\n}\n",
+    );
+    t.write(
+        "envs/dev/main.tf",
+        "module \"app\" {\n  source = \"../../modules/app\"\n}\n",
+    );
+    t.write(
+        "modules/app/main.tf",
+        "module \"db\" {\n  source = \"../db\"\n}\n",
+    );
     t.write("modules/db/main.tf", "");
     t.write("docs/README.md", "");
     let head = t.commit();
@@ -529,9 +607,15 @@ fn autodiscovery_excludes_directories_used_as_modules() {
     assert_eq!(paths, ["envs/dev", "envs/prod"]);
     check(
         &[
-            ("envs/prod/main.tf", "module \"app\" {\n  source = \"../../modules/app\"\n}\n"),
+            (
+                "envs/prod/main.tf",
+                "module \"app\" {\n  source = \"../../modules/app\"\n}\n",
+            ),
             ("envs/dev/main.tf", ""),
-            ("modules/app/main.tf", "module \"db\" {\n  source = \"../db\"\n}\n"),
+            (
+                "modules/app/main.tf",
+                "module \"db\" {\n  source = \"../db\"\n}\n",
+            ),
             ("modules/db/main.tf", ""),
         ],
         &[Write("modules/db/main.tf", "# c\n")],
@@ -542,7 +626,12 @@ fn autodiscovery_excludes_directories_used_as_modules() {
 #[test]
 fn removed_file_still_affects_its_stack() {
     check(
-        &[("a/stack.hcl", STACK), ("a/old.tf", ""), ("m/x.tf", ""), ("b/stack.hcl", STACK)],
+        &[
+            ("a/stack.hcl", STACK),
+            ("a/old.tf", ""),
+            ("m/x.tf", ""),
+            ("b/stack.hcl", STACK),
+        ],
         &[Remove("a/old.tf")],
         "a: file a/old.tf",
     );
@@ -575,7 +664,10 @@ fn discovery_reports_stack_settings_and_edges() {
         }
     );
     assert_eq!(found.stacks[1].kind, StackKind::Terragrunt);
-    assert_eq!(found.order(), Ok(vec!["live".into(), "net".into(), "app".into()]));
+    assert_eq!(
+        found.order(),
+        Ok(vec!["live".into(), "net".into(), "app".into()])
+    );
     assert_eq!(found.upstreams("app"), ["net"]);
     assert_eq!(
         found.edges,
@@ -586,7 +678,10 @@ fn discovery_reports_stack_settings_and_edges() {
         }]
     );
     // The warm path answers from the index, identically.
-    assert_eq!(discover(&t.repo, head, Some(&mut index)).expect("warm"), found);
+    assert_eq!(
+        discover(&t.repo, head, Some(&mut index)).expect("warm"),
+        found
+    );
 }
 
 #[test]
@@ -598,7 +693,11 @@ fn index_is_send() {
 #[test]
 fn root_stack_is_dot() {
     check(
-        &[("stack.hcl", STACK), ("main.tf", ""), ("sub/stack.hcl", STACK)],
+        &[
+            ("stack.hcl", STACK),
+            ("main.tf", ""),
+            ("sub/stack.hcl", STACK),
+        ],
         &[Write("main.tf", "# c\n"), Write("other/x.txt", "x")],
         ".: file main.tf, file other/x.txt",
     );

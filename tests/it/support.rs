@@ -19,9 +19,15 @@ impl GitFixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = Self { dir };
         std::fs::create_dir_all(fixture.work()).expect("mkdir work");
-        git(fixture.dir.path(), &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+        git(
+            fixture.dir.path(),
+            &["init", "-q", "--bare", "-b", "main", "remote.git"],
+        );
         git(&fixture.work(), &["init", "-q", "-b", "main"]);
-        git(&fixture.work(), &["remote", "add", "origin", &fixture.url()]);
+        git(
+            &fixture.work(),
+            &["remote", "add", "origin", &fixture.url()],
+        );
         fixture
     }
 
@@ -62,7 +68,10 @@ impl GitFixture {
     /// Commits everything in the working copy and returns the new commit's sha.
     pub fn commit(&self, message: &str) -> String {
         git(&self.work(), &["add", "-A"]);
-        git(&self.work(), &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            &self.work(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
         self.head()
     }
 
@@ -135,7 +144,10 @@ impl Toolchain {
     /// The environment a terraform run needs to work offline from the mirror.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("TF_CLI_CONFIG_FILE".into(), self.cli_config().display().to_string()),
+            (
+                "TF_CLI_CONFIG_FILE".into(),
+                self.cli_config().display().to_string(),
+            ),
             ("CHECKPOINT_DISABLE".into(), "1".into()),
             ("TF_IN_AUTOMATION".into(), "1".into()),
             ("TF_INPUT".into(), "0".into()),
