@@ -32,6 +32,12 @@ pub enum Command {
     Unlock(locks::UnlockArgs),
     /// Print the version of Tidemark.
     Version(version::Args),
+    /// List the stacks at a commit.
+    Stacks(stacks::Args),
+    /// The stacks a change affects between two commits, and why.
+    Affected(affected::Args),
+    /// The stack graph at a commit, as dot or JSON.
+    Graph(graph::Args),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -87,6 +93,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Locks(args) => locks::locks(args),
         Command::Unlock(args) => locks::unlock(args),
         Command::Version(args) => version::run(args),
+        Command::Stacks(args) => stacks::run(args),
+        Command::Affected(args) => affected::run(args),
+        Command::Graph(args) => graph::run(args),
     }
 }
 
@@ -103,9 +112,12 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+mod affected;
+mod graph;
 mod locks;
 mod migrate;
 mod poll;
 mod runs;
 mod serve;
+mod stacks;
 mod version;

@@ -111,6 +111,7 @@ pub fn affected(
     let now = snapshot(repo, head_tree, index)?;
     let mut direct: BTreeMap<usize, Vec<Reason>> = BTreeMap::new();
     let mut removed: Vec<AffectedStack> = Vec::new();
+    let mut orphaned: Vec<(usize, Reason)> = Vec::new();
     match base {
         None => {
             for i in 0..now.stacks.len() {
@@ -123,6 +124,7 @@ pub fn affected(
                 let before = snapshot(repo, base_tree, index)?;
                 let changed = changed_paths(repo, base_tree, head_tree)?;
                 compare(&now, &before, &changed, &mut direct, &mut removed);
+                orphaned = orphans(&now, &before);
             }
         }
     }
@@ -130,6 +132,13 @@ pub fn affected(
     let mut reasons: BTreeMap<usize, Vec<Reason>> = direct;
     let direct: BTreeSet<usize> = reasons.keys().copied().collect();
     let mut queue: Vec<usize> = direct.iter().copied().collect();
+    for (down, reason) in orphaned {
+        let entry = reasons.entry(down).or_default();
+        if entry.is_empty() {
+            queue.push(down);
+        }
+        entry.push(reason);
+    }
     while let Some(up) = queue.pop() {
         for &down in &now.downstreams[up] {
             let entry = reasons.entry(down).or_default();
@@ -233,6 +242,27 @@ fn compare(
             }
         });
     }
+}
+
+/// Stacks that depended on a stack now removed: they are planned again too, as downstream of
+/// it (their edge to it is gone at `head`, so the head graph alone would miss them).
+fn orphans(now: &Snapshot, before: &Snapshot) -> Vec<(usize, Reason)> {
+    let mut out = Vec::new();
+    for (j, stack) in before.stacks.iter().enumerate() {
+        if now.by_path.contains_key(&stack.path) {
+            continue;
+        }
+        for &down in &before.downstreams[j] {
+            if let Some(&i) = now.by_path.get(&before.stacks[down].path) {
+                let reason = Reason {
+                    stack: Some(stack.path.clone()),
+                    ..Reason::new(ReasonKind::Dependency)
+                };
+                out.push((i, reason));
+            }
+        }
+    }
+    out
 }
 
 /// Every stack a path is part of at one commit, and how: as its own file (the deepest stack

@@ -10,7 +10,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::eval::{PathExpr, Scope};
 use super::hcl::{Backend, FileError, Role, StackConfig};
-use super::index::{Files, Index};
+use super::index::{Files, Index, file_items};
 use super::paths;
 use super::state::StateKey;
 use super::{EdgeKind, Stack, StackError, StackKind};
@@ -84,22 +84,21 @@ impl Builder<'_> {
     /// Directories with `stack.hcl` or `terragrunt.hcl`; without any, autodiscovery.
     fn find_stacks(&mut self) -> Result<Vec<(String, StackKind)>> {
         let mut found: Vec<(String, StackKind)> = Vec::new();
-        for (dir, entries) in &self.files.dirs {
-            let has = |name: &str| entries.iter().any(|(n, _)| n == name);
+        for (dir, items) in self.files.dirs() {
+            let has = |name: &str| file_items(items).any(|(n, _)| n == name);
             if has("terragrunt.hcl") {
-                found.push((dir.clone(), StackKind::Terragrunt));
+                found.push((dir.to_string(), StackKind::Terragrunt));
             } else if has("stack.hcl") {
-                found.push((dir.clone(), StackKind::Terraform));
+                found.push((dir.to_string(), StackKind::Terraform));
             }
         }
         if found.is_empty() {
             // Autodiscovery: every directory of .tf files that nothing uses as a local module.
             let tf: Vec<String> = self
                 .files
-                .dirs
-                .iter()
-                .filter(|(_, entries)| entries.iter().any(|(n, _)| paths::is_terraform(n)))
-                .map(|(dir, _)| dir.clone())
+                .dirs()
+                .filter(|(_, items)| file_items(items).any(|(n, _)| paths::is_terraform(n)))
+                .map(|(dir, _)| dir.to_string())
                 .collect();
             self.load_tf_dirs(tf.clone())?;
             let used: HashSet<&String> = self
@@ -230,10 +229,9 @@ impl Builder<'_> {
             let files = self.files;
             let wanted: Vec<(Oid, Role)> = frontier
                 .iter()
-                .filter_map(|d| files.dirs.get(d))
-                .flatten()
+                .flat_map(|d| files.in_dir(d))
                 .filter(|(name, _)| paths::is_terraform(name))
-                .map(|(_, id)| (*id, Role::Terraform))
+                .map(|(_, id)| (id, Role::Terraform))
                 .collect();
             self.index.ensure(self.repo, &wanted)?;
             let mut next = Vec::new();
@@ -256,17 +254,14 @@ impl Builder<'_> {
 
     fn tf_dir(&self, dir: &str) -> TfDir {
         let mut tf = TfDir::default();
-        let Some(entries) = self.files.dirs.get(dir) else {
-            return tf;
-        };
         let exists = |p: &str| self.files.exists(p);
         let scope = Scope {
             file_dir: dir,
             stack_dir: dir,
             exists: &exists,
         };
-        for (name, id) in entries.iter().filter(|(n, _)| paths::is_terraform(n)) {
-            let Some(facts) = self.index.facts(*id, Role::Terraform) else {
+        for (name, id) in self.files.in_dir(dir).filter(|(n, _)| paths::is_terraform(n)) {
+            let Some(facts) = self.index.facts(id, Role::Terraform) else {
                 continue;
             };
             let file = paths::child(dir, name);
@@ -275,7 +270,7 @@ impl Builder<'_> {
             }
             for r in &facts.modules {
                 match local_source(&r.expr, &scope, false) {
-                    Some(Ok(module)) if self.files.dirs.contains_key(&module) => {
+                    Some(Ok(module)) if self.files.has_dir(&module) => {
                         tf.modules.push(module)
                     }
                     Some(Ok(module)) => tf.problems.push((

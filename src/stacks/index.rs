@@ -34,26 +34,48 @@ struct Cached<T> {
     used: u64,
 }
 
-/// The files of one commit, grouped by directory (`"."` is the root).
+/// The files of one commit, grouped by directory (`"."` is the root). Directories share the
+/// index's cached tree listings rather than copying names.
 #[derive(Debug, Default)]
 pub struct Files {
-    pub dirs: HashMap<String, Vec<(String, Oid)>>,
+    dirs: HashMap<String, Arc<[TreeItem]>>,
 }
 
 impl Files {
+    /// The files (name and blob id) directly in a directory.
+    pub fn in_dir(&self, dir: &str) -> impl Iterator<Item = (&str, Oid)> {
+        self.dirs.get(dir).into_iter().flat_map(|items| file_items(items))
+    }
+
+    /// Every directory that holds files, with those files.
+    pub fn dirs(&self) -> impl Iterator<Item = (&str, &[TreeItem])> {
+        self.dirs.iter().map(|(d, items)| (d.as_str(), items.as_ref()))
+    }
+
+    /// Whether a directory exists and holds files.
+    pub fn has_dir(&self, dir: &str) -> bool {
+        self.dirs.contains_key(dir)
+    }
+
     /// The blob id of a file, if it exists.
     pub fn blob(&self, path: &str) -> Option<Oid> {
         let name = paths::file_name(path);
-        self.dirs
-            .get(paths::parent(path))?
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| *id)
+        self.in_dir(paths::parent(path))
+            .find(|(n, _)| *n == name)
+            .map(|(_, id)| id)
     }
 
     pub fn exists(&self, path: &str) -> bool {
         self.blob(path).is_some()
     }
+}
+
+/// The files among a tree's entries.
+pub fn file_items(items: &[TreeItem]) -> impl Iterator<Item = (&str, Oid)> {
+    items
+        .iter()
+        .filter(|i| i.kind == EntryKind::File)
+        .map(|i| (i.name.as_str(), i.id))
 }
 
 impl Index {
@@ -93,16 +115,16 @@ impl Index {
         let mut pending = vec![(root, paths::ROOT.to_string())];
         while let Some((tree, dir)) = pending.pop() {
             let items = self.tree(repo, tree)?;
-            let mut here = Vec::new();
+            let mut has_files = false;
             for item in items.iter() {
                 match item.kind {
-                    EntryKind::File => here.push((item.name.clone(), item.id)),
+                    EntryKind::File => has_files = true,
                     EntryKind::Dir => pending.push((item.id, paths::child(&dir, &item.name))),
                     EntryKind::Other => {}
                 }
             }
-            if !here.is_empty() {
-                files.dirs.insert(dir, here);
+            if has_files {
+                files.dirs.insert(dir, items);
             }
         }
         Ok(files)

@@ -244,6 +244,28 @@ fn stacks_added_and_removed() {
 }
 
 #[test]
+fn downstream_of_a_removed_stack_is_planned_again() {
+    check(
+        &[
+            ("up/stack.hcl", STACK),
+            ("down/stack.hcl", STACK),
+            (
+                "down/main.tf",
+                "data \"terraform_remote_state\" \"up\" {\n  backend = \"local\"\n  config = { path = \"../up/terraform.tfstate\" }\n}\n",
+            ),
+            (
+                "after/stack.hcl",
+                "stack {\n  depends_on = [\"../down\"]\n}\n",
+            ),
+        ],
+        &[Remove("up")],
+        "down (indirect): dependency up
+         after (indirect): dependency down
+         up: removed",
+    );
+}
+
+#[test]
 fn first_commit_marks_every_stack_added() {
     let mut t = TestRepo::new();
     t.write("a/stack.hcl", STACK);

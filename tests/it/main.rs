@@ -5,5 +5,6 @@ mod cli;
 mod engine;
 mod recovery;
 mod scale;
+mod stacks;
 mod store;
 mod support;
