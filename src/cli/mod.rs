@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of Tidemark and of the tools it finds.
     Version(version::Args),
+    /// Plan stacks of a local repository through the sandboxed runner and print summaries.
+    Plan(plan::Args),
 }
 
 /// How a command prints its data: for people, or as one JSON document for scripts.
@@ -45,6 +47,7 @@ pub fn init_tracing(cli: &Cli) {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Version(args) => version::run(args),
+        Command::Plan(args) => plan::run(args),
     }
 }
 
@@ -61,4 +64,5 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+mod plan;
 mod version;

@@ -175,6 +175,17 @@ pub enum Exit {
     Cancelled,
 }
 
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exit code {code}"),
+            Exit::Signal(signal) => write!(f, "signal {signal}"),
+            Exit::TimedOut => f.write_str("timed out"),
+            Exit::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
 /// The result of running one step.
 #[derive(Debug)]
 pub struct StepRun {
@@ -204,28 +215,38 @@ const STDERR_TAIL: usize = 4 * 1024;
 /// After a kill, how long to wait for the pipes to close before giving up on them.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs `argv` with exactly `env`, streaming redacted output lines for `step` into `logs`.
+/// A step's process: its full command line, its exact environment and its directory.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub argv: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    /// Set on the outer process too, so that a run without bubblewrap (no `--chdir`) still
+    /// starts in the stack's directory.
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+}
+
+/// Runs an invocation, streaming redacted output lines for `step` into `logs`.
 /// The process group is killed at `timeout` or on `cancel`. Spawn failures are errors; every
 /// way the process itself ends is an [`Exit`].
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     step: &str,
-    argv: &[OsString],
-    env: &[(String, String)],
-    timeout: Duration,
+    invocation: &Invocation,
     output: &OutputPolicy,
     redactor: &Redactor,
     logs: &mpsc::Sender<LogLine>,
     cancel: &CancellationToken,
 ) -> std::io::Result<StepRun> {
     let started = Instant::now();
-    let (program, args) = argv
+    let (program, args) = invocation
+        .argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command line"))?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(invocation.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&invocation.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -243,7 +264,7 @@ pub async fn run(
     drop(tx);
 
     let mut sink = Sink::new(step, output, redactor, logs);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + invocation.timeout;
     let mut ended: Option<Exit> = None;
     let mut grace = std::pin::pin!(tokio::time::sleep(Duration::MAX / 4));
     loop {

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::artifact::{Binding, PlanArtifact, PlanKey};
 use super::definition::{ExitMeaning, RunnerDef, StepKind};
 use super::redact::{Redactor, Secret, redact_plan_json, sensitive_in_stack};
-use super::sandbox::{self, Exit, OutputPolicy, SandboxMode, SandboxSpec, SandboxTools, StepRun};
+use super::sandbox::{
+    self, Exit, Invocation, OutputPolicy, SandboxMode, SandboxSpec, SandboxTools, StepRun,
+};
 use super::summary::{PlanSummary, summarize};
 use super::workspace::Workspace;
 use super::{LogLine, RunStatus, Stream};
@@ -360,11 +362,15 @@ impl Job {
             cap: self.def.sandbox.output_cap,
             capture_stdout: capture,
         };
+        let invocation = Invocation {
+            argv,
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            timeout: step.timeout,
+        };
         let run = sandbox::run(
             kind.name(),
-            &argv,
-            &self.env,
-            step.timeout,
+            &invocation,
             &policy,
             &self.redactor,
             &self.logs,
@@ -374,11 +380,8 @@ impl Job {
         .map_err(|e| Stop::failed(format!("starting step {}: {e}", kind.name())))?;
         let name = kind.name();
         let took = run.elapsed.as_millis();
-        self.system(
-            kind,
-            format!("{name} ended ({:?}) after {took} ms", run.exit),
-        )
-        .await;
+        self.system(kind, format!("{name} ended: {} after {took} ms", run.exit))
+            .await;
         let tail = |run: &StepRun| {
             if run.stderr_tail.is_empty() {
                 String::new()
