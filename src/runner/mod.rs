@@ -25,7 +25,9 @@ pub use redact::{
 pub use sandbox::{
     SandboxError, SandboxMode, SandboxSpec, SandboxTools, command_line, find_on_path,
 };
-pub use steps::{ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, apply, plan};
+pub use steps::{
+    ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, StepOutcome, apply, plan, run_step,
+};
 pub use summary::{Counts, OutputChange, PlanSummary, ResourceChange, SummaryError, summarize};
 pub use workspace::Workspace;
 

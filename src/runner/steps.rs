@@ -122,6 +122,53 @@ pub async fn apply(
     }
 }
 
+/// How a single step ended ([`run_step`]).
+#[derive(Debug)]
+pub struct StepOutcome {
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// The stdout of a data step (`version`, `show`, `state_pull`), as the tool printed it:
+    /// NOT redacted (a state holds secrets). Other steps log their stdout instead.
+    pub stdout: Option<Vec<u8>>,
+}
+
+/// Runs one step of the request's runner in its workspace, exactly as [`plan`] would (same
+/// sandbox, environment, binds and redaction of the logs). The workspace is kept, so steps can
+/// follow each other: `init` then `state_pull`, say.
+pub async fn run_step(
+    req: &PlanRequest,
+    kind: StepKind,
+    logs: mpsc::Sender<LogLine>,
+    cancel: CancellationToken,
+) -> StepOutcome {
+    let mut job = match Job::prepare(req, logs, cancel) {
+        Ok(job) => job,
+        Err(stop) => return StepOutcome::stopped(stop),
+    };
+    let capture = matches!(kind, StepKind::Version | StepKind::Show | StepKind::StatePull);
+    match job.run(kind, capture).await {
+        Ok((run, _)) => StepOutcome {
+            status: RunStatus::Succeeded,
+            exit_code: code(&run),
+            error: None,
+            stdout: run.stdout,
+        },
+        Err(stop) => StepOutcome::stopped(job.redact_stop(stop)),
+    }
+}
+
+impl StepOutcome {
+    fn stopped(stop: Stop) -> StepOutcome {
+        StepOutcome {
+            status: stop.status,
+            exit_code: stop.exit_code,
+            error: Some(stop.error),
+            stdout: None,
+        }
+    }
+}
+
 impl PlanOutcome {
     fn stopped(stop: Stop) -> PlanOutcome {
         PlanOutcome {
