@@ -90,7 +90,16 @@ fn main() {
         let steps: [(&[&str], &[i32]); 4] = [
             (&["init", "-input=false", "-no-color"], &[0]),
             (&["version", "-json"], &[0]),
-            (&["plan", "-input=false", "-no-color", "-detailed-exitcode", &out], &[0, 2]),
+            (
+                &[
+                    "plan",
+                    "-input=false",
+                    "-no-color",
+                    "-detailed-exitcode",
+                    &out,
+                ],
+                &[0, 2],
+            ),
             (&["show", "-json", "-no-color", &file], &[0]),
         ];
         steps

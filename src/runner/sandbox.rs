@@ -21,6 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -212,8 +213,8 @@ const CAPTURE_LIMIT: usize = 512 * 1024 * 1024;
 const MAX_LINE: usize = 16 * 1024;
 /// Bytes of stderr kept for the failure message.
 const STDERR_TAIL: usize = 4 * 1024;
-/// After a kill, how long to wait for the pipes to close before giving up on them.
-const KILL_GRACE: Duration = Duration::from_secs(5);
+/// After a kill or the tool's exit, how long to wait for the pipes to close.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// A step's process: its full command line, its exact environment and its directory.
 #[derive(Debug, Clone)]
@@ -266,6 +267,8 @@ pub async fn run(
     let mut sink = Sink::new(step, output, redactor, logs);
     let deadline = tokio::time::Instant::now() + invocation.timeout;
     let mut ended: Option<Exit> = None;
+    let mut exited = std::pin::pin!(exit_without_reaping(pgid));
+    let mut has_exited = false;
     let mut grace = std::pin::pin!(tokio::time::sleep(Duration::MAX / 4));
     loop {
         tokio::select! {
@@ -279,6 +282,14 @@ pub async fn run(
                 ended = Some(Exit::TimedOut);
                 grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
             }
+            _ = &mut exited, if !has_exited => {
+                // The tool is gone; what is left in the pipes drains quickly unless something
+                // it started still holds them (possible only without bubblewrap).
+                has_exited = true;
+                if ended.is_none() {
+                    grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
+                }
+            }
             _ = &mut grace => break,
             line = rx.recv() => match line {
                 Some((stream, bytes)) => sink.line(stream, bytes).await,
@@ -286,11 +297,14 @@ pub async fn run(
             },
         }
     }
-    // Every pipe is closed (or we gave up on them after a kill). A step that finished
-    // normally may still have left processes in its group (possible without bubblewrap):
-    // they go too, so no step outlives its run.
-    let status = child.wait().await?;
+    if !has_exited {
+        exited.await;
+    }
+    // The leader has exited but is not reaped yet, so its pid (the group id) cannot have been
+    // reused: killing the group now reaches only what the step left behind (possible without
+    // bubblewrap; with it the PID namespace is already gone). Then reap.
     kill_group(pgid);
+    let status = child.wait().await?;
     let exit = match ended {
         Some(exit) => exit,
         None => {
@@ -309,6 +323,15 @@ pub async fn run(
         stderr_tail,
         elapsed: started.elapsed(),
     })
+}
+
+/// Resolves when the process `pid` has exited, without reaping it (`waitid` with `WNOWAIT`).
+async fn exit_without_reaping(pid: Option<i32>) {
+    let Some(pid) = pid else { return };
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    let wait = move || waitid(Id::Pid(Pid::from_raw(pid)), flags);
+    // An error (the task panicked, or ECHILD) means there is nothing left to wait for.
+    let _ = tokio::task::spawn_blocking(wait).await;
 }
 
 fn kill_group(pgid: Option<i32>) {

@@ -146,7 +146,10 @@ pub async fn run_step(
         Ok(job) => job,
         Err(stop) => return StepOutcome::stopped(stop),
     };
-    let capture = matches!(kind, StepKind::Version | StepKind::Show | StepKind::StatePull);
+    let capture = matches!(
+        kind,
+        StepKind::Version | StepKind::Show | StepKind::StatePull
+    );
     match job.run(kind, capture).await {
         Ok((run, _)) => StepOutcome {
             status: RunStatus::Succeeded,

@@ -626,3 +626,27 @@ async fn values_a_tool_prints_are_redacted_from_logs_and_errors() {
         assert!(!logs.contains(secret) && !error.contains(secret));
     }
 }
+
+/// Without bubblewrap there is no PID namespace to tear down: a process the tool leaves
+/// behind (holding its output pipes) is killed with the tool's process group, and every run
+/// says loudly that it was not sandboxed.
+#[tokio::test]
+async fn without_the_sandbox_leftovers_are_killed_and_each_run_warns() {
+    let stack = Stack::new(&[("stacks/s/main.tf", "")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let def = script_def(dir.path(), "sleep 987656 & exit 7", "timeout = \"60s\"");
+    let mut req = stack.request(def);
+    req.sandbox = SandboxMode::None;
+    let started = Instant::now();
+    let (outcome, lines) = plan(req, CancellationToken::new()).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(outcome.error.expect("error").contains("exit code 7"));
+    assert!(log_text(&lines).contains("UNSANDBOXED"));
+    assert_no_process_with("987656");
+    stack.assert_no_workspace_left();
+}
