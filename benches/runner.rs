@@ -128,11 +128,7 @@ fn terraform_def(tools: &Toolchain) -> RunnerDef {
         "runner \"terraform\" {{\n  binary = \"{}\"\n}}\n",
         tools.terraform().display()
     );
-    let set = RunnerSet::load(&[RunnerSource {
-        file: "bench.hcl".into(),
-        text,
-    }])
-    .expect("definitions");
+    let set = RunnerSet::load(&[RunnerSource::new("bench.hcl", text)]).expect("definitions");
     set.get("terraform").expect("terraform").clone()
 }
 

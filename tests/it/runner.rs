@@ -1,7 +1,7 @@
 //! The sandboxed runner against real terraform 1.0.3 and the null provider: isolation,
 //! redaction, timeouts, crashes, cancellation, apply's binding check, and `tidemark plan`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,11 +21,7 @@ fn terraform_def(extra: &str) -> RunnerDef {
         "runner \"terraform\" {{\n  binary = \"{}\"\n{extra}\n}}\n",
         tf.display()
     );
-    let set = RunnerSet::load(&[RunnerSource {
-        file: PathBuf::from("test.hcl"),
-        text,
-    }])
-    .expect("runner definitions");
+    let set = RunnerSet::load(&[RunnerSource::new("test.hcl", text)]).expect("runner definitions");
     set.get("terraform").expect("terraform").clone()
 }
 
@@ -54,11 +50,8 @@ fn script_def(dir: &Path, script: &str, sandbox: &str) -> RunnerDef {
 "#,
         bin.display()
     );
-    let set = RunnerSet::load(&[RunnerSource {
-        file: dir.join("script.hcl"),
-        text,
-    }])
-    .expect("script runner definition");
+    let set = RunnerSet::load(&[RunnerSource::new(dir.join("script.hcl"), text)])
+        .expect("script runner definition");
     set.get("script").expect("script").clone()
 }
 
@@ -649,4 +642,48 @@ async fn without_the_sandbox_leftovers_are_killed_and_each_run_warns() {
     assert!(log_text(&lines).contains("UNSANDBOXED"));
     assert_no_process_with("987656");
     stack.assert_no_workspace_left();
+}
+
+/// Without bubblewrap a plan is refused, unless the sandbox is switched off explicitly.
+#[test]
+fn a_missing_bubblewrap_refuses_to_run_unless_sandbox_none() {
+    let fixture = GitFixture::new();
+    fixture.write("stacks/s/main.tf", &null_stack("a"));
+    fixture.commit("stack");
+    let tools = Toolchain::get();
+    // A PATH with terraform and prlimit but no bwrap.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let prlimit = runner::find_on_path("prlimit").expect("prlimit on PATH");
+    std::os::unix::fs::symlink(prlimit, bin.path().join("prlimit")).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        tools.terraform().parent().expect("bin dir").display(),
+        bin.path().display()
+    );
+    let run = |extra: &[&str]| {
+        let workspaces = tempfile::tempdir().expect("tempdir");
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["plan", "--format", "json", "--repo"])
+            .arg(fixture.work())
+            .arg("--workspaces")
+            .arg(workspaces.path())
+            .args(extra)
+            .env("PATH", &path)
+            .env("TF_CLI_CONFIG_FILE", tools.cli_config())
+            .output()
+            .expect("run tidemark plan")
+    };
+    let refused = run(&[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&refused.stdout).expect("json");
+    let error = json["stacks"][0]["error"].as_str().expect("error");
+    assert!(
+        error.contains("bubblewrap (bwrap) is not installed"),
+        "{error}"
+    );
+
+    let unsandboxed = run(&["--sandbox", "none"]);
+    let stderr = String::from_utf8_lossy(&unsandboxed.stderr);
+    assert!(unsandboxed.status.success(), "{stderr}");
+    assert!(stderr.contains("running steps unsandboxed"), "{stderr}");
 }
