@@ -20,7 +20,6 @@ use super::workspace::Workspace;
 use super::{LogLine, RunStatus, Stream};
 
 /// Everything a plan needs. The workspace is consumed: it is removed when the plan ends.
-#[derive(Debug)]
 pub struct PlanRequest {
     /// A workspace holding the commit's tree ([`Workspace::export`]).
     pub workspace: Workspace,
@@ -36,6 +35,29 @@ pub struct PlanRequest {
     pub repo: String,
     pub commit: String,
     pub key: PlanKey,
+}
+
+/// Shows names, never values: variables may hold anything and requests end up in logs.
+impl std::fmt::Debug for PlanRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |pairs: Vec<&String>| pairs.into_iter().cloned().collect::<Vec<_>>();
+        f.debug_struct("PlanRequest")
+            .field("workspace", &self.workspace.path())
+            .field("stack", &self.stack)
+            .field("runner", &self.runner.name)
+            .field("sandbox", &self.sandbox)
+            .field(
+                "variables",
+                &names(self.variables.iter().map(|(k, _)| k).collect()),
+            )
+            .field(
+                "secrets",
+                &names(self.secrets.iter().map(|(k, _)| k).collect()),
+            )
+            .field("repo", &self.repo)
+            .field("commit", &self.commit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a plan ended and what it produced.
@@ -560,6 +582,32 @@ fn cli_config_binds(file: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_never_shows_values_in_debug() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let set = super::super::RunnerSet::load(&[]).expect("shipped");
+        let req = PlanRequest {
+            workspace: Workspace::create(root.path()).expect("workspace"),
+            stack: "s".into(),
+            runner: set.get("terraform").expect("terraform").clone(),
+            sandbox: SandboxMode::Bubblewrap,
+            variables: vec![("TF_VAR_region".into(), "eu-west-1".into())],
+            secrets: vec![("TF_VAR_pw".into(), Secret::new("hunter2"))],
+            repo: "infra".into(),
+            commit: "abc".into(),
+            key: PlanKey::generate(),
+        };
+        let text = format!("{req:?}");
+        assert!(
+            text.contains("TF_VAR_region") && text.contains("TF_VAR_pw"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("eu-west-1") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn stack_paths_stay_inside_the_tree() {

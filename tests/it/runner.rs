@@ -528,7 +528,8 @@ async fn a_hanging_step_is_killed_at_its_timeout() {
             .contains("step init timed out after 1s")
     );
     assert!(log_text(&lines).contains("starting"));
-    assert_no_process_with("98765");
+    assert_no_process_with("987651");
+    assert_no_process_with("987652");
     stack.assert_no_workspace_left();
 }
 
