@@ -688,3 +688,36 @@ fn a_missing_bubblewrap_refuses_to_run_unless_sandbox_none() {
     assert!(unsandboxed.status.success(), "{stderr}");
     assert!(stderr.contains("running steps unsandboxed"), "{stderr}");
 }
+
+/// The runner's limits reach the tool through prlimit: a file past `file_size_mib` and a
+/// busy loop past `cpu_seconds` both fail the step.
+#[tokio::test]
+async fn resource_limits_apply_inside_the_sandbox() {
+    require_bwrap();
+    let stack = Stack::new(&[("stacks/s/main.tf", "")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = script_def(
+        dir.path(),
+        "head -c 3000000 /dev/zero > big.bin && echo wrote-it",
+        "file_size_mib = 1",
+    );
+    let (outcome, lines) = plan(stack.request(big), CancellationToken::new()).await;
+    assert_eq!(outcome.status, RunStatus::Failed, "{}", log_text(&lines));
+    assert!(!log_text(&lines).contains("wrote-it"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = script_def(
+        dir.path(),
+        "while :; do :; done",
+        "cpu_seconds = 1\n    timeout = \"60s\"",
+    );
+    let started = Instant::now();
+    let (outcome, _) = plan(stack.request(busy), CancellationToken::new()).await;
+    assert_eq!(outcome.status, RunStatus::Failed, "{:?}", outcome.error);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    stack.assert_no_workspace_left();
+}
