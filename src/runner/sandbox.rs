@@ -105,13 +105,16 @@ pub struct SandboxSpec {
     pub limits: Limits,
 }
 
-/// Files a tool needs to resolve names and check TLS when the network is shared.
+/// Files a tool needs to resolve names and check TLS when the network is shared (Debian and
+/// RHEL layouts; `/etc/ssl/certs` links into `/usr/share/ca-certificates`).
 const NETWORK_FILES: &[&str] = &[
     "/etc/resolv.conf",
     "/etc/hosts",
     "/etc/nsswitch.conf",
     "/etc/ssl/certs",
     "/etc/ca-certificates",
+    "/usr/share/ca-certificates",
+    "/etc/pki/tls/certs",
 ];
 
 /// The full argv: `prlimit <limits> -- [bwrap <isolation> --] program args`. With `bwrap`
