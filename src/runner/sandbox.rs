@@ -258,6 +258,7 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()?;
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let mut guard = GroupGuard(pgid);
     let (tx, mut rx) = mpsc::channel::<(Stream, Vec<u8>)>(64);
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(read_lines(stdout, Stream::Stdout, tx.clone()));
@@ -308,6 +309,7 @@ pub async fn run(
     // bubblewrap; with it the PID namespace is already gone). Then reap.
     kill_group(pgid);
     let status = child.wait().await?;
+    guard.0 = None;
     let exit = match ended {
         Some(exit) => exit,
         None => {
@@ -335,6 +337,17 @@ async fn exit_without_reaping(pid: Option<i32>) {
     let wait = move || waitid(Id::Pid(Pid::from_raw(pid)), flags);
     // An error (the task panicked, or ECHILD) means there is nothing left to wait for.
     let _ = tokio::task::spawn_blocking(wait).await;
+}
+
+/// Kills the step's process group if the future running it is dropped half-way (a caller
+/// aborting its task instead of cancelling): `kill_on_drop` alone reaches only the direct
+/// child. Disarmed once the leader is reaped, after which its id may belong to someone else.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
 }
 
 fn kill_group(pgid: Option<i32>) {

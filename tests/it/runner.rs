@@ -721,3 +721,28 @@ async fn resource_limits_apply_inside_the_sandbox() {
     );
     stack.assert_no_workspace_left();
 }
+
+/// A caller that aborts the task running a plan (instead of cancelling it) still leaves no
+/// process behind, even without bubblewrap's PID namespace.
+#[tokio::test]
+async fn an_aborted_plan_leaves_no_process() {
+    let stack = Stack::new(&[("stacks/s/main.tf", "")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let def = script_def(
+        dir.path(),
+        "sleep 987657 & sleep 987658",
+        "timeout = \"60s\"",
+    );
+    let mut req = stack.request(def);
+    req.sandbox = SandboxMode::None;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let task = tokio::spawn(runner::plan(req, tx, CancellationToken::new()));
+    // The first log line (the command) means the step is starting.
+    rx.recv().await.expect("a log line");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task.abort();
+    assert!(task.await.is_err_and(|e| e.is_cancelled()));
+    assert_no_process_with("987657");
+    assert_no_process_with("987658");
+    stack.assert_no_workspace_left();
+}
