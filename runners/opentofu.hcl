@@ -12,7 +12,6 @@ runner "opentofu" {
   env_allow = [
     "TF_CLI_CONFIG_FILE",
     "TF_LOG",
-    "TOFU_CLI_CONFIG_FILE",
     "TF_REGISTRY_CLIENT_TIMEOUT",
     "SSL_CERT_FILE",
     "HTTPS_PROXY",

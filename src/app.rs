@@ -201,13 +201,9 @@ fn runner_sources(config: &Config) -> Vec<runner::RunnerSource> {
     config
         .runners
         .iter()
-        .map(|block| runner::RunnerSource {
-            file: block.file.clone(),
-            text: format!(
-                "{}{}",
-                "\n".repeat(block.line.saturating_sub(1) as usize),
-                block.text
-            ),
+        .map(|block| {
+            let padding = "\n".repeat(block.line.saturating_sub(1) as usize);
+            runner::RunnerSource::new(&block.file, format!("{padding}{}", block.text))
         })
         .collect()
 }

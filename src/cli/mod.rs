@@ -38,6 +38,8 @@ pub enum Command {
     Affected(affected::Args),
     /// The stack graph at a commit, as dot or JSON.
     Graph(graph::Args),
+    /// Plan stacks of a local repository through the sandboxed runner and print summaries.
+    Plan(plan::Args),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -96,6 +98,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stacks(args) => stacks::run(args),
         Command::Affected(args) => affected::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Plan(args) => plan::run(args),
     }
 }
 
@@ -116,6 +119,7 @@ mod affected;
 mod graph;
 mod locks;
 mod migrate;
+mod plan;
 mod poll;
 mod runs;
 mod serve;

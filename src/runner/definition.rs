@@ -37,6 +37,28 @@ const MIN_ADDRESS_SPACE_MIB: u64 = 768;
 pub struct RunnerSource {
     pub file: PathBuf,
     pub text: String,
+    /// The text is a whole server config: blocks other than `runner` belong to the config
+    /// and are skipped instead of refused. Line numbers stay those of the config file.
+    pub in_config: bool,
+}
+
+impl RunnerSource {
+    /// A file of runner definitions only.
+    pub fn new(file: impl Into<PathBuf>, text: impl Into<String>) -> RunnerSource {
+        RunnerSource {
+            file: file.into(),
+            text: text.into(),
+            in_config: false,
+        }
+    }
+
+    /// A server config file whose `runner` blocks override or add definitions.
+    pub fn in_config(file: impl Into<PathBuf>, text: impl Into<String>) -> RunnerSource {
+        RunnerSource {
+            in_config: true,
+            ..RunnerSource::new(file, text)
+        }
+    }
 }
 
 /// A bad or unknown runner definition, named by file and line.
@@ -223,10 +245,7 @@ impl RunnerSet {
     pub fn shipped() -> Vec<RunnerSource> {
         SHIPPED
             .iter()
-            .map(|(file, text)| RunnerSource {
-                file: PathBuf::from(file),
-                text: (*text).to_string(),
-            })
+            .map(|(file, text)| RunnerSource::new(*file, *text))
             .collect()
     }
 
@@ -248,7 +267,7 @@ impl RunnerSet {
             .into_iter()
             .map(|file| {
                 let text = std::fs::read_to_string(&file).map_err(io)?;
-                Ok(RunnerSource { file, text })
+                Ok(RunnerSource::new(file, text))
             })
             .collect()
     }
@@ -521,6 +540,7 @@ fn parse_source(source: &RunnerSource) -> Result<Vec<RawRunner>, DefinitionError
         let origin = ctx.origin(structure.span());
         let block = match structure.as_block() {
             Some(block) if block.ident.as_str() == "runner" => block,
+            _ if source.in_config => continue,
             _ => return Err(origin.error("expected only `runner \"name\" { ... }` blocks")),
         };
         runners.push(ctx.runner(block)?);
@@ -718,10 +738,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<RunnerSet, DefinitionError> {
-        RunnerSet::load(&[RunnerSource {
-            file: PathBuf::from("override.hcl"),
-            text: text.to_string(),
-        }])
+        RunnerSet::load(&[RunnerSource::new("override.hcl", text)])
     }
 
     /// Loads `text` as an override and checks the error message, or that it loads (`""`).
@@ -802,6 +819,23 @@ mod tests {
         check_error(
             "runner \"terraform\" {\n  sandbox { timeout = \"soon\" }\n}",
             "override.hcl:2: \"soon\" is not a duration such as \"90s\" or \"30m\"",
+        );
+    }
+
+    #[test]
+    fn a_server_config_keeps_its_other_blocks_and_its_line_numbers() {
+        let config = "listen = \":8080\"\nrepo \"infra\" { url = \"x\" }\n\nrunner \"terraform\" {\n  sandbox { network = true }\n}\n";
+        let set = RunnerSet::load(&[RunnerSource::in_config("tidemark.hcl", config)])
+            .expect("config runners");
+        let tf = set.get("terraform").expect("terraform");
+        assert!(tf.sandbox.network);
+        assert_eq!(tf.origin.to_string(), "tidemark.hcl:4");
+        let bad = config.replace("network = true", "network = \"yes\"");
+        let err = RunnerSet::load(&[RunnerSource::in_config("tidemark.hcl", bad)])
+            .expect_err("bad override");
+        assert_eq!(
+            err.to_string(),
+            "tidemark.hcl:5: `network` must be true or false"
         );
     }
 

@@ -3,6 +3,29 @@
 //!
 //! Only this module starts processes. A failed step is an outcome ([`RunStatus`]), never a
 //! Rust error: callers record it and carry on.
+//!
+//! How a caller plans a stack:
+//!
+//! ```text
+//! at start:   RunnerSet::load(&[RunnerSource::in_config(config_path, config_text)])
+//!             PlanKey::load(Some("TIDEMARK_PLAN_KEY"), &data_dir.join("plan.key"))
+//!             Workspace::sweep_stale(&workspaces_root)
+//! per stack:  let ws = Workspace::export(&workspaces_root, &repo, commit)?;   // blocking git
+//!             let outcome = runner::plan(PlanRequest { workspace: ws, .. }, log_tx, cancel).await;
+//!             // store outcome.status / error / summary / artifact; log_rx got redacted lines
+//! to apply:   runner::apply(ApplyRequest { run: <same inputs, fresh workspace>, artifact }, ..)
+//! ```
+//!
+//! Invariants:
+//! - Every process runs under prlimit and (unless the config says `sandbox = "none"`)
+//!   bubblewrap, with an environment built from nothing ([`RunnerDef::env_allow`], the runner's
+//!   `env`, the request's variables and secrets).
+//! - Nothing leaves this module unredacted: log lines, error tails, the stored plan JSON and
+//!   the summary. The one exception is the stdout of a data step from [`run_step`] (a
+//!   `state pull` is the caller's to protect), and the binary plan, which is only ever stored
+//!   encrypted.
+//! - A step's processes never outlive it: timeout, cancellation and normal exit all end with
+//!   the process group killed (and with bubblewrap, the PID namespace gone).
 
 mod artifact;
 mod definition;
@@ -25,7 +48,9 @@ pub use redact::{
 pub use sandbox::{
     SandboxError, SandboxMode, SandboxSpec, SandboxTools, command_line, find_on_path,
 };
-pub use steps::{ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, apply, plan};
+pub use steps::{
+    ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, StepOutcome, apply, plan, run_step,
+};
 pub use summary::{Counts, OutputChange, PlanSummary, ResourceChange, SummaryError, summarize};
 pub use workspace::Workspace;
 

@@ -21,6 +21,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
@@ -104,13 +105,16 @@ pub struct SandboxSpec {
     pub limits: Limits,
 }
 
-/// Files a tool needs to resolve names and check TLS when the network is shared.
+/// Files a tool needs to resolve names and check TLS when the network is shared (Debian and
+/// RHEL layouts; `/etc/ssl/certs` links into `/usr/share/ca-certificates`).
 const NETWORK_FILES: &[&str] = &[
     "/etc/resolv.conf",
     "/etc/hosts",
     "/etc/nsswitch.conf",
     "/etc/ssl/certs",
     "/etc/ca-certificates",
+    "/usr/share/ca-certificates",
+    "/etc/pki/tls/certs",
 ];
 
 /// The full argv: `prlimit <limits> -- [bwrap <isolation> --] program args`. With `bwrap`
@@ -175,6 +179,17 @@ pub enum Exit {
     Cancelled,
 }
 
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exit code {code}"),
+            Exit::Signal(signal) => write!(f, "signal {signal}"),
+            Exit::TimedOut => f.write_str("timed out"),
+            Exit::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
 /// The result of running one step.
 #[derive(Debug)]
 pub struct StepRun {
@@ -201,31 +216,41 @@ const CAPTURE_LIMIT: usize = 512 * 1024 * 1024;
 const MAX_LINE: usize = 16 * 1024;
 /// Bytes of stderr kept for the failure message.
 const STDERR_TAIL: usize = 4 * 1024;
-/// After a kill, how long to wait for the pipes to close before giving up on them.
-const KILL_GRACE: Duration = Duration::from_secs(5);
+/// After a kill or the tool's exit, how long to wait for the pipes to close.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs `argv` with exactly `env`, streaming redacted output lines for `step` into `logs`.
+/// A step's process: its full command line, its exact environment and its directory.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub argv: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    /// Set on the outer process too, so that a run without bubblewrap (no `--chdir`) still
+    /// starts in the stack's directory.
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+}
+
+/// Runs an invocation, streaming redacted output lines for `step` into `logs`.
 /// The process group is killed at `timeout` or on `cancel`. Spawn failures are errors; every
 /// way the process itself ends is an [`Exit`].
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     step: &str,
-    argv: &[OsString],
-    env: &[(String, String)],
-    timeout: Duration,
+    invocation: &Invocation,
     output: &OutputPolicy,
     redactor: &Redactor,
     logs: &mpsc::Sender<LogLine>,
     cancel: &CancellationToken,
 ) -> std::io::Result<StepRun> {
     let started = Instant::now();
-    let (program, args) = argv
+    let (program, args) = invocation
+        .argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command line"))?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(invocation.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&invocation.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -233,6 +258,7 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()?;
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let mut guard = GroupGuard(pgid);
     let (tx, mut rx) = mpsc::channel::<(Stream, Vec<u8>)>(64);
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(read_lines(stdout, Stream::Stdout, tx.clone()));
@@ -243,8 +269,10 @@ pub async fn run(
     drop(tx);
 
     let mut sink = Sink::new(step, output, redactor, logs);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + invocation.timeout;
     let mut ended: Option<Exit> = None;
+    let mut exited = std::pin::pin!(exit_without_reaping(pgid));
+    let mut has_exited = false;
     let mut grace = std::pin::pin!(tokio::time::sleep(Duration::MAX / 4));
     loop {
         tokio::select! {
@@ -258,6 +286,14 @@ pub async fn run(
                 ended = Some(Exit::TimedOut);
                 grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
             }
+            _ = &mut exited, if !has_exited => {
+                // The tool is gone; what is left in the pipes drains quickly unless something
+                // it started still holds them (possible only without bubblewrap).
+                has_exited = true;
+                if ended.is_none() {
+                    grace.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
+                }
+            }
             _ = &mut grace => break,
             line = rx.recv() => match line {
                 Some((stream, bytes)) => sink.line(stream, bytes).await,
@@ -265,11 +301,15 @@ pub async fn run(
             },
         }
     }
-    // Every pipe is closed (or we gave up on them after a kill). A step that finished
-    // normally may still have left processes in its group (possible without bubblewrap):
-    // they go too, so no step outlives its run.
-    let status = child.wait().await?;
+    if !has_exited {
+        exited.await;
+    }
+    // The leader has exited but is not reaped yet, so its pid (the group id) cannot have been
+    // reused: killing the group now reaches only what the step left behind (possible without
+    // bubblewrap; with it the PID namespace is already gone). Then reap.
     kill_group(pgid);
+    let status = child.wait().await?;
+    guard.0 = None;
     let exit = match ended {
         Some(exit) => exit,
         None => {
@@ -288,6 +328,26 @@ pub async fn run(
         stderr_tail,
         elapsed: started.elapsed(),
     })
+}
+
+/// Resolves when the process `pid` has exited, without reaping it (`waitid` with `WNOWAIT`).
+async fn exit_without_reaping(pid: Option<i32>) {
+    let Some(pid) = pid else { return };
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    let wait = move || waitid(Id::Pid(Pid::from_raw(pid)), flags);
+    // An error (the task panicked, or ECHILD) means there is nothing left to wait for.
+    let _ = tokio::task::spawn_blocking(wait).await;
+}
+
+/// Kills the step's process group if the future running it is dropped half-way (a caller
+/// aborting its task instead of cancelling): `kill_on_drop` alone reaches only the direct
+/// child. Disarmed once the leader is reaped, after which its id may belong to someone else.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
 }
 
 fn kill_group(pgid: Option<i32>) {

@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use super::artifact::{Binding, PlanArtifact, PlanKey};
 use super::definition::{ExitMeaning, RunnerDef, StepKind};
 use super::redact::{Redactor, Secret, redact_plan_json, sensitive_in_stack};
-use super::sandbox::{self, Exit, OutputPolicy, SandboxMode, SandboxSpec, SandboxTools, StepRun};
+use super::sandbox::{
+    self, Exit, Invocation, OutputPolicy, SandboxMode, SandboxSpec, SandboxTools, StepRun,
+};
 use super::summary::{PlanSummary, summarize};
 use super::workspace::Workspace;
 use super::{LogLine, RunStatus, Stream};
 
 /// Everything a plan needs. The workspace is consumed: it is removed when the plan ends.
-#[derive(Debug)]
 pub struct PlanRequest {
     /// A workspace holding the commit's tree ([`Workspace::export`]).
     pub workspace: Workspace,
@@ -34,6 +35,29 @@ pub struct PlanRequest {
     pub repo: String,
     pub commit: String,
     pub key: PlanKey,
+}
+
+/// Shows names, never values: variables may hold anything and requests end up in logs.
+impl std::fmt::Debug for PlanRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |pairs: Vec<&String>| pairs.into_iter().cloned().collect::<Vec<_>>();
+        f.debug_struct("PlanRequest")
+            .field("workspace", &self.workspace.path())
+            .field("stack", &self.stack)
+            .field("runner", &self.runner.name)
+            .field("sandbox", &self.sandbox)
+            .field(
+                "variables",
+                &names(self.variables.iter().map(|(k, _)| k).collect()),
+            )
+            .field(
+                "secrets",
+                &names(self.secrets.iter().map(|(k, _)| k).collect()),
+            )
+            .field("repo", &self.repo)
+            .field("commit", &self.commit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a plan ended and what it produced.
@@ -117,6 +141,56 @@ pub async fn apply(
             error: None,
         },
         Err(stop) => ApplyOutcome::stopped(job.redact_stop(stop)),
+    }
+}
+
+/// How a single step ended ([`run_step`]).
+#[derive(Debug)]
+pub struct StepOutcome {
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// The stdout of a data step (`version`, `show`, `state_pull`), as the tool printed it:
+    /// NOT redacted (a state holds secrets). Other steps log their stdout instead.
+    pub stdout: Option<Vec<u8>>,
+}
+
+/// Runs one step of the request's runner in its workspace, exactly as [`plan`] would (same
+/// sandbox, environment, binds and redaction of the logs). The workspace is kept, so steps can
+/// follow each other: `init` then `state_pull`, say.
+pub async fn run_step(
+    req: &PlanRequest,
+    kind: StepKind,
+    logs: mpsc::Sender<LogLine>,
+    cancel: CancellationToken,
+) -> StepOutcome {
+    let mut job = match Job::prepare(req, logs, cancel) {
+        Ok(job) => job,
+        Err(stop) => return StepOutcome::stopped(stop),
+    };
+    let capture = matches!(
+        kind,
+        StepKind::Version | StepKind::Show | StepKind::StatePull
+    );
+    match job.run(kind, capture).await {
+        Ok((run, _)) => StepOutcome {
+            status: RunStatus::Succeeded,
+            exit_code: code(&run),
+            error: None,
+            stdout: run.stdout,
+        },
+        Err(stop) => StepOutcome::stopped(job.redact_stop(stop)),
+    }
+}
+
+impl StepOutcome {
+    fn stopped(stop: Stop) -> StepOutcome {
+        StepOutcome {
+            status: stop.status,
+            exit_code: stop.exit_code,
+            error: Some(stop.error),
+            stdout: None,
+        }
     }
 }
 
@@ -361,11 +435,15 @@ impl Job {
             cap: self.def.sandbox.output_cap,
             capture_stdout: capture,
         };
+        let invocation = Invocation {
+            argv,
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            timeout: step.timeout,
+        };
         let run = sandbox::run(
             kind.name(),
-            &argv,
-            &self.env,
-            step.timeout,
+            &invocation,
             &policy,
             &self.redactor,
             &self.logs,
@@ -375,11 +453,8 @@ impl Job {
         .map_err(|e| Stop::failed(format!("starting step {}: {e}", kind.name())))?;
         let name = kind.name();
         let took = run.elapsed.as_millis();
-        self.system(
-            kind,
-            format!("{name} ended ({:?}) after {took} ms", run.exit),
-        )
-        .await;
+        self.system(kind, format!("{name} ended: {} after {took} ms", run.exit))
+            .await;
         let tail = |run: &StepRun| {
             if run.stderr_tail.is_empty() {
                 String::new()
@@ -508,6 +583,32 @@ fn cli_config_binds(file: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_never_shows_values_in_debug() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let set = super::super::RunnerSet::load(&[]).expect("shipped");
+        let req = PlanRequest {
+            workspace: Workspace::create(root.path()).expect("workspace"),
+            stack: "s".into(),
+            runner: set.get("terraform").expect("terraform").clone(),
+            sandbox: SandboxMode::Bubblewrap,
+            variables: vec![("TF_VAR_region".into(), "eu-west-1".into())],
+            secrets: vec![("TF_VAR_pw".into(), Secret::new("hunter2"))],
+            repo: "infra".into(),
+            commit: "abc".into(),
+            key: PlanKey::generate(),
+        };
+        let text = format!("{req:?}");
+        assert!(
+            text.contains("TF_VAR_region") && text.contains("TF_VAR_pw"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("eu-west-1") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn stack_paths_stay_inside_the_tree() {

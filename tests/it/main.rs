@@ -4,6 +4,7 @@
 mod cli;
 mod engine;
 mod recovery;
+mod runner;
 mod scale;
 mod stacks;
 mod store;
