@@ -45,11 +45,12 @@ pub async fn github(
     let mut nudged = Vec::new();
     for repo in state.repos.iter() {
         let same_repo = urls.iter().any(|url| same_remote(url, &repo.url));
-        if same_repo && git_ref == format!("refs/heads/{}", repo.branch) {
-            if let Some(nudge) = state.nudges.get(&repo.name) {
-                nudge.notify_one();
-                nudged.push(repo.name.clone());
-            }
+        if same_repo
+            && git_ref == format!("refs/heads/{}", repo.branch)
+            && let Some(nudge) = state.nudges.get(&repo.name)
+        {
+            nudge.notify_one();
+            nudged.push(repo.name.clone());
         }
     }
     Ok(Json(serde_json::json!({ "polled": nudged })))

@@ -260,7 +260,11 @@ impl Builder<'_> {
             stack_dir: dir,
             exists: &exists,
         };
-        for (name, id) in self.files.in_dir(dir).filter(|(n, _)| paths::is_terraform(n)) {
+        for (name, id) in self
+            .files
+            .in_dir(dir)
+            .filter(|(n, _)| paths::is_terraform(n))
+        {
             let Some(facts) = self.index.facts(id, Role::Terraform) else {
                 continue;
             };
@@ -270,9 +274,7 @@ impl Builder<'_> {
             }
             for r in &facts.modules {
                 match local_source(&r.expr, &scope, false) {
-                    Some(Ok(module)) if self.files.has_dir(&module) => {
-                        tf.modules.push(module)
-                    }
+                    Some(Ok(module)) if self.files.has_dir(&module) => tf.modules.push(module),
                     Some(Ok(module)) => tf.problems.push((
                         file.clone(),
                         FileError {

@@ -44,12 +44,17 @@ pub struct Files {
 impl Files {
     /// The files (name and blob id) directly in a directory.
     pub fn in_dir(&self, dir: &str) -> impl Iterator<Item = (&str, Oid)> {
-        self.dirs.get(dir).into_iter().flat_map(|items| file_items(items))
+        self.dirs
+            .get(dir)
+            .into_iter()
+            .flat_map(|items| file_items(items))
     }
 
     /// Every directory that holds files, with those files.
     pub fn dirs(&self) -> impl Iterator<Item = (&str, &[TreeItem])> {
-        self.dirs.iter().map(|(d, items)| (d.as_str(), items.as_ref()))
+        self.dirs
+            .iter()
+            .map(|(d, items)| (d.as_str(), items.as_ref()))
     }
 
     /// Whether a directory exists and holds files.

@@ -13,7 +13,7 @@ const CHAIN: usize = 5;
 
 /// Stack `i` depends on stack `i - 1` within chains of five: s00 <- s01 <- ... <- s04, s05 <- ...
 fn upstream(i: usize) -> Option<usize> {
-    (i % CHAIN != 0).then(|| i - 1)
+    (!i.is_multiple_of(CHAIN)).then(|| i - 1)
 }
 
 /// A runner binary that logs every call (start and end, with the stack) and runs terraform.
