@@ -122,7 +122,12 @@ impl Drift {
 fn string_list(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -162,7 +167,9 @@ pub enum CheckResult {
         outside: Option<Drift>,
     },
     /// The check could not decide; `message` names what failed (already redacted).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// Assesses a drift check: the head's plan JSON, optionally a refresh-only plan JSON of the

@@ -99,13 +99,13 @@ fn assess_tells_outside_changes_from_unapplied_code() {
         "resource_drift": [rc("null_resource.a", &["update"])]});
     let refresh_clean = json!({"format_version": "0.2"});
 
-    let cause = |plan: &Value, refresh: Option<&Value>, applied: bool| match assess(
-        plan, refresh, applied,
-    ) {
-        CheckResult::Drifted { cause, .. } => Some(cause),
-        CheckResult::InSync => None,
-        CheckResult::Error { message } => panic!("unexpected error {message}"),
-    };
+    let cause =
+        |plan: &Value, refresh: Option<&Value>, applied: bool| match assess(plan, refresh, applied)
+        {
+            CheckResult::Drifted { cause, .. } => Some(cause),
+            CheckResult::InSync => None,
+            CheckResult::Error { message } => panic!("unexpected error {message}"),
+        };
     assert_eq!(cause(&clean, Some(&refresh_drift), true), None);
     assert_eq!(cause(&clean, None, false), None);
     assert_eq!(
@@ -122,7 +122,10 @@ fn assess_tells_outside_changes_from_unapplied_code() {
         cause(&changed, Some(&refresh_clean), false),
         Some(DriftCause::NotYetApplied)
     );
-    assert_eq!(cause(&changed, None, false), Some(DriftCause::NotYetApplied));
+    assert_eq!(
+        cause(&changed, None, false),
+        Some(DriftCause::NotYetApplied)
+    );
     assert_eq!(
         cause(&changed, Some(&refresh_drift), false),
         Some(DriftCause::Both)
@@ -224,8 +227,16 @@ fn first_and_last_seen_follow_the_episode() {
         ],
     );
     let open = record.open.clone().expect("open drift");
-    assert_eq!(open.first_seen, t(1), "the episode began with the first drift");
-    assert_eq!(open.fingerprint_since, t(3), "the drift changed at minute 3");
+    assert_eq!(
+        open.first_seen,
+        t(1),
+        "the episode began with the first drift"
+    );
+    assert_eq!(
+        open.fingerprint_since,
+        t(3),
+        "the drift changed at minute 3"
+    );
     assert_eq!(open.last_seen, t(5));
     assert_eq!(record.since, t(1));
     assert_eq!(record.checked_at, t(5));

@@ -12,7 +12,7 @@ pub use drift::{
 };
 pub use poller::{PollOutcome, Poller, backoff};
 pub use schedule::{
-    Completion, Due, DueCheck, DriftSchedule, Entry as ScheduleEntry, Jitter, ScheduleError,
+    Completion, DriftSchedule, Due, DueCheck, Entry as ScheduleEntry, Jitter, ScheduleError,
     Scheduler,
 };
 pub use worker::{Worker, WorkerContext};

@@ -45,15 +45,35 @@ fn five_and_six_field_forms() {
         "2026-01-01T01:00:00Z",
         &["2026-01-01T03:15:30Z", "2026-01-02T03:15:30Z"],
     );
-    check("*/20 * * * *", "2026-01-01T01:05:00Z", &["2026-01-01T01:20:00Z"]);
+    check(
+        "*/20 * * * *",
+        "2026-01-01T01:05:00Z",
+        &["2026-01-01T01:20:00Z"],
+    );
 }
 
 #[test]
 fn standard_weekdays_count_sunday_as_zero_and_seven() {
-    check("0 9 * * 1", "2026-01-01T01:00:00Z", &["2026-01-05T09:00:00Z"]);
-    check("0 9 * * 0", "2026-01-01T01:00:00Z", &["2026-01-04T09:00:00Z"]);
-    check("0 9 * * 7", "2026-01-01T01:00:00Z", &["2026-01-04T09:00:00Z"]);
-    check("0 9 * * sun", "2026-01-01T01:00:00Z", &["2026-01-04T09:00:00Z"]);
+    check(
+        "0 9 * * 1",
+        "2026-01-01T01:00:00Z",
+        &["2026-01-05T09:00:00Z"],
+    );
+    check(
+        "0 9 * * 0",
+        "2026-01-01T01:00:00Z",
+        &["2026-01-04T09:00:00Z"],
+    );
+    check(
+        "0 9 * * 7",
+        "2026-01-01T01:00:00Z",
+        &["2026-01-04T09:00:00Z"],
+    );
+    check(
+        "0 9 * * sun",
+        "2026-01-01T01:00:00Z",
+        &["2026-01-04T09:00:00Z"],
+    );
     check(
         "0 9 * * 5-7",
         "2026-01-01T10:00:00Z",
@@ -126,10 +146,7 @@ fn entry(stack: &str, expr: &str, last_check: Option<&str>) -> Entry {
 #[test]
 fn a_due_stack_waits_for_a_free_slot_and_is_not_dropped() {
     let start = at("2026-01-01T00:30:00Z");
-    let entries = vec![
-        entry("a", "0 * * * *", None),
-        entry("b", "0 * * * *", None),
-    ];
+    let entries = vec![entry("a", "0 * * * *", None), entry("b", "0 * * * *", None)];
     let mut s = Scheduler::new(entries, 1, Jitter::NONE, start);
     assert_eq!(s.next_wake(), Some(at("2026-01-01T01:00:00Z")));
     assert!(s.next_due(at("2026-01-01T00:59:59Z")).is_empty());
@@ -193,19 +210,11 @@ fn missed_ticks_run_once_on_start() {
 #[test]
 fn removed_stacks_stop_and_reinserted_ones_resume() {
     let start = at("2026-01-01T00:30:00Z");
-    let mut s = Scheduler::new(
-        vec![entry("a", "0 * * * *", None)],
-        4,
-        Jitter::NONE,
-        start,
-    );
+    let mut s = Scheduler::new(vec![entry("a", "0 * * * *", None)], 4, Jitter::NONE, start);
     s.remove("a");
     assert_eq!(s.next_wake(), None);
     assert!(s.next_due(at("2026-01-01T05:00:00Z")).is_empty());
-    s.insert(
-        entry("a", "30 * * * *", None),
-        at("2026-01-01T05:00:00Z"),
-    );
+    s.insert(entry("a", "30 * * * *", None), at("2026-01-01T05:00:00Z"));
     assert_eq!(s.next_wake(), Some(at("2026-01-01T05:30:00Z")));
 }
 
@@ -303,7 +312,10 @@ async fn a_thousand_stacks_on_one_expression_are_spread_and_capped() {
             m
         });
     let worst = same_second.values().max().copied().unwrap_or(0);
-    assert!(worst < 12, "{worst} stacks meant to fire in the same second");
+    assert!(
+        worst < 12,
+        "{worst} stacks meant to fire in the same second"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -346,10 +358,7 @@ async fn a_restart_after_a_missed_tick_runs_each_stack_once() {
 #[tokio::test(start_paused = true)]
 async fn a_dropped_completion_frees_its_slot() {
     let start = at("2026-01-01T00:59:00Z");
-    let entries = vec![
-        entry("a", "0 * * * *", None),
-        entry("b", "0 * * * *", None),
-    ];
+    let entries = vec![entry("a", "0 * * * *", None), entry("b", "0 * * * *", None)];
     let scheduler = Scheduler::new(entries, 1, Jitter::NONE, start);
     let shutdown = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(4);
@@ -357,7 +366,10 @@ async fn a_dropped_completion_frees_its_slot() {
     let first = rx.recv().await.expect("first check");
     // While the first holds the only slot, nothing else comes.
     let waited = tokio::time::timeout(Duration::from_secs(600), rx.recv()).await;
-    assert!(waited.is_err(), "a second check started while the cap was full");
+    assert!(
+        waited.is_err(),
+        "a second check started while the cap was full"
+    );
     drop(first);
     let second = rx.recv().await.expect("second check");
     assert_ne!(second.due.stack, "");

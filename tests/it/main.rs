@@ -3,5 +3,6 @@
 
 mod cli;
 mod engine;
+mod notify;
 mod store;
 mod support;
