@@ -73,18 +73,7 @@ impl Drift {
     /// `resource_drift` actions.
     pub fn from_refresh_only(plan: &Value) -> Result<Self, SummaryError> {
         let summary = summarize(plan)?;
-        let mut resources: Vec<DriftedResource> = plan
-            .get("resource_drift")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|change| {
-                let address = change.get("address")?.as_str()?.to_string();
-                let actions = string_list(change.pointer("/change/actions"));
-                let changed = actions.iter().any(|a| a != "no-op" && a != "read");
-                changed.then_some(DriftedResource { address, actions })
-            })
-            .collect();
+        let mut resources = resource_drift(plan);
         for change in summary.resources {
             if !resources.iter().any(|r| r.address == change.address) {
                 resources.push(DriftedResource {
@@ -95,6 +84,12 @@ impl Drift {
         }
         let outputs = summary.outputs.into_iter().map(|o| o.name).collect();
         Ok(Self::normalized(resources, outputs))
+    }
+
+    /// Only the `resource_drift` of any plan JSON (normal or refresh-only): the objects
+    /// terraform found changed or gone outside it while refreshing.
+    pub fn from_resource_drift(plan: &Value) -> Self {
+        Self::normalized(resource_drift(plan), Vec::new())
     }
 
     fn normalized(mut resources: Vec<DriftedResource>, mut outputs: Vec<String>) -> Self {
@@ -117,6 +112,20 @@ impl Drift {
         let canonical = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(Sha256::digest(&canonical))
     }
+}
+
+fn resource_drift(plan: &Value) -> Vec<DriftedResource> {
+    plan.get("resource_drift")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|change| {
+            let address = change.get("address")?.as_str()?.to_string();
+            let actions = string_list(change.pointer("/change/actions"));
+            let changed = actions.iter().any(|a| a != "no-op" && a != "read");
+            changed.then_some(DriftedResource { address, actions })
+        })
+        .collect()
 }
 
 fn string_list(value: Option<&Value>) -> Vec<String> {
@@ -173,7 +182,8 @@ pub enum CheckResult {
 }
 
 /// Assesses a drift check: the head's plan JSON, optionally a refresh-only plan JSON of the
-/// same stack, and whether the head commit was ever applied to the stack. A plan JSON that
+/// same stack (without one, the plan's own `resource_drift` stands in), and whether the head
+/// commit was ever applied to the stack. A plan JSON that
 /// cannot be read is an `Error` result, not a Rust error: the engine records it like any other.
 pub fn assess(plan: &Value, refresh_only: Option<&Value>, head_applied: bool) -> CheckResult {
     let drift = match Drift::from_plan(plan) {
@@ -187,13 +197,20 @@ pub fn assess(plan: &Value, refresh_only: Option<&Value>, head_applied: bool) ->
     if drift.is_empty() {
         return CheckResult::InSync;
     }
-    let outside = match refresh_only.map(Drift::from_refresh_only).transpose() {
-        Ok(outside) => outside,
-        Err(e) => {
-            return CheckResult::Error {
-                message: format!("refresh-only plan: {e}"),
-            };
-        }
+    let outside = match refresh_only {
+        Some(refresh_only) => match Drift::from_refresh_only(refresh_only) {
+            Ok(outside) => Some(outside),
+            Err(e) => {
+                return CheckResult::Error {
+                    message: format!("refresh-only plan: {e}"),
+                };
+            }
+        },
+        // Terraform 0.15.4 and later also list what changed outside terraform in a normal
+        // plan's `resource_drift`; older versions leave it out, and then nothing is known.
+        None => plan
+            .get("resource_drift")
+            .map(|_| Drift::from_resource_drift(plan)),
     };
     let changed_outside = outside.as_ref().is_some_and(|o| !o.is_empty());
     let cause = match (head_applied, changed_outside) {

@@ -126,6 +126,21 @@ fn assess_tells_outside_changes_from_unapplied_code() {
         cause(&changed, None, false),
         Some(DriftCause::NotYetApplied)
     );
+    // Without a refresh-only plan, the plan's own `resource_drift` tells.
+    let mut changed_with_drift = changed.clone();
+    changed_with_drift["resource_drift"] = json!([rc("null_resource.a", &["update"])]);
+    assert_eq!(
+        cause(&changed_with_drift, None, false),
+        Some(DriftCause::Both)
+    );
+    match assess(&changed_with_drift, None, true) {
+        CheckResult::Drifted { outside, drift, .. } => {
+            let outside = outside.expect("resource_drift read");
+            assert_eq!(outside.resources[0].actions, ["update"]);
+            assert_eq!(drift.resources[0].actions, ["delete", "create"]);
+        }
+        other => panic!("expected drift, got {other:?}"),
+    }
     assert_eq!(
         cause(&changed, Some(&refresh_drift), false),
         Some(DriftCause::Both)

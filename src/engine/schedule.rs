@@ -15,11 +15,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// A parsed `drift_schedule`.
+/// A parsed `drift_schedule`. Times are in UTC.
 #[derive(Debug, Clone)]
 pub struct DriftSchedule {
     expression: String,
-    schedule: cron::Schedule,
+    /// One schedule, or two whose ticks are merged: standard cron fires when *either* the
+    /// day of month or the weekday matches if both are restricted, the `cron` crate only when
+    /// both do, so "0 9 1 * mon" becomes "the 1st at 9:00" plus "Mondays at 9:00".
+    schedules: Vec<cron::Schedule>,
 }
 
 /// Why a `drift_schedule` could not be parsed.
@@ -37,42 +40,48 @@ pub enum ScheduleError {
 
 impl DriftSchedule {
     /// Parses a cron expression. The standard five-field form (`"0 */6 * * *"`, weekday 0-7
-    /// with Sunday as 0 or 7) is what users write; the six- and seven-field forms (a leading
-    /// seconds field, an optional trailing year) are passed to the `cron` crate unchanged and
-    /// use its weekday numbering (1-7, Sunday is 1).
+    /// with Sunday as 0 or 7, day of month and weekday combined with "or") is what users
+    /// write; the six- and seven-field forms (a leading seconds field, an optional trailing
+    /// year) and `@daily`-style shortcuts go to the `cron` crate unchanged, with its weekday
+    /// numbering (1-7, Sunday is 1) and "and" of day of month and weekday.
     pub fn parse(expression: &str) -> Result<Self, ScheduleError> {
+        let invalid = |reason: String| ScheduleError::Invalid {
+            expression: expression.to_string(),
+            reason,
+        };
         let fields: Vec<&str> = expression.split_whitespace().collect();
-        let cron_form = match fields.len() {
-            5 => {
-                let weekday = standard_weekday_to_cron(fields[4]).map_err(|reason| {
-                    ScheduleError::Invalid {
-                        expression: expression.to_string(),
-                        reason,
-                    }
-                })?;
-                format!(
-                    "0 {} {} {} {} {}",
-                    fields[0], fields[1], fields[2], fields[3], weekday
-                )
+        let cron_forms = match fields.as_slice() {
+            [minute, hour, day, month, weekday] => {
+                let weekday = standard_weekday_to_cron(weekday).map_err(invalid)?;
+                let restricted = |f: &str| f != "*" && f != "?";
+                if restricted(day) && restricted(&weekday) {
+                    vec![
+                        format!("0 {minute} {hour} {day} {month} *"),
+                        format!("0 {minute} {hour} * {month} {weekday}"),
+                    ]
+                } else {
+                    vec![format!("0 {minute} {hour} {day} {month} {weekday}")]
+                }
             }
-            6 | 7 => fields.join(" "),
-            n => {
+            [shortcut] if shortcut.starts_with('@') => vec![shortcut.to_string()],
+            fields if fields.len() == 6 || fields.len() == 7 => vec![fields.join(" ")],
+            fields => {
                 return Err(ScheduleError::FieldCount {
                     expression: expression.to_string(),
-                    fields: n,
+                    fields: fields.len(),
                 });
             }
         };
-        let schedule: cron::Schedule =
-            cron_form
-                .parse()
-                .map_err(|e: cron::error::Error| ScheduleError::Invalid {
-                    expression: expression.to_string(),
-                    reason: e.to_string(),
-                })?;
+        let schedules = cron_forms
+            .iter()
+            .map(|form| {
+                form.parse::<cron::Schedule>()
+                    .map_err(|e| invalid(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let parsed = Self {
             expression: expression.to_string(),
-            schedule,
+            schedules,
         };
         // A valid expression such as "0 0 30 2 *" (February 30th) never fires; say so now
         // rather than silently never checking the stack.
@@ -91,15 +100,17 @@ impl DriftSchedule {
 
     /// The first tick strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule.after(&after).next()
+        self.schedules
+            .iter()
+            .filter_map(|s| s.after(&after).next())
+            .min()
     }
 
     /// The time between the first tick after `after` and the one following it: the interval
     /// the jitter window is a fraction of.
     pub fn interval_after(&self, after: DateTime<Utc>) -> Option<Duration> {
-        let mut ticks = self.schedule.after(&after);
-        let first = ticks.next()?;
-        let second = ticks.next()?;
+        let first = self.next_after(after)?;
+        let second = self.next_after(first)?;
         (second - first).to_std().ok()
     }
 }
@@ -485,11 +496,15 @@ fn last_tick_at_or_before(
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let mut latest = None;
-    for tick in schedule.schedule.after(&last?).take(10_000) {
-        if tick > now {
-            return latest;
+    let mut after = last?;
+    for _ in 0..10_000 {
+        match schedule.next_after(after) {
+            Some(tick) if tick <= now => {
+                latest = Some(tick);
+                after = tick;
+            }
+            _ => return latest,
         }
-        latest = Some(tick);
     }
     Some(now)
 }

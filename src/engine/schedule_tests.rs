@@ -102,6 +102,30 @@ fn standard_weekdays_count_sunday_as_zero_and_seven() {
 }
 
 #[test]
+fn day_of_month_and_weekday_combine_with_or_in_the_standard_form() {
+    // The 1st of the month, and every Monday (Vixie cron semantics).
+    check(
+        "0 9 1 * mon",
+        "2026-01-01T10:00:00Z",
+        &[
+            "2026-01-05T09:00:00Z",
+            "2026-01-12T09:00:00Z",
+            "2026-01-19T09:00:00Z",
+            "2026-01-26T09:00:00Z",
+            "2026-02-01T09:00:00Z",
+            "2026-02-02T09:00:00Z",
+        ],
+    );
+    // The six-field form is the cron crate's own: both must match (Monday the 1st).
+    check(
+        "0 0 9 1 * Mon",
+        "2026-01-01T10:00:00Z",
+        &["2026-06-01T09:00:00Z"],
+    );
+    check("@daily", "2026-01-01T10:00:00Z", &["2026-01-02T00:00:00Z"]);
+}
+
+#[test]
 fn errors_name_the_expression() {
     for (expr, wanted) in [
         ("0 */6 * *", "has 4 fields"),

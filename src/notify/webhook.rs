@@ -47,8 +47,8 @@ impl RetryPolicy {
 pub enum NotifierError {
     #[error("environment variable {var} (the Slack webhook URL) is not set")]
     MissingEnv { var: String },
-    #[error("environment variable {var} does not hold an http(s) URL")]
-    InvalidUrl { var: String },
+    #[error("{source_name} does not hold an http(s) URL")]
+    InvalidUrl { source_name: String },
     #[error("could not build the HTTP client: {0}")]
     Client(String),
 }
@@ -125,7 +125,7 @@ impl SlackNotifier {
         }
         Self::new(value.trim(), RetryPolicy::default()).map_err(|e| match e {
             NotifierError::InvalidUrl { .. } => NotifierError::InvalidUrl {
-                var: var.to_string(),
+                source_name: format!("environment variable {var}"),
             },
             other => other,
         })
@@ -134,7 +134,7 @@ impl SlackNotifier {
     /// A notifier for `url` (http or https).
     pub fn new(url: &str, policy: RetryPolicy) -> Result<Self, NotifierError> {
         let invalid = || NotifierError::InvalidUrl {
-            var: "(given directly)".to_string(),
+            source_name: "the Slack webhook URL".to_string(),
         };
         let url = reqwest::Url::parse(url).map_err(|_| invalid())?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
