@@ -21,7 +21,7 @@ use tidemark::notify::{
 
 /// What the receiver answers, in order; the last answer repeats.
 #[derive(Clone, Copy)]
-enum Answer {
+pub(crate) enum Answer {
     Ok,
     RateLimited { retry_after: u64 },
     ServerError,
@@ -29,13 +29,13 @@ enum Answer {
 }
 
 #[derive(Default)]
-struct Receiver {
-    answers: VecDeque<Answer>,
+pub(crate) struct Receiver {
+    pub(crate) answers: VecDeque<Answer>,
     /// Every request: its JSON body, when it came, and whether it was answered 200.
-    requests: Vec<(Value, Instant, bool)>,
+    pub(crate) requests: Vec<(Value, Instant, bool)>,
 }
 
-type Shared = Arc<Mutex<Receiver>>;
+pub(crate) type Shared = Arc<Mutex<Receiver>>;
 
 async fn hook(State(rx): State<Shared>, headers: HeaderMap, body: String) -> Response {
     let mut rx = rx.lock().expect("lock");
@@ -68,7 +68,7 @@ async fn hook(State(rx): State<Shared>, headers: HeaderMap, body: String) -> Res
 }
 
 /// Starts a receiver on 127.0.0.1 and returns its webhook URL.
-async fn receiver(answers: &[Answer]) -> (String, Shared) {
+pub(crate) async fn receiver(answers: &[Answer]) -> (String, Shared) {
     let shared: Shared = Arc::new(Mutex::new(Receiver {
         answers: answers.iter().copied().collect(),
         requests: Vec::new(),
@@ -86,7 +86,7 @@ async fn receiver(answers: &[Answer]) -> (String, Shared) {
     (format!("http://{addr}/services/T000/B000/token"), shared)
 }
 
-fn fast_policy() -> RetryPolicy {
+pub(crate) fn fast_policy() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 3,
         base_delay: Duration::from_millis(20),
