@@ -364,5 +364,4 @@ pub fn transition(
 }
 
 #[cfg(test)]
-#[path = "drift_tests.rs"]
 mod tests;

@@ -13,6 +13,6 @@ pub use drift::{
 pub use poller::{PollOutcome, Poller, backoff};
 pub use schedule::{
     Completion, DriftSchedule, Due, DueCheck, Entry as ScheduleEntry, Jitter, ScheduleError,
-    Scheduler,
+    Scheduler, Update as ScheduleUpdate,
 };
 pub use worker::{Worker, WorkerContext};

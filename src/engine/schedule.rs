@@ -4,16 +4,18 @@
 //!
 //! The scheduler has a synchronous core ([`Scheduler::next_due`], [`Scheduler::finished`],
 //! [`Scheduler::next_wake`]) that is a pure function of the wall-clock times passed in, and an
-//! async driver ([`Scheduler::run`]) that sleeps on tokio's clock, so tests can pause time.
+//! async driver ([`Scheduler::run`], in `driver.rs`) that sleeps on tokio's clock, so tests can
+//! pause time.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+
+mod driver;
+
+pub use driver::{Completion, DueCheck, Update};
 
 /// A parsed `drift_schedule`. Times are in UTC.
 #[derive(Debug, Clone)]
@@ -442,50 +444,6 @@ impl Scheduler {
         slot.exhausted = false;
         self.queue.insert((fire_at, index));
     }
-
-    /// Runs the scheduler until `shutdown`: each due stack is sent into `sink` as a
-    /// [`DueCheck`], and counts against the cap until the engine finishes or drops its
-    /// [`Completion`]. `start` is the wall-clock time when this is called; later wall-clock
-    /// times are `start` plus tokio's monotonic elapsed time, so paused time in tests drives the
-    /// schedule. Returns when shutdown is signalled or the receiver of `sink` is gone; checks
-    /// already handed out are the engine's to finish or abandon.
-    pub async fn run(
-        mut self,
-        start: DateTime<Utc>,
-        shutdown: CancellationToken,
-        sink: mpsc::Sender<DueCheck>,
-    ) {
-        let clock = Clock::new(start);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
-        loop {
-            for due in self.next_due(clock.now()) {
-                let check = DueCheck {
-                    completion: Completion {
-                        stack: Some(due.stack.clone()),
-                        done: done_tx.clone(),
-                    },
-                    due,
-                };
-                // A bounded sink is backpressure: while the engine is slow to take checks we
-                // wait here; completions queue up in the unbounded channel meanwhile.
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    sent = sink.send(check) => if sent.is_err() { return },
-                }
-            }
-            let wake = self.next_wake().map(|at| clock.instant(at));
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                done = done_rx.recv() => {
-                    // `done_tx` lives in this function, so the channel never closes here.
-                    if let Some(stack) = done {
-                        self.finished(&stack);
-                    }
-                }
-                _ = sleep_until_opt(wake) => {}
-            }
-        }
-    }
 }
 
 /// The latest tick after `last` and at or before `now`, walking ticks forward (bounded, so a
@@ -509,74 +467,5 @@ fn last_tick_at_or_before(
     Some(now)
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Wall-clock time as `start` plus tokio's elapsed time.
-struct Clock {
-    start: DateTime<Utc>,
-    base: Instant,
-}
-
-impl Clock {
-    fn new(start: DateTime<Utc>) -> Self {
-        Self {
-            start,
-            base: Instant::now(),
-        }
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        // Only an elapsed time beyond i64 milliseconds (292 million years) fails to convert.
-        let elapsed =
-            chrono::Duration::from_std(self.base.elapsed()).unwrap_or(chrono::TimeDelta::zero());
-        self.start + elapsed
-    }
-
-    fn instant(&self, at: DateTime<Utc>) -> Instant {
-        self.base + (at - self.start).to_std().unwrap_or(Duration::ZERO)
-    }
-}
-
-/// A due drift check handed to the engine by [`Scheduler::run`].
-#[derive(Debug)]
-pub struct DueCheck {
-    pub due: Due,
-    pub completion: Completion,
-}
-
-/// Frees the check's slot under the cap when finished or dropped, so a check the engine
-/// abandons (or a task that panics) cannot hold a slot forever.
-#[derive(Debug)]
-pub struct Completion {
-    stack: Option<String>,
-    done: mpsc::UnboundedSender<String>,
-}
-
-impl Completion {
-    /// Marks the check finished.
-    pub fn finish(mut self) {
-        self.send();
-    }
-
-    fn send(&mut self) {
-        if let Some(stack) = self.stack.take() {
-            // The scheduler may have shut down; then nobody needs to know.
-            let _ = self.done.send(stack);
-        }
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        self.send();
-    }
-}
-
 #[cfg(test)]
-#[path = "schedule_tests.rs"]
 mod tests;

@@ -197,8 +197,7 @@ impl SlackNotifier {
             Ok(response) => response,
             Err(e) => {
                 return Attempt::Retry {
-                    // Without the URL: it holds the webhook's token.
-                    error: e.without_url().to_string(),
+                    error: error_chain(e),
                     retry_after: None,
                 };
             }
@@ -238,6 +237,20 @@ impl SlackNotifier {
         let result = self.send(&delivery.payload).await;
         delivery.record(&result, Utc::now(), policy);
     }
+}
+
+/// A reqwest error with its causes ("error sending request: client error (Connect): tcp
+/// connect error: Connection refused"), without the URL: it holds the webhook's token.
+fn error_chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 enum Attempt {

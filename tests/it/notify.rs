@@ -247,5 +247,29 @@ async fn an_unreachable_webhook_fails_without_leaking_its_url() {
         .expect_err("nobody listens");
 
     assert_eq!(failure.attempts(), 3);
-    assert!(!failure.to_string().contains("secret-token"), "{failure}");
+    let message = failure.to_string();
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(!message.contains("secret-token"), "{message}");
+}
+
+#[tokio::test]
+async fn https_goes_through_rustls_with_the_ring_provider() {
+    // A plain-HTTP receiver behind an https URL: the TLS handshake fails, which proves the
+    // client was built and tried TLS (reqwest panics on first use without a crypto provider).
+    let (url, rx) = receiver(&[Answer::Ok]).await;
+    let url = url.replacen("http://", "https://", 1);
+    let notifier = SlackNotifier::new(&url, fast_policy()).expect("notifier");
+
+    let failure = notifier
+        .send(&render(&alert(), 10))
+        .await
+        .expect_err("no TLS on the other end");
+
+    let SendFailure::Exhausted { attempts: 3, .. } = &failure else {
+        panic!("expected exhausted retries, got {failure:?}");
+    };
+    let message = failure.to_string();
+    assert!(message.contains("InvalidContentType"), "{message}");
+    assert!(!message.contains("token"), "{message}");
+    assert!(rx.lock().expect("lock").requests.is_empty());
 }

@@ -3,6 +3,9 @@
 use super::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -260,7 +263,8 @@ fn drive(
     let seen = Arc::new(Mutex::new(Seen::default()));
     let shutdown = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel::<DueCheck>(16);
-    tokio::spawn(scheduler.run(start, shutdown.clone(), tx));
+    let (_updates_tx, updates) = mpsc::channel(1);
+    tokio::spawn(scheduler.run(start, shutdown.clone(), tx, updates));
     let engine_seen = seen.clone();
     tokio::spawn(async move {
         let base = Instant::now();
@@ -386,7 +390,8 @@ async fn a_dropped_completion_frees_its_slot() {
     let scheduler = Scheduler::new(entries, 1, Jitter::NONE, start);
     let shutdown = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(4);
-    tokio::spawn(scheduler.run(start, shutdown.clone(), tx));
+    let (_updates_tx, updates) = mpsc::channel(1);
+    tokio::spawn(scheduler.run(start, shutdown.clone(), tx, updates));
     let first = rx.recv().await.expect("first check");
     // While the first holds the only slot, nothing else comes.
     let waited = tokio::time::timeout(Duration::from_secs(600), rx.recv()).await;
@@ -397,5 +402,40 @@ async fn a_dropped_completion_frees_its_slot() {
     drop(first);
     let second = rx.recv().await.expect("second check");
     assert_ne!(second.due.stack, "");
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn updates_add_and_remove_stacks_while_running() {
+    let start = at("2026-01-01T00:30:00Z");
+    let base = Instant::now();
+    let scheduler = Scheduler::new(vec![entry("a", "0 * * * *", None)], 4, Jitter::NONE, start);
+    let shutdown = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel(4);
+    let (updates_tx, updates) = mpsc::channel(4);
+    tokio::spawn(scheduler.run(start, shutdown.clone(), tx, updates));
+
+    updates_tx
+        .send(Update::Upsert(entry("b", "45 * * * *", None)))
+        .await
+        .expect("send");
+    let first = rx.recv().await.expect("b first, at 00:45");
+    assert_eq!(first.due.stack, "b");
+    assert_eq!(Instant::now() - base, Duration::from_secs(15 * 60));
+    first.completion.finish();
+    let second = rx.recv().await.expect("a at 01:00");
+    assert_eq!(second.due.stack, "a");
+    second.completion.finish();
+
+    updates_tx
+        .send(Update::Remove("a".to_string()))
+        .await
+        .expect("send");
+    // In the next two hours only b runs.
+    for _ in 0..2 {
+        let check = rx.recv().await.expect("b again");
+        assert_eq!(check.due.stack, "b");
+    }
+    assert!(Instant::now() - base < Duration::from_secs(3 * 3600));
     shutdown.cancel();
 }
