@@ -293,18 +293,27 @@ impl Scheduler {
         scheduler
     }
 
-    /// Adds a stack, or replaces its schedule (a config change). A running check keeps its
-    /// slot; the new schedule applies from when it finishes.
-    pub fn insert(&mut self, entry: Entry, now: DateTime<Utc>) {
+    /// Adds a stack, or replaces its schedule (a config change). Re-sending an unchanged
+    /// entry (a reload) changes nothing, so a stack that is due and waiting for a slot keeps
+    /// its place. A running check keeps its slot; a new schedule applies from when it
+    /// finishes. The later of the two `last_check` times is kept.
+    pub fn insert(&mut self, mut entry: Entry, now: DateTime<Utc>) {
         if let Some(&index) = self.by_stack.get(&entry.stack) {
             let slot = &mut self.slots[index];
-            slot.entry = entry;
-            // A running stack is re-planned by `finished`, which skips exhausted slots.
-            slot.exhausted = false;
-            if slot.running_since.is_none() {
-                self.queue.remove(&(slot.fire_at, index));
-                self.plan_first(index, now);
+            entry.last_check = entry.last_check.max(slot.entry.last_check);
+            if slot.running_since.is_some() {
+                slot.entry = entry;
+                // `finished` re-plans it; it skips exhausted (removed) slots.
+                slot.exhausted = false;
+                return;
             }
+            let unchanged = slot.entry.schedule.expression() == entry.schedule.expression();
+            if unchanged && !slot.exhausted {
+                return;
+            }
+            self.queue.remove(&(slot.fire_at, index));
+            slot.entry = entry;
+            self.plan_first(index, now);
             return;
         }
         let index = self.slots.len();

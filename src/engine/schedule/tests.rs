@@ -204,6 +204,43 @@ fn a_due_stack_waits_for_a_free_slot_and_is_not_dropped() {
 }
 
 #[test]
+fn a_reload_keeps_a_waiting_stack_in_its_place() {
+    let start = at("2026-01-01T00:30:00Z");
+    let entries = || vec![entry("a", "0 * * * *", None), entry("b", "0 * * * *", None)];
+    let mut s = Scheduler::new(entries(), 1, Jitter::NONE, start);
+    let first = s.next_due(at("2026-01-01T01:00:00Z"));
+    assert_eq!(first.len(), 1);
+    // The config is reloaded while the other stack waits for the only slot.
+    for e in entries() {
+        s.insert(e, at("2026-01-01T01:10:00Z"));
+    }
+    assert_eq!(s.waiting(at("2026-01-01T01:10:00Z")), 1);
+    s.finished(&first[0].stack);
+    let second = s.next_due(at("2026-01-01T01:11:00Z"));
+    assert_eq!(second.len(), 1, "the waiting stack was not dropped");
+    assert_eq!(second[0].tick, at("2026-01-01T01:00:00Z"));
+
+    // A changed schedule does re-plan, and one for a running stack applies after it.
+    s.insert(
+        entry(&second[0].stack, "30 * * * *", None),
+        at("2026-01-01T01:12:00Z"),
+    );
+    s.finished(&second[0].stack);
+    s.insert(
+        entry(&first[0].stack, "20 * * * *", None),
+        at("2026-01-01T01:12:00Z"),
+    );
+    assert_eq!(s.next_wake(), Some(at("2026-01-01T01:20:00Z")));
+    let third = s.next_due(at("2026-01-01T01:30:00Z"));
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].stack, first[0].stack);
+    s.finished(&third[0].stack);
+    let fourth = s.next_due(at("2026-01-01T01:30:00Z"));
+    assert_eq!(fourth[0].stack, second[0].stack);
+    assert_eq!(fourth[0].tick, at("2026-01-01T01:30:00Z"));
+}
+
+#[test]
 fn missed_ticks_run_once_on_start() {
     // Down from 05:00 to 13:00: the 06:00 and 12:00 ticks were missed.
     let start = at("2026-01-01T13:00:00Z");
