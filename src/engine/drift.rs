@@ -271,6 +271,8 @@ pub struct DriftRecord {
 pub struct Transition {
     pub record: DriftRecord,
     pub notify: Option<NotificationKind>,
+    /// For `Resolved`: the drift that cleared (the new record no longer holds it).
+    pub cleared: Option<OpenDrift>,
 }
 
 /// Applies a check's result at `now` to a stack's previous record (`None`: never checked).
@@ -299,6 +301,7 @@ pub fn transition(
                 error: None,
             },
             notify: previous_open.map(|_| NotificationKind::Resolved),
+            cleared: previous_open.cloned(),
         },
         CheckResult::Error { message } => Transition {
             record: DriftRecord {
@@ -309,6 +312,7 @@ pub fn transition(
                 error: Some(message.clone()),
             },
             notify: None,
+            cleared: None,
         },
         CheckResult::Drifted {
             drift,
@@ -358,6 +362,7 @@ pub fn transition(
                     error: None,
                 },
                 notify,
+                cleared: None,
             }
         }
     }

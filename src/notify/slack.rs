@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::engine::{Drift, DriftCause, NotificationKind};
+use crate::engine::{Drift, DriftCause, NotificationKind, Transition};
 
 /// How many resources a message lists before "and N more".
 pub const DEFAULT_MAX_ITEMS: usize = 10;
@@ -34,6 +34,37 @@ pub struct DriftAlert {
     pub checked_at: DateTime<Utc>,
     /// The drift check's run in the dashboard, if there is one.
     pub run_url: Option<String>,
+}
+
+impl DriftAlert {
+    /// The message a drift transition calls for, if any: about the drift the stack is in, or
+    /// for `Resolved` the drift that cleared.
+    pub fn for_transition(
+        transition: &Transition,
+        repo: &str,
+        stack: &str,
+        commit: &str,
+        run_url: Option<String>,
+    ) -> Option<Self> {
+        let kind = transition.notify?;
+        let open = match kind {
+            NotificationKind::Resolved => transition.cleared.as_ref()?,
+            NotificationKind::Drifted | NotificationKind::Changed => {
+                transition.record.open.as_ref()?
+            }
+        };
+        Some(Self {
+            kind,
+            repo: repo.to_string(),
+            stack: stack.to_string(),
+            commit: commit.to_string(),
+            drift: open.drift.clone(),
+            cause: Some(open.cause),
+            since: open.first_seen,
+            checked_at: transition.record.checked_at,
+            run_url,
+        })
+    }
 }
 
 /// The webhook payload for `alert`: Block Kit `blocks` plus the `text` Slack shows in
@@ -252,6 +283,39 @@ mod tests {
             assert!(!all.contains(a), "unexpected {a:?} in\n{all}");
         }
         payload
+    }
+
+    #[test]
+    fn alerts_follow_transitions() {
+        use crate::engine::transition;
+        let drifted = CheckResult::Drifted {
+            drift: drift(2),
+            fingerprint: drift(2).fingerprint(),
+            cause: DriftCause::NotYetApplied,
+            outside: None,
+        };
+        let first = transition(None, &drifted, t("2026-01-01T06:02:00Z"));
+        let a = DriftAlert::for_transition(&first, "r", "s", "c", None).expect("drifted");
+        assert_eq!(
+            (a.kind, a.drift.resources.len()),
+            (NotificationKind::Drifted, 2)
+        );
+        assert_eq!(a.cause, Some(DriftCause::NotYetApplied));
+        let again = transition(Some(&first.record), &drifted, t("2026-01-01T07:00:00Z"));
+        assert_eq!(
+            DriftAlert::for_transition(&again, "r", "s", "c", None),
+            None
+        );
+        let clear = transition(
+            Some(&again.record),
+            &CheckResult::InSync,
+            t("2026-01-01T08:00:00Z"),
+        );
+        let r = DriftAlert::for_transition(&clear, "r", "s", "c", None).expect("resolved");
+        assert_eq!(r.kind, NotificationKind::Resolved);
+        assert_eq!(r.drift, drift(2), "the drift that cleared");
+        assert_eq!(r.since, t("2026-01-01T06:02:00Z"));
+        assert_eq!(r.checked_at, t("2026-01-01T08:00:00Z"));
     }
 
     #[test]

@@ -111,25 +111,7 @@ async fn out_of_band_changes_send_one_message_each_way() {
     let mut record: Option<DriftRecord> = None;
     let mut step = |label: &str, result: CheckResult| {
         let t = transition(record.as_ref(), &result, Utc::now());
-        let alert = t.notify.map(|kind| {
-            let open = t
-                .record
-                .open
-                .clone()
-                .or_else(|| record.as_ref().and_then(|r| r.open.clone()))
-                .expect("a message is about some drift");
-            DriftAlert {
-                kind,
-                repo: "acme/infra".to_string(),
-                stack: "ours".to_string(),
-                commit: "0123456789abcdef".to_string(),
-                drift: open.drift,
-                cause: Some(open.cause),
-                since: open.first_seen,
-                checked_at: t.record.checked_at,
-                run_url: None,
-            }
-        });
+        let alert = DriftAlert::for_transition(&t, "acme/infra", "ours", "0123456789abcdef", None);
         eprintln!("{label}: {:?} -> {:?}", t.record.state, t.notify);
         let state = t.record.state;
         record = Some(t.record);

@@ -261,6 +261,7 @@ fn first_and_last_seen_follow_the_episode() {
     assert_eq!(resolved.record.open, None);
     assert_eq!(resolved.record.since, t(9));
     assert_eq!(resolved.notify, Some(Resolved));
+    assert_eq!(resolved.cleared.map(|o| o.first_seen), Some(t(1)));
 }
 
 #[test]
