@@ -98,29 +98,44 @@ fn plan_json(dir: &Path, extra: &[&str]) -> Value {
     plan
 }
 
+/// Plays the engine for one check: assess, transition, and post the message it calls for.
+struct Engine {
+    record: Option<DriftRecord>,
+    notifier: SlackNotifier,
+}
+
+impl Engine {
+    async fn check(&mut self, copies: &Copies) -> DriftState {
+        let t = transition(self.record.as_ref(), &copies.check(), Utc::now());
+        let alert = DriftAlert::for_transition(&t, "acme/infra", "ours", "0123456789abcdef", None);
+        if let Some(alert) = alert {
+            let payload = render(&alert, 10);
+            self.notifier.send(&payload).await.expect("delivered");
+        }
+        let state = t.record.state;
+        self.record = Some(t.record);
+        state
+    }
+}
+
 #[tokio::test]
 async fn out_of_band_changes_send_one_message_each_way() {
     let copies = Copies::new();
     let (url, rx) = receiver(&[Answer::Ok]).await;
-    let notifier = SlackNotifier::new(&url, fast_policy()).expect("notifier");
+    let received = || -> Vec<Value> {
+        let rx = rx.lock().expect("lock");
+        rx.requests.iter().map(|r| r.0.clone()).collect()
+    };
+    let mut engine = Engine {
+        record: None,
+        notifier: SlackNotifier::new(&url, fast_policy()).expect("notifier"),
+    };
     terraform(
         &copies.path("ours"),
         &["apply", "-auto-approve", "-no-color", "-input=false"],
     );
-
-    let mut record: Option<DriftRecord> = None;
-    let mut step = |label: &str, result: CheckResult| {
-        let t = transition(record.as_ref(), &result, Utc::now());
-        let alert = DriftAlert::for_transition(&t, "acme/infra", "ours", "0123456789abcdef", None);
-        eprintln!("{label}: {:?} -> {:?}", t.record.state, t.notify);
-        let state = t.record.state;
-        record = Some(t.record);
-        (state, alert)
-    };
-    let mut sent = Vec::new();
-
-    let (state, alert) = step("applied", copies.check());
-    assert_eq!((state, &alert), (DriftState::InSync, &None));
+    assert_eq!(engine.check(&copies).await, DriftState::InSync);
+    assert_eq!(received().len(), 0);
 
     // Someone applies another value from their own copy, sharing the state.
     let theirs = copies.path("theirs");
@@ -137,32 +152,31 @@ async fn out_of_band_changes_send_one_message_each_way() {
         )
     };
     apply_theirs("two");
-    for label in ["drifted", "drifted again"] {
-        let (state, alert) = step(label, copies.check());
-        assert_eq!(state, DriftState::Drifted);
-        if let Some(alert) = alert {
-            sent.push(render(&alert, 10));
-        }
-    }
-    assert_eq!(
-        sent.len(),
-        1,
-        "one message for one drift, not one per check"
-    );
-    let text = sent[0].to_string();
+    assert_eq!(engine.check(&copies).await, DriftState::Drifted);
+    let messages = received();
+    assert_eq!(messages.len(), 1);
+    let text = messages[0].to_string();
+    assert!(text.contains("Drift detected"), "{text}");
     assert!(text.contains("null_resource.this"), "{text}");
     assert!(text.contains("replace"), "{text}");
     assert!(text.contains("changed outside git"), "{text}");
     assert!(!text.contains("null_resource.other"), "{text}");
 
+    // A second check with the same drift sends nothing.
+    assert_eq!(engine.check(&copies).await, DriftState::Drifted);
+    assert_eq!(
+        received().len(),
+        1,
+        "one message per drift, not one per check"
+    );
+
     // Undoing it resolves the drift: one message.
     apply_theirs("one");
-    let (state, alert) = step("undone", copies.check());
-    assert_eq!(state, DriftState::InSync);
-    let alert = alert.expect("a resolved message");
-    sent.push(render(&alert, 10));
+    assert_eq!(engine.check(&copies).await, DriftState::InSync);
+    let messages = received();
+    assert_eq!(messages.len(), 2);
     assert!(
-        sent[1]["text"]
+        messages[1]["text"]
             .as_str()
             .is_some_and(|t| t.contains("back in sync"))
     );
@@ -172,18 +186,12 @@ async fn out_of_band_changes_send_one_message_each_way() {
         &theirs,
         &["state", "rm", "-no-color", "null_resource.other"],
     );
-    let (state, alert) = step("state rm", copies.check());
-    assert_eq!(state, DriftState::Drifted);
-    let alert = alert.expect("a drifted message");
-    assert_eq!(alert.drift.resources.len(), 1);
-    assert_eq!(alert.drift.resources[0].address, "null_resource.other");
-    assert_eq!(alert.drift.resources[0].actions, ["create"]);
-    sent.push(render(&alert, 10));
-
-    for payload in &sent {
-        notifier.send(payload).await.expect("delivered");
-    }
-    let rx = rx.lock().expect("lock");
-    let received: Vec<&Value> = rx.requests.iter().map(|r| &r.0).collect();
-    assert_eq!(received, sent.iter().collect::<Vec<_>>());
+    assert_eq!(engine.check(&copies).await, DriftState::Drifted);
+    let messages = received();
+    assert_eq!(messages.len(), 3);
+    let text = messages[2].to_string();
+    assert!(text.contains("`null_resource.other` create"), "{text}");
+    assert!(text.contains("1 resource"), "{text}");
+    let open = engine.record.and_then(|r| r.open).expect("open drift");
+    assert_eq!(open.drift.resources.len(), 1);
 }
