@@ -2,7 +2,9 @@
 //! SQLite files and (when `TIDEMARK_TEST_POSTGRES_URL` is set) real PostgreSQL.
 
 mod cli;
+mod drift;
 mod engine;
+mod notify;
 mod recovery;
 mod runner;
 mod scale;
