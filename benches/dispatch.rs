@@ -25,7 +25,10 @@ use support::{GitFixture, TestDb};
 const LEASE: Duration = Duration::from_secs(60);
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let sqlite = TestDb::sqlite();
@@ -40,13 +43,26 @@ fn main() {
 }
 
 fn plan(repo_id: i64, stack: String) -> NewRun {
-    NewRun { repo_id, stack, commit: "c".repeat(40), kind: RunKind::Plan, reason: None, after: Vec::new(), plan_run: None }
+    NewRun {
+        repo_id,
+        stack,
+        commit: "c".repeat(40),
+        kind: RunKind::Plan,
+        reason: None,
+        after: Vec::new(),
+        plan_run: None,
+    }
 }
 
 async fn queue_throughput(backend: &str, url: &str, runs: usize) {
     let store = Store::open(url).await.expect("open store");
-    let repo = store.upsert_repo("bench", "file:///bench", "main").await.expect("repo");
-    let batch: Vec<NewRun> = (0..runs).map(|i| plan(repo, format!("stacks/s{:03}", i % 200))).collect();
+    let repo = store
+        .upsert_repo("bench", "file:///bench", "main")
+        .await
+        .expect("repo");
+    let batch: Vec<NewRun> = (0..runs)
+        .map(|i| plan(repo, format!("stacks/s{:03}", i % 200)))
+        .collect();
     let started = Instant::now();
     // Distinct commits per stack would supersede; one commit keeps every run queued.
     store.enqueue(&batch).await.expect("enqueue");
@@ -56,7 +72,12 @@ async fn queue_throughput(backend: &str, url: &str, runs: usize) {
     for w in 0..4 {
         let store = store.clone();
         claimers.push(tokio::spawn(async move {
-            let done = RunOutcome { status: RunStatus::Succeeded, exit_code: Some(0), error: None, summary: None };
+            let done = RunOutcome {
+                status: RunStatus::Succeeded,
+                exit_code: Some(0),
+                error: None,
+                summary: None,
+            };
             let name = format!("bench#{w}");
             let mut count = 0usize;
             let mut idle = 0;
@@ -112,14 +133,24 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
     let runners = RunnerSet::load(&[RunnerSource::new("bench.hcl", def)]).expect("runner set");
     let git = GitFixture::new();
     for i in 0..runs {
-        git.write(&format!("stacks/a{i}/main.tf"), "output \"x\" {\n  value = 1\n}\n");
+        git.write(
+            &format!("stacks/a{i}/main.tf"),
+            "output \"x\" {\n  value = 1\n}\n",
+        );
     }
     let commit = git.commit("bench");
     let db = TestDb::sqlite();
     let store = Store::open(&db.url).await.expect("store");
-    let repo = store.upsert_repo("bench", &git.url(), "main").await.expect("repo");
-    let batch: Vec<NewRun> =
-        (0..runs).map(|i| NewRun { commit: commit.clone(), ..plan(repo, format!("stacks/a{i}")) }).collect();
+    let repo = store
+        .upsert_repo("bench", &git.url(), "main")
+        .await
+        .expect("repo");
+    let batch: Vec<NewRun> = (0..runs)
+        .map(|i| NewRun {
+            commit: commit.clone(),
+            ..plan(repo, format!("stacks/a{i}"))
+        })
+        .collect();
     store.enqueue(&batch).await.expect("enqueue");
     let ctx = Arc::new(WorkerContext {
         store: store.clone(),
@@ -132,7 +163,10 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         work: Arc::new(tokio::sync::Notify::new()),
         grace: Duration::from_secs(5),
     });
-    let worker = Worker { name: "bench#0".into(), ctx };
+    let worker = Worker {
+        name: "bench#0".into(),
+        ctx,
+    };
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let mut done = 0;
@@ -141,7 +175,11 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
     }
     let elapsed = started.elapsed();
     let ok = store
-        .runs(&tidemark::store::RunFilter { status: Some(RunStatus::Succeeded), limit: 1000, ..Default::default() })
+        .runs(&tidemark::store::RunFilter {
+            status: Some(RunStatus::Succeeded),
+            limit: 1000,
+            ..Default::default()
+        })
         .await
         .expect("runs")
         .len();
