@@ -2,11 +2,10 @@
 //! and sandbox as the server, and prints their summaries. What a platform engineer runs
 //! before pushing.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -88,8 +87,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let repo = crate::repo::open(&args.repo)?;
     let commit = crate::repo::resolve_commit(&repo, &args.rev)?;
     let stacks = if args.stacks.is_empty() {
-        // stacks: replace with crate::stacks::discover
-        directories_with_tf(&repo, commit)?
+        let discovery = crate::stacks::discover(&repo, commit, None)?;
+        for error in &discovery.errors {
+            eprintln!("warning: {}: {}: {}", error.stack, error.file, error.message);
+        }
+        discovery.stacks.into_iter().map(|stack| stack.path).collect()
     } else {
         args.stacks.clone()
     };
@@ -194,29 +196,6 @@ fn print_text(reports: &[StackReport]) {
             }
         }
     }
-}
-
-/// Every directory of the commit's tree that holds a `*.tf` file (`.` for the root).
-fn directories_with_tf(repo: &git2::Repository, commit: git2::Oid) -> Result<Vec<String>> {
-    let tree = repo
-        .find_commit(commit)
-        .and_then(|c| c.tree())
-        .with_context(|| format!("reading the tree of {commit}"))?;
-    let mut dirs = BTreeSet::new();
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        let is_tf = entry.kind() == Some(git2::ObjectType::Blob)
-            && entry.name().is_ok_and(|n| n.ends_with(".tf"));
-        if is_tf {
-            let dir = dir.trim_end_matches('/');
-            dirs.insert(if dir.is_empty() {
-                ".".to_string()
-            } else {
-                dir.to_string()
-            });
-        }
-        git2::TreeWalkResult::Ok
-    })?;
-    Ok(dirs.into_iter().collect())
 }
 
 /// The repository's directory name (without `.git`), the name a plan is bound to.
