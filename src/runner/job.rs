@@ -142,15 +142,21 @@ impl Job {
         self.run(StepKind::Init, false).await?;
         let tool_version = self.tool_version().await?;
         let (plan_run, _) = self.run(StepKind::Plan, false).await?;
-        let plan_bytes = std::fs::read(&self.plan_file).map_err(|_| Stop {
-            status: RunStatus::Failed,
-            exit_code: code(&plan_run),
-            error: format!(
-                "plan wrote no plan file (exit code {:?}; a Go runtime crash also exits 2): {}",
-                code(&plan_run),
-                plan_run.stderr_tail
-            ),
-        })?;
+        let plan_bytes = match read_workspace_file(&self.workspace, &self.plan_file) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Stop {
+                    status: RunStatus::Failed,
+                    exit_code: code(&plan_run),
+                    error: format!(
+                        "plan wrote no plan file (exit code {:?}; a Go runtime crash also exits 2): {}",
+                        code(&plan_run),
+                        plan_run.stderr_tail
+                    ),
+                });
+            }
+            Err(err) => return Err(Stop::failed(format!("reading the plan file: {err}"))),
+        };
         let (show, _) = self.run(StepKind::Show, true).await?;
         let mut json: serde_json::Value = serde_json::from_slice(&show.stdout.unwrap_or_default())
             .map_err(|e| Stop::failed(format!("show printed no plan JSON: {e}")))?;
@@ -158,7 +164,7 @@ impl Job {
         let summary = summarize(&json).map_err(|e| Stop::failed(e.to_string()))?;
         let json_bytes =
             serde_json::to_vec(&json).map_err(|e| Stop::failed(format!("plan JSON: {e}")))?;
-        let binding = self.binding(req, tool_version);
+        let binding = self.binding(req, tool_version)?;
         let artifact = PlanArtifact::seal(&req.key, binding, &plan_bytes, &json_bytes)
             .map_err(|e| Stop::failed(format!("sealing the plan artifact: {e}")))?;
         Ok(PlanOutcome {
@@ -176,12 +182,12 @@ impl Job {
             .map_err(|e| Stop::failed(e.to_string()))?;
         self.run(StepKind::Init, false).await?;
         let tool_version = self.tool_version().await?;
-        let binding = self.binding(&req.run, tool_version);
+        let binding = self.binding(&req.run, tool_version)?;
         let plan = req
             .artifact
             .open(&req.run.key, &binding)
             .map_err(|e| Stop::failed(format!("refusing to apply: {e}")))?;
-        std::fs::write(&self.plan_file, plan)
+        write_workspace_file(&self.workspace, &self.plan_file, &plan)
             .map_err(|e| Stop::failed(format!("writing the plan file: {e}")))?;
         let (run, _) = self.run(StepKind::Apply, false).await?;
         Ok(code(&run).unwrap_or(0))
@@ -206,9 +212,14 @@ impl Job {
         Ok(version)
     }
 
-    fn binding(&self, req: &PlanRequest, tool_version: String) -> Binding {
-        let lock = std::fs::read(self.cwd.join(".terraform.lock.hcl")).unwrap_or_default();
-        Binding {
+    fn binding(&self, req: &PlanRequest, tool_version: String) -> Result<Binding, Stop> {
+        let lock = match read_workspace_file(&self.workspace, &self.cwd.join(".terraform.lock.hcl"))
+        {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(Stop::failed(format!("reading .terraform.lock.hcl: {err}"))),
+        };
+        Ok(Binding {
             repo: req.repo.clone(),
             commit: req.commit.clone(),
             stack: normalize_stack(&req.stack),
@@ -216,7 +227,7 @@ impl Job {
             tool_version,
             lock_hash: hex::encode(Sha256::digest(&lock)),
             vars_hash: req.key.vars_hash(&req.variables, &req.secrets),
-        }
+        })
     }
 
     /// Runs one step; an exit code the definition does not call ok ends the run.
@@ -339,6 +350,46 @@ pub(super) fn code(run: &StepRun) -> Option<i32> {
     }
 }
 
+/// Steps run code from the repository, which may replace any part of the workspace with a
+/// symlink to a host path. Tidemark touches workspace files only between steps, when no
+/// process of the run is alive any more, and refuses a path that does not stay where it
+/// says (its directory must resolve inside the workspace; the file itself must not be a
+/// link): otherwise a plan could make Tidemark read a host file into the artifact, or make an
+/// apply write the plan over a host file.
+fn check_parent(workspace: &Path, path: &Path) -> std::io::Result<()> {
+    let escaped = || std::io::Error::other(format!("{} leaves the workspace", path.display()));
+    let parent = path.parent().ok_or_else(escaped)?;
+    if !parent
+        .canonicalize()?
+        .starts_with(workspace.canonicalize()?)
+    {
+        return Err(escaped());
+    }
+    Ok(())
+}
+
+/// Reads a regular file of the workspace (see [`check_parent`]); a symlink is refused.
+fn read_workspace_file(workspace: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+    check_parent(workspace, path)?;
+    if !std::fs::symlink_metadata(path)?.is_file() {
+        let msg = format!("{} is not a regular file", path.display());
+        return Err(std::io::Error::other(msg));
+    }
+    std::fs::read(path)
+}
+
+/// Creates a new file in the workspace (see [`check_parent`]); `create_new` also refuses a
+/// symlink planted at the path itself.
+fn write_workspace_file(workspace: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    check_parent(workspace, path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
 /// `stacks/net/` and `./stacks/net` are the same stack.
 fn normalize_stack(stack: &str) -> String {
     let parts: Vec<&str> = stack
@@ -404,6 +455,35 @@ fn cli_config_binds(file: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workspace_files_behind_symlinks_are_refused() {
+        let ws = tempfile::tempdir().expect("tempdir");
+        let host = tempfile::tempdir().expect("tempdir");
+        std::fs::write(host.path().join("plan.tfplan"), "host secret").expect("write");
+        let ws = ws.path();
+        std::fs::create_dir(ws.join("out")).expect("mkdir");
+        std::fs::write(ws.join("out/plan.tfplan"), "plan").expect("write");
+        assert_eq!(
+            read_workspace_file(ws, &ws.join("out/plan.tfplan")).expect("read"),
+            b"plan"
+        );
+        // A file replaced by a link, a directory replaced by a link.
+        std::os::unix::fs::symlink(host.path().join("plan.tfplan"), ws.join("out/link"))
+            .expect("symlink");
+        assert!(read_workspace_file(ws, &ws.join("out/link")).is_err());
+        std::os::unix::fs::symlink(host.path(), ws.join("evil")).expect("symlink");
+        assert!(read_workspace_file(ws, &ws.join("evil/plan.tfplan")).is_err());
+        assert!(write_workspace_file(ws, &ws.join("evil/new"), b"x").is_err());
+        assert!(!host.path().join("new").exists());
+        assert!(write_workspace_file(ws, &ws.join("out/link"), b"x").is_err());
+        assert_eq!(
+            std::fs::read(host.path().join("plan.tfplan")).expect("read"),
+            b"host secret"
+        );
+        write_workspace_file(ws, &ws.join("out/new"), b"x").expect("write");
+        assert!(read_workspace_file(ws, Path::new("/etc/hostname")).is_err());
+    }
 
     #[test]
     fn stack_paths_stay_inside_the_tree() {
