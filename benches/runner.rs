@@ -78,6 +78,47 @@ fn main() {
     sandboxed_plan();
     let (bare, sandboxed) = alternate(iters, bare_plan, sandboxed_plan);
     report("plan step", &bare, &sandboxed);
+
+    // 1b. The same prlimit + bubblewrap command line started by std::process: what the sandbox
+    // itself costs, without the runner's streaming, redaction and bookkeeping.
+    let spec = runner::SandboxSpec {
+        workspace: req.workspace.path().to_path_buf(),
+        cwd: dir.clone(),
+        program: tools.terraform(),
+        args: plan_args.iter().map(|a| a.to_string()).collect(),
+        ro_binds: vec![
+            tools.terraform(),
+            tools.cli_config(),
+            tools.prefix.join("providers"),
+        ],
+        ro_binds_try: Vec::new(),
+        network: false,
+        limits: def.sandbox.limits.clone(),
+    };
+    let prlimit = runner::find_on_path("prlimit").expect("prlimit");
+    let bwrap = runner::find_on_path("bwrap").expect("bwrap");
+    let argv = runner::command_line(&prlimit, Some(&bwrap), &spec);
+    let home = req.workspace.home();
+    let bwrap_plan = || {
+        let started = Instant::now();
+        let status = Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&dir)
+            .env_clear()
+            .envs(tools.env())
+            .env("HOME", &home)
+            .output()
+            .expect("run bwrap")
+            .status;
+        assert!(
+            matches!(status.code(), Some(0 | 2)),
+            "sandboxed plan: {status}"
+        );
+        started.elapsed()
+    };
+    bwrap_plan();
+    let (bare, sandboxed) = alternate(iters, bare_plan, bwrap_plan);
+    report("plan step, sandbox command alone", &bare, &sandboxed);
     drop(req);
 
     // 2. The whole pipeline, each run in a fresh workspace.
@@ -188,16 +229,23 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 fn report(what: &str, bare: &[Duration], sandboxed: &[Duration]) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (b, s) = (ms(median(bare.to_vec())), ms(median(sandboxed.to_vec())));
-    // The fastest run is the least disturbed by other load: on a busy machine its difference
-    // is the better estimate of what the sandbox itself costs.
-    let min = |xs: &[Duration]| xs.iter().copied().min().map_or(0.0, ms);
-    let (bm, sm) = (min(bare), min(sandboxed));
+    // Runs alternate, so each pair saw about the same machine load: the median of the paired
+    // differences is the estimate least disturbed by other work on a busy machine.
+    let mut diffs: Vec<f64> = bare
+        .iter()
+        .zip(sandboxed)
+        .map(|(b, s)| ms(*s) - ms(*b))
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    let paired = match diffs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => diffs[n / 2],
+        n => (diffs[n / 2 - 1] + diffs[n / 2]) / 2.0,
+    };
     println!(
         "{what}: {} runs each: median bare {b:.1} ms, through the runner {s:.1} ms, \
-         overhead {:+.1} ms; fastest bare {bm:.1} ms, through the runner {sm:.1} ms, \
-         overhead {:+.1} ms",
+         overhead {:+.1} ms (median of paired differences {paired:+.1} ms)",
         bare.len(),
         s - b,
-        sm - bm,
     );
 }

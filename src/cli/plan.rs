@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, default_value = "HEAD")]
     pub rev: String,
     /// A stack directory relative to the repository root; repeat for several. Default: every
-    /// directory holding `*.tf` files.
+    /// stack discovery finds.
     #[arg(long = "stack")]
     pub stacks: Vec<String>,
     /// The runner definition to use.

@@ -29,6 +29,8 @@
 
 mod artifact;
 mod definition;
+mod job;
+mod process;
 mod redact;
 mod sandbox;
 mod steps;

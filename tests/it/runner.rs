@@ -746,3 +746,34 @@ async fn an_aborted_plan_leaves_no_process() {
     assert_no_process_with("987658");
     stack.assert_no_workspace_left();
 }
+
+/// Repository code runs inside the sandbox and may turn any part of the workspace into a
+/// symlink; on the host that link would point at the host's files. Tidemark must not read a
+/// host file into the plan artifact through it.
+#[tokio::test]
+async fn a_plan_cannot_smuggle_a_host_file_into_the_artifact() {
+    require_bwrap();
+    let host = tempfile::tempdir().expect("tempdir");
+    std::fs::write(host.path().join("plan.tfplan"), "host-only-content").expect("write");
+    let stack = Stack::new(&[("stacks/s/main.tf", "")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = format!(
+        r#"case "$1" in
+  version) echo '{{"terraform_version": "9.9.9"}}' ;;
+  plan) out=$(dirname "$2"); rm -rf "$out" && ln -s "{}" "$out" ;;
+  show) echo '{{"format_version": "0.2"}}' ;;
+esac"#,
+        host.path().display()
+    );
+    let def = script_def(dir.path(), &script, "");
+    let (outcome, lines) = plan(stack.request(def), CancellationToken::new()).await;
+    assert_eq!(outcome.status, RunStatus::Failed, "{}", log_text(&lines));
+    assert!(outcome.artifact.is_none());
+    let error = outcome.error.expect("error");
+    assert!(error.contains("leaves the workspace"), "{error}");
+    stack.assert_no_workspace_left();
+    assert!(
+        host.path().join("plan.tfplan").exists(),
+        "cleanup must not follow the link"
+    );
+}
