@@ -89,9 +89,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let stacks = if args.stacks.is_empty() {
         let discovery = crate::stacks::discover(&repo, commit, None)?;
         for error in &discovery.errors {
-            eprintln!("warning: {}: {}: {}", error.stack, error.file, error.message);
+            eprintln!(
+                "warning: {}: {}: {}",
+                error.stack, error.file, error.message
+            );
         }
-        discovery.stacks.into_iter().map(|stack| stack.path).collect()
+        discovery
+            .stacks
+            .into_iter()
+            .map(|stack| stack.path)
+            .collect()
     } else {
         args.stacks.clone()
     };

@@ -10,6 +10,11 @@ use crate::support::{
     GitFixture, ServeProcess, Toolchain, eventually, null_stack, process_running,
 };
 
+/// Tidemark's own environment names a CLI config that does not exist: the runner block's
+/// explicit `env` must win over the allowlisted inherited value (a regression: it did not, and
+/// terraform then tried the registry).
+const INHERITED: &[(&str, &str)] = &[("TF_CLI_CONFIG_FILE", "/nonexistent/terraformrc")];
+
 /// A runner binary that waits at the plan or apply step until the test opens a gate file,
 /// then runs terraform. It runs inside bubblewrap, which sees the gate directory read-only.
 fn gated_terraform(dir: &Path) -> (PathBuf, PathBuf) {
@@ -92,7 +97,7 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
     let script_name = script.display().to_string();
 
     // 1. The plan is killed mid-step with the service.
-    let serve = ServeProcess::start(&config, &[], &log);
+    let serve = ServeProcess::start(&config, INHERITED, &log);
     let store = eventually(30, "the database", || async {
         Store::connect(&db_url).await.ok()
     })
@@ -112,7 +117,7 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
 
     // After a restart the interrupted plan is visible and retried.
     std::fs::write(gate.join("open-plan"), "").expect("open the plan gate");
-    let serve = ServeProcess::start(&config, &[], &log);
+    let serve = ServeProcess::start(&config, INHERITED, &log);
     let retry = eventually(120, "the retried plan to succeed", || async {
         let runs = store.runs(&RunFilter::default()).await.ok()?;
         runs.into_iter()
@@ -163,7 +168,7 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
     std::fs::write(gate.join("open-apply"), "").expect("open the apply gate");
 
     // After a restart the apply is interrupted, not retried, and its stack stays locked.
-    let serve = ServeProcess::start(&config, &[], &log);
+    let serve = ServeProcess::start(&config, INHERITED, &log);
     eventually(30, "the apply to be marked interrupted", || async {
         (store.run(apply).await.ok()?.status == RunStatus::Interrupted).then_some(())
     })
