@@ -6,7 +6,7 @@
 //! same commits (snapshot cached), warm `affected` on a new head (index from the previous poll:
 //! only changed subtrees are read and parsed), and `git diff` alone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -40,9 +40,8 @@ fn main() -> Result<()> {
         "git diff"
     );
     for n in sizes {
-        let dir = tempfile::tempdir()?;
-        let repo_dir = dir.path().join("repo");
-        let synth = synth::generate(&repo_dir, n)?;
+        let scratch = tempfile::tempdir()?;
+        let (repo_dir, synth) = repository(scratch.path(), n)?;
         let c = &synth.commits;
         let cold = run(&repo_dir, "cold", c)?;
         let same = run(&repo_dir, "warm-same", c)?;
@@ -68,6 +67,29 @@ fn main() -> Result<()> {
          git diff: the tree-to-tree diff alone. Medians of {REPEATS}; hwm is the process's VmHWM."
     );
     Ok(())
+}
+
+/// Generates the repository, or reuses the one kept under `TIDEMARK_BENCH_DIR` (handy for
+/// profiling a single case: `affected-<hash> --case cold DIR/synth-10000 C0 C1 C2`).
+fn repository(scratch: &Path, n: usize) -> Result<(PathBuf, synth::SynthRepo)> {
+    let Some(keep) = std::env::var_os("TIDEMARK_BENCH_DIR") else {
+        let dir = scratch.join("repo");
+        let synth = synth::generate(&dir, n)?;
+        return Ok((dir, synth));
+    };
+    let dir = PathBuf::from(keep).join(format!("synth-{n}"));
+    let saved = dir.join(".git/bench-commits");
+    if let Ok(text) = std::fs::read_to_string(&saved) {
+        let mut words = text.split_whitespace();
+        let files = words.next().context("saved files")?.parse()?;
+        let bytes = words.next().context("saved bytes")?.parse()?;
+        let commits = words.map(str::to_string).collect();
+        return Ok((dir, synth::SynthRepo { commits, files, bytes }));
+    }
+    let synth = synth::generate(&dir, n)?;
+    let text = format!("{} {} {}", synth.files, synth.bytes, synth.commits.join(" "));
+    std::fs::write(saved, text)?;
+    Ok((dir, synth))
 }
 
 struct Figures {
@@ -129,6 +151,18 @@ fn child(case: &str, repo_dir: &Path, commits: &[String]) -> Result<()> {
                 measure(|| {
                     let result = affected(&repo, Some(c[1]), c[2], Some(&mut index))?;
                     assert_eq!(result.stacks.len(), 1);
+                    Ok(())
+                })?
+            }
+            "profile-next" => {
+                // Not a figure: spends its time on the warm path, for `perf record`.
+                let mut index = Index::new();
+                affected(&repo, Some(c[0]), c[1], Some(&mut index))?;
+                measure(|| {
+                    for _ in 0..50 {
+                        index.forget_snapshots();
+                        affected(&repo, Some(c[1]), c[2], Some(&mut index))?;
+                    }
                     Ok(())
                 })?
             }

@@ -83,6 +83,12 @@ impl Index {
         Self::default()
     }
 
+    /// Forgets resolved snapshots, keeping tree listings and file analyses: the next call
+    /// resolves again from cached parts (what a never-seen commit costs).
+    pub fn forget_snapshots(&mut self) {
+        self.snapshots.clear();
+    }
+
     /// A snapshot already resolved for this root tree.
     pub(crate) fn snapshot(&self, tree: Oid) -> Option<Arc<Snapshot>> {
         self.snapshots
