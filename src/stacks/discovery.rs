@@ -3,6 +3,7 @@
 //! between stacks (`depends_on`, Terragrunt dependencies, `terraform_remote_state`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use anyhow::Result;
 use git2::{Oid, Repository};
@@ -33,15 +34,23 @@ pub(crate) struct Snapshot {
     pub watch_owner: Vec<usize>,
 }
 
-/// A directory's Terraform configuration, resolved where it does not depend on the stack.
+/// A directory's Terraform configuration, resolved where it does not depend on the stack or on
+/// the rest of the tree: a function of the directory's path and tree id, so the index keeps it.
 #[derive(Default)]
-struct TfDir {
-    /// Local module directories its `module` blocks use.
-    modules: Vec<String>,
+pub(crate) struct TfDir {
+    /// Local module directories its `module` blocks use (existing or not).
+    modules: Vec<ModuleUse>,
     problems: Vec<(String, FileError)>,
     backend: Option<Backend>,
     /// Remote state reads (evaluated per stack: local paths are relative to the stack).
     remote_states: Vec<Backend>,
+}
+
+/// A `module` block's local source, resolved, and where it is written.
+struct ModuleUse {
+    dir: String,
+    file: String,
+    line: u32,
 }
 
 /// What a Terragrunt stack's configuration adds, through its includes.
@@ -56,7 +65,7 @@ struct Builder<'a> {
     repo: &'a Repository,
     index: &'a mut Index,
     files: &'a Files,
-    tf_dirs: HashMap<String, TfDir>,
+    tf_dirs: HashMap<String, Arc<TfDir>>,
     errors: Vec<StackError>,
 }
 
@@ -101,14 +110,14 @@ impl Builder<'_> {
                 .map(|(dir, _)| dir.to_string())
                 .collect();
             self.load_tf_dirs(tf.clone())?;
-            let used: HashSet<&String> = self
+            let used: HashSet<&str> = self
                 .tf_dirs
                 .values()
-                .flat_map(|d| d.modules.iter())
+                .flat_map(|d| d.modules.iter().map(|m| m.dir.as_str()))
                 .collect();
             found = tf
                 .iter()
-                .filter(|dir| !used.contains(dir))
+                .filter(|dir| !used.contains(dir.as_str()))
                 .map(|dir| (dir.clone(), StackKind::Terraform))
                 .collect();
         }
@@ -223,30 +232,47 @@ impl Builder<'_> {
             .into_iter()
             .filter(|d| !self.tf_dirs.contains_key(d))
             .collect();
-        frontier.sort();
+        frontier.sort_unstable();
         frontier.dedup();
         while !frontier.is_empty() {
             let files = self.files;
-            let wanted: Vec<(Oid, Role)> = frontier
+            // Directories resolved by an earlier build need no parsing at all.
+            let mut fresh = Vec::new();
+            for dir in frontier {
+                let cached = files
+                    .tree_id(&dir)
+                    .and_then(|tree| self.index.tf_dir(tree, &dir));
+                match cached {
+                    Some(tf) => {
+                        self.tf_dirs.insert(dir, tf);
+                    }
+                    None => fresh.push(dir),
+                }
+            }
+            let wanted: Vec<(Oid, Role)> = fresh
                 .iter()
                 .flat_map(|d| files.in_dir(d))
                 .filter(|(name, _)| paths::is_terraform(name))
                 .map(|(_, id)| (id, Role::Terraform))
                 .collect();
             self.index.ensure(self.repo, &wanted)?;
-            let mut next = Vec::new();
-            for dir in frontier {
-                let tf = self.tf_dir(&dir);
-                for module in &tf.modules {
-                    if !self.tf_dirs.contains_key(module) {
-                        next.push(module.clone());
-                    }
+            for dir in fresh {
+                let tf = Arc::new(self.tf_dir(&dir));
+                if let Some(tree) = files.tree_id(&dir) {
+                    self.index.keep_tf_dir(tree, &dir, tf.clone());
                 }
                 self.tf_dirs.insert(dir, tf);
             }
-            next.sort();
+            let mut next: Vec<String> = Vec::new();
+            for tf in self.tf_dirs.values() {
+                for m in &tf.modules {
+                    if files.has_dir(&m.dir) && !self.tf_dirs.contains_key(&m.dir) {
+                        next.push(m.dir.clone());
+                    }
+                }
+            }
+            next.sort_unstable();
             next.dedup();
-            next.retain(|d| !self.tf_dirs.contains_key(d));
             frontier = next;
         }
         Ok(())
@@ -254,7 +280,8 @@ impl Builder<'_> {
 
     fn tf_dir(&self, dir: &str) -> TfDir {
         let mut tf = TfDir::default();
-        let exists = |p: &str| self.files.exists(p);
+        // Terraform has no file-searching functions: the directory alone decides.
+        let exists = |_: &str| false;
         let scope = Scope {
             file_dir: dir,
             stack_dir: dir,
@@ -270,16 +297,11 @@ impl Builder<'_> {
             }
             for r in &facts.modules {
                 match local_source(&r.expr, &scope, false) {
-                    Some(Ok(module)) if self.files.has_dir(&module) => {
-                        tf.modules.push(module)
-                    }
-                    Some(Ok(module)) => tf.problems.push((
-                        file.clone(),
-                        FileError {
-                            line: Some(r.line),
-                            message: format!("module source {module}: no such directory"),
-                        },
-                    )),
+                    Some(Ok(module)) => tf.modules.push(ModuleUse {
+                        dir: module,
+                        file: file.clone(),
+                        line: r.line,
+                    }),
                     Some(Err(message)) => tf.problems.push((
                         file.clone(),
                         FileError {
@@ -295,8 +317,6 @@ impl Builder<'_> {
             }
             tf.remote_states.extend(facts.remote_states.iter().cloned());
         }
-        tf.modules.sort();
-        tf.modules.dedup();
         tf
     }
 
@@ -318,30 +338,46 @@ impl Builder<'_> {
         let mut reads: Vec<Vec<StateKey>> = vec![Vec::new(); found.len()];
         let files = self.files;
         let exists = |p: &str| files.exists(p);
+        let tf_dirs = std::mem::take(&mut self.tf_dirs);
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut queue: Vec<&str> = Vec::new();
 
         for (i, (dir, kind)) in found.iter().enumerate() {
             for file in &tg[i].included {
                 include_users.entry(file.clone()).or_default().push(i);
             }
             // The stack's own directory, then every module reachable from it.
-            let mut seen: HashSet<&str> = HashSet::new();
-            let mut queue: Vec<&str> = tg[i].modules.iter().map(String::as_str).collect();
+            seen.clear();
+            queue.clear();
+            queue.extend(tg[i].modules.iter().map(String::as_str));
             queue.push(dir.as_str());
             while let Some(current) = queue.pop() {
                 if !seen.insert(current) {
                     continue;
                 }
                 if current != dir {
-                    module_users.entry(current.to_string()).or_default().push(i);
+                    match module_users.get_mut(current) {
+                        Some(users) => users.push(i),
+                        None => {
+                            module_users.insert(current.to_string(), vec![i]);
+                        }
+                    }
                 }
-                let Some(tf) = self.tf_dirs.get(current) else {
+                let Some(tf) = tf_dirs.get(current) else {
                     continue;
                 };
                 for (file, e) in &tf.problems {
-                    self.errors
-                        .push(StackError::at(dir, file, e.line, &e.message));
+                    self.errors.push(StackError::at(dir, file, e.line, &e.message));
                 }
-                queue.extend(tf.modules.iter().map(String::as_str));
+                for m in &tf.modules {
+                    if files.has_dir(&m.dir) {
+                        queue.push(m.dir.as_str());
+                    } else {
+                        let message = format!("module source {}: no such directory", m.dir);
+                        self.errors
+                            .push(StackError::at(dir, &m.file, Some(m.line), &message));
+                    }
+                }
                 for read in &tf.remote_states {
                     let scope = Scope {
                         file_dir: current,
@@ -353,10 +389,7 @@ impl Builder<'_> {
                     }
                 }
             }
-            let own = self
-                .tf_dirs
-                .get(dir.as_str())
-                .and_then(|t| t.backend.as_ref());
+            let own = tf_dirs.get(dir.as_str()).and_then(|t| t.backend.as_ref());
             let scope = Scope {
                 file_dir: dir,
                 stack_dir: dir,
@@ -372,10 +405,10 @@ impl Builder<'_> {
             }
         }
 
-        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut names: HashMap<&str, usize> = HashMap::new();
         for (i, (dir, _)) in found.iter().enumerate() {
-            let name = configs[i].name.clone().unwrap_or_else(|| dir.clone());
-            if let Some(&other) = names.get(&name) {
+            let name = configs[i].name.as_deref().unwrap_or(dir);
+            if let Some(&other) = names.get(name) {
                 let message = format!("stack name {name:?} is also used by {}", found[other].0);
                 self.errors.push(StackError::at(
                     dir,
@@ -547,7 +580,7 @@ fn depends_on_target(
     dir: &str,
     target: &str,
     by_path: &HashMap<String, usize>,
-    names: &HashMap<String, usize>,
+    names: &HashMap<&str, usize>,
 ) -> Result<usize, String> {
     let explicit_path = target.starts_with('/') || target.starts_with('.');
     match paths::join(dir, target) {

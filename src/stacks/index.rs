@@ -9,10 +9,10 @@ use anyhow::Result;
 use git2::{Oid, Repository};
 use rayon::prelude::*;
 
-use super::discovery::Snapshot;
+use super::discovery::{Snapshot, TfDir};
 use super::hcl::{FileFacts, Role, analyze};
 use super::paths;
-use crate::repo::{EntryKind, TreeItem, read_blob, read_tree};
+use crate::repo::{EntryKind, TreeItem, diff_trees, read_blob, read_tree};
 
 /// How many resolved snapshots to keep: the base and head of the last few polls.
 const SNAPSHOTS: usize = 4;
@@ -25,6 +25,9 @@ const KEEP_GENERATIONS: u64 = 8;
 pub struct Index {
     trees: HashMap<Oid, Cached<Arc<[TreeItem]>>>,
     facts: HashMap<(Oid, Role), Cached<Arc<FileFacts>>>,
+    /// A directory's resolved Terraform configuration, by its tree id and path (sources are
+    /// relative to the path).
+    tf_dirs: HashMap<(Oid, String), Cached<Arc<TfDir>>>,
     snapshots: Vec<(Oid, Arc<Snapshot>)>,
     generation: u64,
 }
@@ -38,18 +41,28 @@ struct Cached<T> {
 /// index's cached tree listings rather than copying names.
 #[derive(Debug, Default)]
 pub struct Files {
-    dirs: HashMap<String, Arc<[TreeItem]>>,
+    dirs: HashMap<String, (Oid, Arc<[TreeItem]>)>,
 }
 
 impl Files {
     /// The files (name and blob id) directly in a directory.
     pub fn in_dir(&self, dir: &str) -> impl Iterator<Item = (&str, Oid)> {
-        self.dirs.get(dir).into_iter().flat_map(|items| file_items(items))
+        self.dirs
+            .get(dir)
+            .into_iter()
+            .flat_map(|(_, items)| file_items(items))
+    }
+
+    /// The tree id of a directory that holds files.
+    pub fn tree_id(&self, dir: &str) -> Option<Oid> {
+        self.dirs.get(dir).map(|(id, _)| *id)
     }
 
     /// Every directory that holds files, with those files.
     pub fn dirs(&self) -> impl Iterator<Item = (&str, &[TreeItem])> {
-        self.dirs.iter().map(|(d, items)| (d.as_str(), items.as_ref()))
+        self.dirs
+            .iter()
+            .map(|(d, (_, items))| (d.as_str(), items.as_ref()))
     }
 
     /// Whether a directory exists and holds files.
@@ -112,6 +125,7 @@ impl Index {
             let oldest = self.generation.saturating_sub(KEEP_GENERATIONS);
             self.trees.retain(|_, c| c.used >= oldest);
             self.facts.retain(|_, c| c.used >= oldest);
+            self.tf_dirs.retain(|_, c| c.used >= oldest);
         }
     }
 
@@ -130,10 +144,32 @@ impl Index {
                 }
             }
             if has_files {
-                files.dirs.insert(dir, items);
+                files.dirs.insert(dir, (tree, items));
             }
         }
         Ok(files)
+    }
+
+    /// The file paths that differ between two root trees, from cached listings.
+    pub(crate) fn diff(&mut self, repo: &Repository, old: Oid, new: Oid) -> Result<Vec<String>> {
+        diff_trees(&mut |id| self.tree(repo, id), old, new)
+    }
+
+    /// A directory's Terraform configuration resolved by an earlier build, if its tree is the
+    /// same.
+    pub(crate) fn tf_dir(&mut self, tree: Oid, dir: &str) -> Option<Arc<TfDir>> {
+        let generation = self.generation;
+        // Keyed by an owned path; the lookup allocates one string per directory, which is far
+        // cheaper than what it saves.
+        let cached = self.tf_dirs.get_mut(&(tree, dir.to_string()))?;
+        cached.used = generation;
+        Some(cached.value.clone())
+    }
+
+    pub(crate) fn keep_tf_dir(&mut self, tree: Oid, dir: &str, value: Arc<TfDir>) {
+        let used = self.generation;
+        self.tf_dirs
+            .insert((tree, dir.to_string()), Cached { value, used });
     }
 
     fn tree(&mut self, repo: &Repository, id: Oid) -> Result<Arc<[TreeItem]>> {
