@@ -2,7 +2,6 @@
 //! (own files, local modules traced recursively, Terragrunt includes, watch globs) and the edges
 //! between stacks (`depends_on`, Terragrunt dependencies, `terraform_remote_state`).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -10,6 +9,7 @@ use git2::{Oid, Repository};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::eval::{PathExpr, Scope};
+use super::hash::{Map, Set};
 use super::hcl::{Backend, FileError, Role, StackConfig};
 use super::index::{Files, Index, file_items};
 use super::paths;
@@ -20,15 +20,15 @@ use super::{EdgeKind, Stack, StackError, StackKind};
 pub(crate) struct Snapshot {
     /// Sorted by path.
     pub stacks: Vec<Stack>,
-    pub by_path: HashMap<String, usize>,
+    pub by_path: Map<String, usize>,
     /// For each stack, its upstream stacks and how each edge arose.
     pub upstreams: Vec<Vec<(usize, EdgeKind)>>,
     pub downstreams: Vec<Vec<usize>>,
     pub errors: Vec<StackError>,
     /// Local module directory -> stacks whose configuration uses it (directly or nested).
-    pub module_users: HashMap<String, Vec<usize>>,
+    pub module_users: Map<String, Vec<usize>>,
     /// Included Terragrunt file -> stacks that include or read it.
-    pub include_users: HashMap<String, Vec<usize>>,
+    pub include_users: Map<String, Vec<usize>>,
     pub watch: GlobSet,
     /// The stack each glob in `watch` belongs to.
     pub watch_owner: Vec<usize>,
@@ -65,7 +65,7 @@ struct Builder<'a> {
     repo: &'a Repository,
     index: &'a mut Index,
     files: &'a Files,
-    tf_dirs: HashMap<String, Arc<TfDir>>,
+    tf_dirs: Map<String, Arc<TfDir>>,
     errors: Vec<StackError>,
 }
 
@@ -77,7 +77,7 @@ pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<S
         repo,
         index,
         files: &files,
-        tf_dirs: HashMap::new(),
+        tf_dirs: Map::default(),
         errors: Vec::new(),
     };
     let found = b.find_stacks()?;
@@ -110,7 +110,7 @@ impl Builder<'_> {
                 .map(|(dir, _)| dir.to_string())
                 .collect();
             self.load_tf_dirs(tf.clone())?;
-            let used: HashSet<&str> = self
+            let used: Set<&str> = self
                 .tf_dirs
                 .values()
                 .flat_map(|d| d.modules.iter().map(|m| m.dir.as_str()))
@@ -128,7 +128,12 @@ impl Builder<'_> {
     fn stack_configs(&mut self, found: &[(String, StackKind)]) -> Result<Vec<StackConfig>> {
         let blobs: Vec<Option<Oid>> = found
             .iter()
-            .map(|(dir, _)| self.files.blob(&paths::child(dir, "stack.hcl")))
+            .map(|(dir, _)| {
+                self.files
+                    .in_dir(dir)
+                    .find(|(name, _)| *name == "stack.hcl")
+                    .map(|(_, id)| id)
+            })
             .collect();
         let wanted: Vec<(Oid, Role)> = blobs
             .iter()
@@ -155,7 +160,7 @@ impl Builder<'_> {
     /// Follows each Terragrunt stack's includes, in rounds so each round parses in parallel.
     fn terragrunt(&mut self, found: &[(String, StackKind)]) -> Result<Vec<TgStack>> {
         let mut out: Vec<TgStack> = found.iter().map(|_| TgStack::default()).collect();
-        let mut seen: HashSet<(usize, String)> = HashSet::new();
+        let mut seen: Set<(usize, String)> = Set::default();
         let mut frontier: Vec<(usize, String)> = found
             .iter()
             .enumerate()
@@ -327,19 +332,19 @@ impl Builder<'_> {
         configs: Vec<StackConfig>,
         tg: Vec<TgStack>,
     ) -> Snapshot {
-        let by_path: HashMap<String, usize> = found
+        let by_path: Map<String, usize> = found
             .iter()
             .enumerate()
             .map(|(i, (dir, _))| (dir.clone(), i))
             .collect();
-        let mut module_users: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut include_users: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut states: HashMap<StateKey, usize> = HashMap::new();
+        let mut module_users: Map<String, Vec<usize>> = Map::default();
+        let mut include_users: Map<String, Vec<usize>> = Map::default();
+        let mut states: Map<StateKey, usize> = Map::default();
         let mut reads: Vec<Vec<StateKey>> = vec![Vec::new(); found.len()];
         let files = self.files;
         let exists = |p: &str| files.exists(p);
         let tf_dirs = std::mem::take(&mut self.tf_dirs);
-        let mut seen: HashSet<&str> = HashSet::new();
+        let mut seen: Set<&str> = Set::default();
         let mut queue: Vec<&str> = Vec::new();
 
         for (i, (dir, kind)) in found.iter().enumerate() {
@@ -405,7 +410,7 @@ impl Builder<'_> {
             }
         }
 
-        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut names: Map<&str, usize> = Map::default();
         for (i, (dir, _)) in found.iter().enumerate() {
             let name = configs[i].name.as_deref().unwrap_or(dir);
             if let Some(&other) = names.get(name) {
@@ -579,8 +584,8 @@ fn local_source(
 fn depends_on_target(
     dir: &str,
     target: &str,
-    by_path: &HashMap<String, usize>,
-    names: &HashMap<&str, usize>,
+    by_path: &Map<String, usize>,
+    names: &Map<&str, usize>,
 ) -> Result<usize, String> {
     let explicit_path = target.starts_with('/') || target.starts_with('.');
     match paths::join(dir, target) {

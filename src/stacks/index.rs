@@ -2,7 +2,6 @@
 //! listings are cached by tree id, file analyses by blob id, and resolved snapshots by root tree
 //! id, so a new commit costs what it changed: unchanged subtrees are neither read nor parsed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -10,6 +9,7 @@ use git2::{Oid, Repository};
 use rayon::prelude::*;
 
 use super::discovery::{Snapshot, TfDir};
+use super::hash::{Id, Map};
 use super::hcl::{FileFacts, Role, analyze};
 use super::paths;
 use crate::repo::{EntryKind, TreeItem, diff_trees, read_blob, read_tree};
@@ -23,11 +23,11 @@ const KEEP_GENERATIONS: u64 = 8;
 /// everything in it is keyed by content (git ids), so it never goes stale, only unused.
 #[derive(Default)]
 pub struct Index {
-    trees: HashMap<Oid, Cached<Arc<[TreeItem]>>>,
-    facts: HashMap<(Oid, Role), Cached<Arc<FileFacts>>>,
+    trees: Map<Id, Cached<Arc<[TreeItem]>>>,
+    facts: Map<(Id, Role), Cached<Arc<FileFacts>>>,
     /// A directory's resolved Terraform configuration, by its tree id and path (sources are
     /// relative to the path).
-    tf_dirs: HashMap<(Oid, String), Cached<Arc<TfDir>>>,
+    tf_dirs: Map<(Id, String), Cached<Arc<TfDir>>>,
     snapshots: Vec<(Oid, Arc<Snapshot>)>,
     generation: u64,
 }
@@ -41,7 +41,7 @@ struct Cached<T> {
 /// index's cached tree listings rather than copying names.
 #[derive(Debug, Default)]
 pub struct Files {
-    dirs: HashMap<String, (Oid, Arc<[TreeItem]>)>,
+    dirs: Map<String, (Oid, Arc<[TreeItem]>)>,
 }
 
 impl Files {
@@ -161,7 +161,7 @@ impl Index {
         let generation = self.generation;
         // Keyed by an owned path; the lookup allocates one string per directory, which is far
         // cheaper than what it saves.
-        let cached = self.tf_dirs.get_mut(&(tree, dir.to_string()))?;
+        let cached = self.tf_dirs.get_mut(&(Id(tree), dir.to_string()))?;
         cached.used = generation;
         Some(cached.value.clone())
     }
@@ -169,18 +169,18 @@ impl Index {
     pub(crate) fn keep_tf_dir(&mut self, tree: Oid, dir: &str, value: Arc<TfDir>) {
         let used = self.generation;
         self.tf_dirs
-            .insert((tree, dir.to_string()), Cached { value, used });
+            .insert((Id(tree), dir.to_string()), Cached { value, used });
     }
 
     fn tree(&mut self, repo: &Repository, id: Oid) -> Result<Arc<[TreeItem]>> {
         let generation = self.generation;
-        if let Some(cached) = self.trees.get_mut(&id) {
+        if let Some(cached) = self.trees.get_mut(&Id(id)) {
             cached.used = generation;
             return Ok(cached.value.clone());
         }
         let items: Arc<[TreeItem]> = read_tree(repo, id)?.into();
         self.trees.insert(
-            id,
+            Id(id),
             Cached {
                 value: items.clone(),
                 used: generation,
@@ -193,17 +193,17 @@ impl Index {
     pub(crate) fn ensure(&mut self, repo: &Repository, wanted: &[(Oid, Role)]) -> Result<()> {
         let generation = self.generation;
         let mut missing = Vec::new();
-        for key in wanted {
-            match self.facts.get_mut(key) {
+        for &(id, role) in wanted {
+            match self.facts.get_mut(&(Id(id), role)) {
                 Some(cached) => cached.used = generation,
-                None => missing.push(*key),
+                None => missing.push((id, role)),
             }
         }
         missing.sort_unstable_by_key(|(id, role)| (*id, *role as u8));
         missing.dedup();
-        for (key, facts) in parse_all(repo, &missing)? {
+        for ((id, role), facts) in parse_all(repo, &missing)? {
             self.facts.insert(
-                key,
+                (Id(id), role),
                 Cached {
                     value: Arc::new(facts),
                     used: generation,
@@ -215,7 +215,7 @@ impl Index {
 
     /// The analysis of a blob; [`Index::ensure`] must have been called for it.
     pub(crate) fn facts(&self, blob: Oid, role: Role) -> Option<&FileFacts> {
-        self.facts.get(&(blob, role)).map(|c| c.value.as_ref())
+        self.facts.get(&(Id(blob), role)).map(|c| c.value.as_ref())
     }
 }
 

@@ -10,6 +10,7 @@ mod affected;
 mod discovery;
 mod eval;
 mod graph;
+mod hash;
 mod hcl;
 mod index;
 mod paths;
@@ -98,7 +99,7 @@ pub struct Discovery {
 impl Discovery {
     /// Stack paths in dependency order (upstreams first), or the stacks on a cycle.
     pub fn order(&self) -> Result<Vec<String>, Vec<String>> {
-        let position: std::collections::HashMap<&str, usize> = self
+        let position: hash::Map<&str, usize> = self
             .stacks
             .iter()
             .enumerate()
