@@ -233,15 +233,16 @@ impl Builder<'_> {
     /// Analyses the Terraform files of these directories and, transitively, of the local
     /// modules they use.
     fn load_tf_dirs(&mut self, dirs: Vec<String>) -> Result<()> {
+        let mut unique: Set<String> = Set::default();
         let mut frontier: Vec<String> = dirs
             .into_iter()
             .filter(|d| !self.tf_dirs.contains_key(d))
+            .filter(|d| unique.insert(d.clone()))
             .collect();
-        frontier.sort_unstable();
-        frontier.dedup();
         while !frontier.is_empty() {
             let files = self.files;
             // Directories resolved by an earlier build need no parsing at all.
+            let mut round: Vec<Arc<TfDir>> = Vec::with_capacity(frontier.len());
             let mut fresh = Vec::new();
             for dir in frontier {
                 let cached = files
@@ -249,6 +250,7 @@ impl Builder<'_> {
                     .and_then(|tree| self.index.tf_dir(tree, &dir));
                 match cached {
                     Some(tf) => {
+                        round.push(tf.clone());
                         self.tf_dirs.insert(dir, tf);
                     }
                     None => fresh.push(dir),
@@ -266,19 +268,23 @@ impl Builder<'_> {
                 if let Some(tree) = files.tree_id(&dir) {
                     self.index.keep_tf_dir(tree, &dir, tf.clone());
                 }
+                round.push(tf.clone());
                 self.tf_dirs.insert(dir, tf);
             }
-            let mut next: Vec<String> = Vec::new();
-            for tf in self.tf_dirs.values() {
+            // Modules used by this round's directories that are not loaded yet. Most stacks
+            // share a few modules, so deduplicate before allocating.
+            let mut next: Set<String> = Set::default();
+            for tf in &round {
                 for m in &tf.modules {
-                    if files.has_dir(&m.dir) && !self.tf_dirs.contains_key(&m.dir) {
-                        next.push(m.dir.clone());
+                    if !self.tf_dirs.contains_key(&m.dir)
+                        && !next.contains(m.dir.as_str())
+                        && files.has_dir(&m.dir)
+                    {
+                        next.insert(m.dir.clone());
                     }
                 }
             }
-            next.sort_unstable();
-            next.dedup();
-            frontier = next;
+            frontier = next.into_iter().collect();
         }
         Ok(())
     }

@@ -27,7 +27,7 @@ pub struct Index {
     facts: Map<(Id, Role), Cached<Arc<FileFacts>>>,
     /// A directory's resolved Terraform configuration, by its tree id and path (sources are
     /// relative to the path).
-    tf_dirs: Map<(Id, String), Cached<Arc<TfDir>>>,
+    tf_dirs: Map<Id, Cached<Vec<(String, Arc<TfDir>)>>>,
     snapshots: Vec<(Oid, Arc<Snapshot>)>,
     generation: u64,
 }
@@ -159,17 +159,23 @@ impl Index {
     /// same.
     pub(crate) fn tf_dir(&mut self, tree: Oid, dir: &str) -> Option<Arc<TfDir>> {
         let generation = self.generation;
-        // Keyed by an owned path; the lookup allocates one string per directory, which is far
-        // cheaper than what it saves.
-        let cached = self.tf_dirs.get_mut(&(Id(tree), dir.to_string()))?;
+        // Keyed by tree id alone so a lookup allocates nothing; the same tree at several paths
+        // (copied directories) is rare, so a short list per id is searched.
+        let cached = self.tf_dirs.get_mut(&Id(tree))?;
+        let (_, tf) = cached.value.iter().find(|(path, _)| path == dir)?;
         cached.used = generation;
-        Some(cached.value.clone())
+        Some(tf.clone())
     }
 
     pub(crate) fn keep_tf_dir(&mut self, tree: Oid, dir: &str, value: Arc<TfDir>) {
         let used = self.generation;
-        self.tf_dirs
-            .insert((Id(tree), dir.to_string()), Cached { value, used });
+        let cached = self.tf_dirs.entry(Id(tree)).or_insert_with(|| Cached {
+            value: Vec::new(),
+            used,
+        });
+        cached.used = used;
+        cached.value.retain(|(path, _)| path != dir);
+        cached.value.push((dir.to_string(), value));
     }
 
     fn tree(&mut self, repo: &Repository, id: Oid) -> Result<Arc<[TreeItem]>> {
