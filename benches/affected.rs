@@ -84,10 +84,22 @@ fn repository(scratch: &Path, n: usize) -> Result<(PathBuf, synth::SynthRepo)> {
         let files = words.next().context("saved files")?.parse()?;
         let bytes = words.next().context("saved bytes")?.parse()?;
         let commits = words.map(str::to_string).collect();
-        return Ok((dir, synth::SynthRepo { commits, files, bytes }));
+        return Ok((
+            dir,
+            synth::SynthRepo {
+                commits,
+                files,
+                bytes,
+            },
+        ));
     }
     let synth = synth::generate(&dir, n)?;
-    let text = format!("{} {} {}", synth.files, synth.bytes, synth.commits.join(" "));
+    let text = format!(
+        "{} {} {}",
+        synth.files,
+        synth.bytes,
+        synth.commits.join(" ")
+    );
     std::fs::write(saved, text)?;
     Ok((dir, synth))
 }

@@ -83,9 +83,9 @@ pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<S
     let found = b.find_stacks()?;
     let configs = b.stack_configs(&found)?;
     let tg = b.terragrunt(&found)?;
-    let mut roots: Vec<String> = found.iter().map(|(dir, _)| dir.clone()).collect();
-    roots.extend(tg.iter().flat_map(|t| t.modules.iter().cloned()));
-    b.load_tf_dirs(roots)?;
+    let mut roots: Vec<&str> = found.iter().map(|(dir, _)| dir.as_str()).collect();
+    roots.extend(tg.iter().flat_map(|t| t.modules.iter().map(String::as_str)));
+    b.load_tf_dirs(&roots)?;
     Ok(b.assemble(found, configs, tg))
 }
 
@@ -109,7 +109,7 @@ impl Builder<'_> {
                 .filter(|(_, items)| file_items(items).any(|(n, _)| paths::is_terraform(n)))
                 .map(|(dir, _)| dir.to_string())
                 .collect();
-            self.load_tf_dirs(tf.clone())?;
+            self.load_tf_dirs(&tf.iter().map(String::as_str).collect::<Vec<_>>())?;
             let used: Set<&str> = self
                 .tf_dirs
                 .values()
@@ -232,12 +232,12 @@ impl Builder<'_> {
 
     /// Analyses the Terraform files of these directories and, transitively, of the local
     /// modules they use.
-    fn load_tf_dirs(&mut self, dirs: Vec<String>) -> Result<()> {
-        let mut unique: Set<String> = Set::default();
+    fn load_tf_dirs(&mut self, dirs: &[&str]) -> Result<()> {
+        let mut unique: Set<&str> = Set::default();
         let mut frontier: Vec<String> = dirs
-            .into_iter()
-            .filter(|d| !self.tf_dirs.contains_key(d))
-            .filter(|d| unique.insert(d.clone()))
+            .iter()
+            .filter(|d| !self.tf_dirs.contains_key(**d) && unique.insert(d))
+            .map(|d| d.to_string())
             .collect();
         while !frontier.is_empty() {
             let files = self.files;
@@ -298,7 +298,11 @@ impl Builder<'_> {
             stack_dir: dir,
             exists: &exists,
         };
-        for (name, id) in self.files.in_dir(dir).filter(|(n, _)| paths::is_terraform(n)) {
+        for (name, id) in self
+            .files
+            .in_dir(dir)
+            .filter(|(n, _)| paths::is_terraform(n))
+        {
             let Some(facts) = self.index.facts(id, Role::Terraform) else {
                 continue;
             };
@@ -378,7 +382,8 @@ impl Builder<'_> {
                     continue;
                 };
                 for (file, e) in &tf.problems {
-                    self.errors.push(StackError::at(dir, file, e.line, &e.message));
+                    self.errors
+                        .push(StackError::at(dir, file, e.line, &e.message));
                 }
                 for m in &tf.modules {
                     if files.has_dir(&m.dir) {
