@@ -27,10 +27,13 @@ pub struct Index {
     facts: Map<(Id, Role), Cached<Arc<FileFacts>>>,
     /// A directory's resolved Terraform configuration, by its tree id and path (sources are
     /// relative to the path).
-    tf_dirs: Map<Id, Cached<Vec<(String, Arc<TfDir>)>>>,
+    tf_dirs: Map<Id, Cached<DirsAt>>,
     snapshots: Vec<(Oid, Arc<Snapshot>)>,
     generation: u64,
 }
+
+/// A directory's resolution at each path its tree appears at.
+type DirsAt = Vec<(String, Arc<TfDir>)>;
 
 struct Cached<T> {
     value: T,
