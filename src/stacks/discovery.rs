@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use git2::{Oid, Repository};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
 
 use super::eval::{PathExpr, Scope};
 use super::hash::{Map, Set};
@@ -147,8 +148,8 @@ impl Builder<'_> {
                 configs.push(StackConfig::default());
                 continue;
             };
-            let file = paths::child(dir, "stack.hcl");
             for e in &facts.errors {
+                let file = paths::child(dir, "stack.hcl");
                 self.errors
                     .push(StackError::at(dir, &file, e.line, &e.message));
             }
@@ -350,73 +351,30 @@ impl Builder<'_> {
         let mut module_users: Map<String, Vec<usize>> = Map::default();
         let mut include_users: Map<String, Vec<usize>> = Map::default();
         let mut states: Map<StateKey, usize> = Map::default();
-        let mut reads: Vec<Vec<StateKey>> = vec![Vec::new(); found.len()];
-        let files = self.files;
-        let exists = |p: &str| files.exists(p);
+        let mut reads: Vec<Vec<StateKey>> = Vec::with_capacity(found.len());
         let tf_dirs = std::mem::take(&mut self.tf_dirs);
-        let mut seen: Set<&str> = Set::default();
-        let mut queue: Vec<&str> = Vec::new();
-
-        for (i, (dir, kind)) in found.iter().enumerate() {
+        // Each stack's closure is independent of the others: computed in parallel, merged in
+        // path order (so the first stack to claim a state keeps it).
+        let parts: Vec<Closure<'_>> = found
+            .par_iter()
+            .enumerate()
+            .map(|(i, (dir, kind))| closure(self.files, &tf_dirs, dir, *kind, &tg[i].modules))
+            .collect();
+        for (i, part) in parts.into_iter().enumerate() {
             for file in &tg[i].included {
                 include_users.entry(file.clone()).or_default().push(i);
             }
-            // The stack's own directory, then every module reachable from it.
-            seen.clear();
-            queue.clear();
-            queue.extend(tg[i].modules.iter().map(String::as_str));
-            queue.push(dir.as_str());
-            while let Some(current) = queue.pop() {
-                if !seen.insert(current) {
-                    continue;
-                }
-                if current != dir {
-                    match module_users.get_mut(current) {
-                        Some(users) => users.push(i),
-                        None => {
-                            module_users.insert(current.to_string(), vec![i]);
-                        }
-                    }
-                }
-                let Some(tf) = tf_dirs.get(current) else {
-                    continue;
-                };
-                for (file, e) in &tf.problems {
-                    self.errors
-                        .push(StackError::at(dir, file, e.line, &e.message));
-                }
-                for m in &tf.modules {
-                    if files.has_dir(&m.dir) {
-                        queue.push(m.dir.as_str());
-                    } else {
-                        let message = format!("module source {}: no such directory", m.dir);
-                        self.errors
-                            .push(StackError::at(dir, &m.file, Some(m.line), &message));
-                    }
-                }
-                for read in &tf.remote_states {
-                    let scope = Scope {
-                        file_dir: current,
-                        stack_dir: dir,
-                        exists: &exists,
-                    };
-                    if let Some(key) = StateKey::of(read, &scope) {
-                        reads[i].push(key);
+            for module in part.modules {
+                match module_users.get_mut(module) {
+                    Some(users) => users.push(i),
+                    None => {
+                        module_users.insert(module.to_string(), vec![i]);
                     }
                 }
             }
-            let own = tf_dirs.get(dir.as_str()).and_then(|t| t.backend.as_ref());
-            let scope = Scope {
-                file_dir: dir,
-                stack_dir: dir,
-                exists: &exists,
-            };
-            let key = match own {
-                Some(backend) => StateKey::of(backend, &scope),
-                None if *kind == StackKind::Terraform => Some(StateKey::default_local(dir)),
-                None => None,
-            };
-            if let Some(key) = key {
+            self.errors.extend(part.errors);
+            reads.push(part.reads);
+            if let Some(key) = part.state {
                 states.entry(key).or_insert(i);
             }
         }
@@ -439,13 +397,13 @@ impl Builder<'_> {
 
         let mut upstreams: Vec<Vec<(usize, EdgeKind)>> = vec![Vec::new(); found.len()];
         for (i, (dir, _)) in found.iter().enumerate() {
-            let stack_file = paths::child(dir, "stack.hcl");
             for (target, line) in &configs[i].depends_on {
                 match depends_on_target(dir, target, &by_path, &names) {
                     Ok(up) => upstreams[i].push((up, EdgeKind::DependsOn)),
                     Err(message) => {
+                        let file = paths::child(dir, "stack.hcl");
                         self.errors
-                            .push(StackError::at(dir, &stack_file, Some(*line), &message))
+                            .push(StackError::at(dir, &file, Some(*line), &message))
                     }
                 }
             }
@@ -520,8 +478,8 @@ impl Builder<'_> {
         let mut builder = GlobSetBuilder::new();
         let mut owners = Vec::new();
         for (i, (dir, _)) in found.iter().enumerate() {
-            let file = paths::child(dir, "stack.hcl");
             for (pattern, line) in &configs[i].watch {
+                let file = paths::child(dir, "stack.hcl");
                 let glob = paths::join(dir, pattern)
                     .map_err(|_| format!("watch {pattern:?} escapes the repository"))
                     .and_then(|p| {
@@ -547,6 +505,80 @@ impl Builder<'_> {
         let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
         (set, owners)
     }
+}
+
+/// What one stack is made of beyond its own directory, and the state it writes and reads.
+struct Closure<'a> {
+    /// Local module directories, traced recursively (not the stack's own directory).
+    modules: Vec<&'a str>,
+    errors: Vec<StackError>,
+    reads: Vec<StateKey>,
+    state: Option<StateKey>,
+}
+
+/// Walks a stack's local modules from its own directory (and its Terragrunt source).
+fn closure<'a>(
+    files: &Files,
+    tf_dirs: &'a Map<String, Arc<TfDir>>,
+    dir: &'a str,
+    kind: StackKind,
+    extra: &'a [String],
+) -> Closure<'a> {
+    let exists = |p: &str| files.exists(p);
+    let mut out = Closure {
+        modules: Vec::new(),
+        errors: Vec::new(),
+        reads: Vec::new(),
+        state: None,
+    };
+    let mut seen: Set<&str> = Set::default();
+    let mut queue: Vec<&str> = extra.iter().map(String::as_str).collect();
+    queue.push(dir);
+    while let Some(current) = queue.pop() {
+        if !seen.insert(current) {
+            continue;
+        }
+        if current != dir {
+            out.modules.push(current);
+        }
+        let Some(tf) = tf_dirs.get(current) else {
+            continue;
+        };
+        for (file, e) in &tf.problems {
+            out.errors
+                .push(StackError::at(dir, file, e.line, &e.message));
+        }
+        for m in &tf.modules {
+            if files.has_dir(&m.dir) {
+                queue.push(m.dir.as_str());
+            } else {
+                let message = format!("module source {}: no such directory", m.dir);
+                out.errors
+                    .push(StackError::at(dir, &m.file, Some(m.line), &message));
+            }
+        }
+        for read in &tf.remote_states {
+            let scope = Scope {
+                file_dir: current,
+                stack_dir: dir,
+                exists: &exists,
+            };
+            if let Some(key) = StateKey::of(read, &scope) {
+                out.reads.push(key);
+            }
+        }
+    }
+    let scope = Scope {
+        file_dir: dir,
+        stack_dir: dir,
+        exists: &exists,
+    };
+    out.state = match tf_dirs.get(dir).and_then(|t| t.backend.as_ref()) {
+        Some(backend) => StateKey::of(backend, &scope),
+        None if kind == StackKind::Terraform => Some(StateKey::default_local(dir)),
+        None => None,
+    };
+    out
 }
 
 /// Evaluates a path and joins it onto the file's directory.
