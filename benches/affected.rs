@@ -27,6 +27,16 @@ fn main() -> Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()
         .context("TIDEMARK_BENCH_SIZES")?;
+    // Wall times mean little on a shared machine: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{} cores, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "{:>7} {:>7} {:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>8}",
         "stacks",
@@ -47,6 +57,7 @@ fn main() -> Result<()> {
         let same = run(&repo_dir, "warm-same", c)?;
         let next = run(&repo_dir, "warm-next", c)?;
         let diff = run(&repo_dir, "diff", c)?;
+        rows.push(format!("{n:>7} stacks: warm next CPU {:.3}s", next.cpu));
         println!(
             "{:>7} {:>7} {:>6.1} | {:>8.3}s {:>8.1}ms {:>6}MB | {:>7.2}ms {:>7.1}ms | {:>6.2}ms",
             n,
@@ -66,6 +77,9 @@ fn main() -> Result<()> {
          warm next: index from affected(0, 1), then affected(1, 2), a head never seen (a poll);\n\
          git diff: the tree-to-tree diff alone. Medians of {REPEATS}; hwm is the process's VmHWM."
     );
+    for row in rows {
+        println!("{row} (CPU time has 10 ms resolution)");
+    }
     Ok(())
 }
 
