@@ -49,6 +49,7 @@ fn main() -> Result<()> {
         "warm next",
         "git diff"
     );
+    let mut rows = Vec::new();
     for n in sizes {
         let scratch = tempfile::tempdir()?;
         let (repo_dir, synth) = repository(scratch.path(), n)?;
