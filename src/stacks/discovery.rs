@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::eval::{PathExpr, Scope};
 use super::hash::{Map, Set};
-use super::hcl::{Backend, FileError, Role, StackConfig};
+use super::hcl::{Backend, FileError, FileFacts, Role, StackConfig};
 use super::index::{Files, Index, file_items};
 use super::paths;
 use super::state::StateKey;
@@ -45,6 +45,29 @@ pub(crate) struct TfDir {
     backend: Option<Backend>,
     /// Remote state reads (evaluated per stack: local paths are relative to the stack).
     remote_states: Vec<Backend>,
+}
+
+/// A stack's `stack.hcl` analysis, shared with the index rather than copied.
+struct Config(Option<Arc<FileFacts>>);
+
+/// What a stack without `stack.hcl` (or without a `stack` block) is configured with.
+static NO_CONFIG: StackConfig = StackConfig {
+    name: None,
+    depends_on: Vec::new(),
+    watch: Vec::new(),
+    drift_schedule: None,
+    auto_apply: false,
+    runner: None,
+    tags: Vec::new(),
+};
+
+impl Config {
+    fn get(&self) -> &StackConfig {
+        self.0
+            .as_ref()
+            .and_then(|facts| facts.stack.as_ref())
+            .unwrap_or(&NO_CONFIG)
+    }
 }
 
 /// A `module` block's local source, resolved, and where it is written.
@@ -126,7 +149,7 @@ impl Builder<'_> {
         Ok(found)
     }
 
-    fn stack_configs(&mut self, found: &[(String, StackKind)]) -> Result<Vec<StackConfig>> {
+    fn stack_configs(&mut self, found: &[(String, StackKind)]) -> Result<Vec<Config>> {
         let blobs: Vec<Option<Oid>> = found
             .iter()
             .map(|(dir, _)| {
@@ -144,8 +167,9 @@ impl Builder<'_> {
         self.index.ensure(self.repo, &wanted)?;
         let mut configs = Vec::with_capacity(found.len());
         for ((dir, _), blob) in found.iter().zip(blobs) {
-            let Some(facts) = blob.and_then(|id| self.index.facts(id, Role::StackConfig)) else {
-                configs.push(StackConfig::default());
+            let Some(facts) = blob.and_then(|id| self.index.shared_facts(id, Role::StackConfig))
+            else {
+                configs.push(Config(None));
                 continue;
             };
             for e in &facts.errors {
@@ -153,7 +177,7 @@ impl Builder<'_> {
                 self.errors
                     .push(StackError::at(dir, &file, e.line, &e.message));
             }
-            configs.push(facts.stack.clone().unwrap_or_default());
+            configs.push(Config(Some(facts)));
         }
         Ok(configs)
     }
@@ -340,7 +364,7 @@ impl Builder<'_> {
     fn assemble(
         mut self,
         found: Vec<(String, StackKind)>,
-        configs: Vec<StackConfig>,
+        configs: Vec<Config>,
         tg: Vec<TgStack>,
     ) -> Snapshot {
         let by_path: Map<String, usize> = found
@@ -381,7 +405,7 @@ impl Builder<'_> {
 
         let mut names: Map<&str, usize> = Map::default();
         for (i, (dir, _)) in found.iter().enumerate() {
-            let name = configs[i].name.as_deref().unwrap_or(dir);
+            let name = configs[i].get().name.as_deref().unwrap_or(dir);
             if let Some(&other) = names.get(name) {
                 let message = format!("stack name {name:?} is also used by {}", found[other].0);
                 self.errors.push(StackError::at(
@@ -397,7 +421,7 @@ impl Builder<'_> {
 
         let mut upstreams: Vec<Vec<(usize, EdgeKind)>> = vec![Vec::new(); found.len()];
         for (i, (dir, _)) in found.iter().enumerate() {
-            for (target, line) in &configs[i].depends_on {
+            for (target, line) in &configs[i].get().depends_on {
                 match depends_on_target(dir, target, &by_path, &names) {
                     Ok(up) => upstreams[i].push((up, EdgeKind::DependsOn)),
                     Err(message) => {
@@ -437,21 +461,24 @@ impl Builder<'_> {
         let (watch, watch_owner) = self.watch_globs(&found, &configs);
         let stacks = found
             .iter()
-            .zip(configs)
+            .zip(&configs)
             .enumerate()
-            .map(|(i, ((dir, kind), config))| Stack {
-                path: dir.clone(),
-                name: config.name.unwrap_or_else(|| dir.clone()),
-                kind: *kind,
-                runner: config.runner,
-                depends_on: upstreams[i]
-                    .iter()
-                    .map(|(up, _)| found[*up].0.clone())
-                    .collect(),
-                watch: config.watch.into_iter().map(|(w, _)| w).collect(),
-                drift_schedule: config.drift_schedule,
-                auto_apply: config.auto_apply,
-                tags: config.tags,
+            .map(|(i, ((dir, kind), config))| {
+                let config = config.get();
+                Stack {
+                    path: dir.clone(),
+                    name: config.name.clone().unwrap_or_else(|| dir.clone()),
+                    kind: *kind,
+                    runner: config.runner.clone(),
+                    depends_on: upstreams[i]
+                        .iter()
+                        .map(|(up, _)| found[*up].0.clone())
+                        .collect(),
+                    watch: config.watch.iter().map(|(w, _)| w.clone()).collect(),
+                    drift_schedule: config.drift_schedule.clone(),
+                    auto_apply: config.auto_apply,
+                    tags: config.tags.clone(),
+                }
             })
             .collect();
         let mut errors = self.errors;
@@ -473,12 +500,12 @@ impl Builder<'_> {
     fn watch_globs(
         &mut self,
         found: &[(String, StackKind)],
-        configs: &[StackConfig],
+        configs: &[Config],
     ) -> (GlobSet, Vec<usize>) {
         let mut builder = GlobSetBuilder::new();
         let mut owners = Vec::new();
         for (i, (dir, _)) in found.iter().enumerate() {
-            for (pattern, line) in &configs[i].watch {
+            for (pattern, line) in &configs[i].get().watch {
                 let file = paths::child(dir, "stack.hcl");
                 let glob = paths::join(dir, pattern)
                     .map_err(|_| format!("watch {pattern:?} escapes the repository"))

@@ -222,6 +222,11 @@ impl Index {
         Ok(())
     }
 
+    /// The analysis of a blob, shared; [`Index::ensure`] must have been called for it.
+    pub(crate) fn shared_facts(&self, blob: Oid, role: Role) -> Option<Arc<FileFacts>> {
+        self.facts.get(&(Id(blob), role)).map(|c| c.value.clone())
+    }
+
     /// The analysis of a blob; [`Index::ensure`] must have been called for it.
     pub(crate) fn facts(&self, blob: Oid, role: Role) -> Option<&FileFacts> {
         self.facts.get(&(Id(blob), role)).map(|c| c.value.as_ref())
