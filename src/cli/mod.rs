@@ -18,7 +18,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the version of Tidemark and of the tools it finds.
+    /// Run the service: poll repositories, plan affected stacks, serve the API and dashboard.
+    Serve(serve::Args),
+    /// List runs, newest first.
+    Runs(runs::Args),
+    /// Apply the database migrations.
+    Migrate(migrate::Args),
+    /// Ask the running service to poll a repository now.
+    Poll(poll::Args),
+    /// List locked stacks: those a run holds, and those an interrupted apply left locked.
+    Locks(locks::LocksArgs),
+    /// Release the lock an interrupted apply left on a stack.
+    Unlock(locks::UnlockArgs),
+    /// Print the version of Tidemark.
     Version(version::Args),
     /// List the stacks at a commit.
     Stacks(stacks::Args),
@@ -26,6 +38,32 @@ pub enum Command {
     Affected(affected::Args),
     /// The stack graph at a commit, as dot or JSON.
     Graph(graph::Args),
+    /// Plan stacks of a local repository through the sandboxed runner and print summaries.
+    Plan(plan::Args),
+}
+
+/// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
+/// when it exists, else the defaults (SQLite under `.tidemark`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The server config file (HCL).
+    #[arg(long, short = 'c', env = "TIDEMARK_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> Result<crate::config::Config> {
+        let default = std::path::Path::new("tidemark.hcl");
+        match &self.config {
+            Some(path) => crate::config::Config::load(path),
+            None if default.exists() => crate::config::Config::load(default),
+            None => {
+                let mut config = crate::config::Config::default_in(&std::env::current_dir()?);
+                config.apply_env(|name| std::env::var(name).ok())?;
+                Ok(config)
+            }
+        }
+    }
 }
 
 /// How a command prints its data: for people, or as one JSON document for scripts.
@@ -50,10 +88,17 @@ pub fn init_tracing(cli: &Cli) {
 /// Runs one command; the exit code is the command's to choose (0 unless it says otherwise).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Runs(args) => runs::run(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Poll(args) => poll::run(args),
+        Command::Locks(args) => locks::locks(args),
+        Command::Unlock(args) => locks::unlock(args),
         Command::Version(args) => version::run(args),
         Command::Stacks(args) => stacks::run(args),
         Command::Affected(args) => affected::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Plan(args) => plan::run(args),
     }
 }
 
@@ -72,5 +117,11 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 
 mod affected;
 mod graph;
+mod locks;
+mod migrate;
+mod plan;
+mod poll;
+mod runs;
+mod serve;
 mod stacks;
 mod version;

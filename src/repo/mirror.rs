@@ -44,6 +44,15 @@ impl Mirror {
     /// Creates the bare repository if needed, fetches `branch` from the remote and returns the
     /// commit it points at. Fetching only the tracked branch keeps large remotes cheap.
     pub async fn fetch(&self, branch: &str) -> Result<Oid, FetchError> {
+        self.fetch_with_env(branch, &[]).await
+    }
+
+    /// `fetch`, with extra environment for git (credentials: `GIT_CONFIG_*`, `GIT_SSH_COMMAND`).
+    pub async fn fetch_with_env(
+        &self,
+        branch: &str,
+        env: &[(String, String)],
+    ) -> Result<Oid, FetchError> {
         self.init().await?;
         let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
         let output = Command::new("git")
@@ -59,6 +68,7 @@ impl Mirror {
                 &refspec,
             ])
             .env("GIT_TERMINAL_PROMPT", "0")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output()

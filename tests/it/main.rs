@@ -1,5 +1,13 @@
 //! The one integration-test binary: real git repositories in temp dirs, real terraform, real
 //! SQLite files and (when `TIDEMARK_TEST_POSTGRES_URL` is set) real PostgreSQL.
 
+mod cli;
+mod drift;
+mod engine;
+mod notify;
+mod recovery;
+mod runner;
+mod scale;
 mod stacks;
+mod store;
 mod support;

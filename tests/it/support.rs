@@ -141,6 +141,16 @@ impl Toolchain {
         self.prefix.join("terraform.rc")
     }
 
+    /// A server-config `runner "terraform"` block that runs this toolchain's terraform,
+    /// offline from its provider mirror (tests cannot change Tidemark's own environment).
+    pub fn runner_override(&self) -> String {
+        format!(
+            "runner \"terraform\" {{\n  binary = \"{}\"\n  env = {{\n    TF_CLI_CONFIG_FILE = \"{}\"\n    CHECKPOINT_DISABLE = \"1\"\n    TF_IN_AUTOMATION = \"1\"\n    TF_INPUT = \"0\"\n  }}\n}}\n",
+            self.terraform().display(),
+            self.cli_config().display()
+        )
+    }
+
     /// The environment a terraform run needs to work offline from the mirror.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
@@ -173,4 +183,167 @@ output "value" {{
 }}
 "#
     )
+}
+
+/// A database for one test: a temp SQLite file, or a fresh PostgreSQL database created from
+/// `TIDEMARK_TEST_POSTGRES_URL` and dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    admin_url: Option<String>,
+    name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("tidemark.db").display());
+        Self {
+            url,
+            admin_url: None,
+            name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// `None` when `TIDEMARK_TEST_POSTGRES_URL` is unset. `.ci/run` always sets it (and
+    /// `CI=true` without it is an error), so PostgreSQL tests never silently skip in CI.
+    pub async fn postgres() -> Option<Self> {
+        let Some(admin_url) = std::env::var("TIDEMARK_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but TIDEMARK_TEST_POSTGRES_URL is unset: the PostgreSQL tests would not run"
+            );
+            return None;
+        };
+        use sqlx::Connection;
+        let name = format!("tidemark_t{}", rand::random::<u64>() % 1_000_000_000_000);
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to TIDEMARK_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+        Some(Self {
+            url: format!("{base}/{name}"),
+            admin_url: Some(admin_url),
+            name: Some(name),
+            _dir: None,
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (Some(admin), Some(name)) = (self.admin_url.clone(), self.name.clone()) else {
+            return;
+        };
+        // Drop runs outside any runtime the test may still be inside, on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `tidemark serve` as a child process, for tests that kill it.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+}
+
+impl ServeProcess {
+    /// Starts `tidemark serve --config CONFIG` with extra environment; its output goes to
+    /// `log` so a failing test can show it.
+    pub fn start(config: &Path, env: &[(&str, &str)], log: &Path) -> Self {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open serve log");
+        let err = out.try_clone().expect("clone log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .env("TIDEMARK_LOG", "info,sqlx=warn")
+            .env("NO_COLOR", "1")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn tidemark serve");
+        Self { child }
+    }
+
+    /// SIGKILL: the process gets no chance to clean up, as in a crash or an OOM kill.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then waits for a graceful exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether any live process's command line contains `needle` (to prove nothing was left).
+pub fn process_running(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // A zombie has exited already; only its parent has not reaped it.
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        !zombie
+            && String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(needle)
+    })
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..secs * 10 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs}s waiting for {what}");
 }

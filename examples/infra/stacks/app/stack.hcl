@@ -1,0 +1,5 @@
+stack {
+  name       = "app"
+  depends_on = ["../network"]
+  tags       = ["service"]
+}

@@ -1,0 +1,193 @@
+//! HTTP: health, the REST API over runs, stacks and repositories, poll nudges, and a small
+//! dashboard. Only this module knows HTTP types.
+
+mod dashboard;
+mod error;
+mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::store::{Run, RunFilter, Store};
+pub use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// Each repository's poll nudge, by name.
+    pub nudges: Arc<HashMap<String, Arc<Notify>>>,
+    /// The tracked repositories, to match webhook payloads against.
+    pub repos: Arc<Vec<crate::config::RepoConfig>>,
+    /// The webhook secret (from the environment variable the config names), if any.
+    pub webhook_secret: Option<String>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard::page))
+        .route("/healthz", get(health))
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/runs/{id}", get(get_run))
+        .route("/api/v1/runs/{id}/logs", get(run_logs))
+        .route("/api/v1/stacks", get(list_stacks))
+        .route("/api/v1/repos", get(list_repos))
+        .route("/api/v1/repos/{name}/poll", post(poll_repo))
+        .route("/api/v1/locks", get(list_locks))
+        .route("/webhooks/github", post(webhook::github))
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.repos().await?;
+    Ok(Json(
+        serde_json::json!({ "status": "ok", "database": state.store.backend_name() }),
+    ))
+}
+
+/// The query string of `GET /api/v1/runs`.
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    pub repo: Option<String>,
+    pub stack: Option<String>,
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub limit: Option<i64>,
+}
+
+impl RunsQuery {
+    fn filter(self) -> Result<RunFilter, ApiError> {
+        Ok(RunFilter {
+            repo: self.repo,
+            stack: self.stack,
+            status: self
+                .status
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(ApiError::BadRequest)?,
+            kind: self
+                .kind
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(ApiError::BadRequest)?,
+            limit: self.limit.unwrap_or(100).clamp(1, 1000),
+        })
+    }
+}
+
+/// A run as the API and `tidemark runs --format json` show it.
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub id: i64,
+    pub repo: String,
+    pub stack: String,
+    pub commit: String,
+    pub kind: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub attempt: i32,
+    /// Resources to add, change, destroy and replace, when the run produced a plan.
+    pub summary: Option<crate::store::ChangeSummary>,
+    /// The resources and outputs that change (addresses and actions), when known.
+    pub resources: Option<serde_json::Value>,
+    pub outputs: Option<serde_json::Value>,
+}
+
+impl From<Run> for RunView {
+    fn from(run: Run) -> Self {
+        let summary = run.change_summary();
+        let full = run.summary_value();
+        let field = |name: &str| full.as_ref().and_then(|v| v.get(name)).cloned();
+        let (resources, outputs) = (field("resources"), field("outputs"));
+        RunView {
+            id: run.id,
+            repo: run.repo,
+            stack: run.stack,
+            commit: run.commit,
+            kind: run.kind.to_string(),
+            status: run.status.to_string(),
+            reason: run.reason,
+            created_at: run.created_at,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            exit_code: run.exit_code,
+            error: run.error,
+            attempt: run.attempt,
+            summary,
+            resources,
+            outputs,
+        }
+    }
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let runs = state.store.runs(&query.filter()?).await?;
+    let runs: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
+    Ok(Json(serde_json::json!({ "runs": runs })))
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RunView>, ApiError> {
+    let run = state
+        .store
+        .find_run(id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    Ok(Json(run.into()))
+}
+
+async fn run_logs(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .store
+        .find_run(id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let logs = state.store.logs(id).await?;
+    Ok(Json(serde_json::json!({ "run": id, "logs": logs })))
+}
+
+async fn list_stacks(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let stacks = state.store.stacks(None).await?;
+    Ok(Json(serde_json::json!({ "stacks": stacks })))
+}
+
+async fn list_repos(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let repos = state.store.repos().await?;
+    Ok(Json(serde_json::json!({ "repos": repos })))
+}
+
+async fn list_locks(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let locks = state.store.locks().await?;
+    Ok(Json(serde_json::json!({ "locks": locks })))
+}
+
+async fn poll_repo(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let nudge = state.nudges.get(&name).ok_or(ApiError::NotFound("repo"))?;
+    nudge.notify_one();
+    Ok(Json(
+        serde_json::json!({ "repo": name, "poll": "requested" }),
+    ))
+}

@@ -1,0 +1,209 @@
+//! The one place that wires concrete parts together: the store, the runners, a poller per
+//! repository, the workers and the HTTP server, all stopped by one shutdown token.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::engine::{Poller, Worker, WorkerContext};
+use crate::repo::Mirror;
+use crate::runner;
+use crate::store::Store;
+
+/// How long a claimed run is ours without a heartbeat.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A running Tidemark instance.
+pub struct App {
+    pub addr: SocketAddr,
+    pub store: Store,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Opens the store (migrating it), loads the runners, recovers runs this instance left
+    /// behind, and starts the pollers, the workers and the HTTP server.
+    pub async fn start(config: Config) -> Result<App> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let store = Store::open(&config.database).await?;
+        let runners = runner::RunnerSet::load(&runner_sources(&config))
+            .context("loading runner definitions")?;
+        let sandbox = match config.sandbox.as_str() {
+            "none" => runner::SandboxMode::None,
+            _ => runner::SandboxMode::Bubblewrap,
+        };
+        // Refuse to start without bubblewrap unless the config opted out of the sandbox.
+        runner::SandboxTools::find(sandbox)?;
+        let key = runner::PlanKey::load(
+            config.plan_key_env.as_deref(),
+            &config.data_dir.join("plan.key"),
+        )
+        .context("loading the plan encryption key")?;
+        let workspaces = config.data_dir.join("workspaces");
+        let swept = runner::Workspace::sweep_stale(&workspaces)?;
+        if swept > 0 {
+            info!(swept, "removed workspaces left by a dead process");
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let instance = format!("{}/{}", hostname(), config.data_dir.display());
+        let recovered = store
+            .recover(chrono::Utc::now(), Some(&format!("{instance}#")))
+            .await?;
+        if !recovered.requeued.is_empty() || !recovered.interrupted.is_empty() {
+            warn!(requeued = ?recovered.requeued, interrupted = ?recovered.interrupted, "recovered runs left by a previous process");
+        }
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let work = Arc::new(Notify::new());
+        let mut nudges = HashMap::new();
+        let mut mirrors = HashMap::new();
+        for repo in &config.repos {
+            let repo_id = store
+                .upsert_repo(&repo.name, &repo.url, &repo.branch)
+                .await?;
+            let mirror = Mirror::new(
+                &repo.url,
+                config
+                    .data_dir
+                    .join("mirrors")
+                    .join(format!("{}.git", repo.name)),
+            );
+            let nudge = Arc::new(Notify::new());
+            nudges.insert(repo.name.clone(), nudge.clone());
+            mirrors.insert(repo.name.clone(), mirror.path.clone());
+            let poller = Poller {
+                repo: repo.clone(),
+                repo_id,
+                mirror,
+                store: store.clone(),
+                nudge,
+                work: work.clone(),
+                index: Arc::new(Mutex::new(crate::stacks::Index::new())),
+            };
+            tasks.spawn(poller.run(shutdown.clone()));
+        }
+        let ctx = Arc::new(WorkerContext {
+            store: store.clone(),
+            runners,
+            sandbox,
+            key,
+            workspaces,
+            mirrors,
+            lease: LEASE,
+            work: work.clone(),
+            grace: Duration::from_secs(30),
+        });
+        for slot in 0..config.workers {
+            let worker = Worker {
+                name: format!("{instance}#{slot}"),
+                ctx: ctx.clone(),
+            };
+            tasks.spawn(worker.run(shutdown.clone()));
+        }
+        tasks.spawn(reaper(store.clone(), work.clone(), shutdown.clone()));
+
+        let webhook_secret = match &config.webhook_secret_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .with_context(|| format!("webhook_secret_env names {var}, which is not set"))?,
+            ),
+            None => None,
+        };
+        let state = crate::api::AppState {
+            store: store.clone(),
+            nudges: Arc::new(nudges),
+            repos: Arc::new(config.repos.clone()),
+            webhook_secret,
+        };
+        let router = crate::api::router(state);
+        let http_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+            if let Err(err) = server.await {
+                warn!(error = %err, "http server stopped");
+            }
+        });
+        tasks.close();
+        info!(%addr, database = store.backend_name(), repos = config.repos.len(), workers = config.workers, "tidemark started");
+        Ok(App {
+            addr,
+            store,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops claiming work, lets running steps finish up to their grace period, and waits
+    /// for every task to end.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
+        self.store.close().await;
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn run_until_signal(self) -> Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        info!("shutting down: no new runs are claimed; running steps may finish");
+        self.stop().await;
+        Ok(())
+    }
+}
+
+/// Every few seconds, takes back runs whose worker's lease expired (another instance died).
+async fn reaper(store: Store, work: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LEASE / 3) => {}
+        }
+        match store.recover(chrono::Utc::now(), None).await {
+            Ok(recovered)
+                if !recovered.requeued.is_empty() || !recovered.interrupted.is_empty() =>
+            {
+                warn!(requeued = ?recovered.requeued, interrupted = ?recovered.interrupted, "took back runs whose lease expired");
+                work.notify_waiters();
+            }
+            Ok(_) => {}
+            Err(err) => warn!(error = %err, "recovering expired runs failed"),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The config's `runner` blocks as runner definition sources. Each block's text is preceded
+/// by as many blank lines as came before it, so errors carry the config file's line numbers.
+fn runner_sources(config: &Config) -> Vec<runner::RunnerSource> {
+    config
+        .runners
+        .iter()
+        .map(|block| {
+            let padding = "\n".repeat(block.line.saturating_sub(1) as usize);
+            runner::RunnerSource::new(&block.file, format!("{padding}{}", block.text))
+        })
+        .collect()
+}

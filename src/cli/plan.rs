@@ -1,0 +1,230 @@
+//! `tidemark plan`: plans stacks of a local repository at a commit through the same runner
+//! and sandbox as the server, and prints their summaries. What a platform engineer runs
+//! before pushing.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{Format, print_json, runtime};
+use crate::runner::{
+    self, Counts, LogLine, OutputChange, PlanKey, PlanRequest, ResourceChange, RunStatus,
+    RunnerSet, SandboxMode, Stream, Workspace,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The git repository to plan (a working copy or a bare repository). Only committed
+    /// files are planned.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The revision to plan.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// A stack directory relative to the repository root; repeat for several. Default: every
+    /// directory holding `*.tf` files.
+    #[arg(long = "stack")]
+    pub stacks: Vec<String>,
+    /// The runner definition to use.
+    #[arg(long, default_value = "terraform")]
+    pub runner: String,
+    /// A directory of `*.hcl` runner definitions overriding the shipped ones.
+    #[arg(long, env = "TIDEMARK_RUNNERS_DIR")]
+    pub runners_dir: Option<PathBuf>,
+    /// `none` runs steps without bubblewrap (limits still apply); every run warns.
+    #[arg(long, value_enum, default_value_t = SandboxArg::Bubblewrap)]
+    pub sandbox: SandboxArg,
+    /// Where workspaces are created (default: a `tidemark-workspaces` dir in the temp dir).
+    #[arg(long)]
+    pub workspaces: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxArg {
+    Bubblewrap,
+    None,
+}
+
+/// The JSON document `--format json` prints.
+#[derive(Debug, Serialize)]
+struct Report {
+    stacks: Vec<StackReport>,
+}
+
+/// One stack's entry in the output.
+#[derive(Debug, Serialize)]
+struct StackReport {
+    path: String,
+    status: RunStatus,
+    summary: Option<Counts>,
+    resources: Vec<ResourceChange>,
+    outputs: Vec<OutputChange>,
+    error: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let mut overrides = Vec::new();
+    if let Some(dir) = &args.runners_dir {
+        overrides = RunnerSet::read_dir(dir)?;
+    }
+    let runners = RunnerSet::load(&overrides)?;
+    let def = runners.get(&args.runner)?.clone();
+    let sandbox = match args.sandbox {
+        SandboxArg::Bubblewrap => SandboxMode::Bubblewrap,
+        SandboxArg::None => SandboxMode::None,
+    };
+    let root = args
+        .workspaces
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("tidemark-workspaces"));
+    Workspace::sweep_stale(&root)?;
+
+    let repo = crate::repo::open(&args.repo)?;
+    let commit = crate::repo::resolve_commit(&repo, &args.rev)?;
+    let stacks = if args.stacks.is_empty() {
+        // stacks: replace with crate::stacks::discover
+        directories_with_tf(&repo, commit)?
+    } else {
+        args.stacks.clone()
+    };
+    let repo_name = repo_name(&args.repo);
+    let key = PlanKey::generate();
+    let rt = runtime()?;
+    let cancel = CancellationToken::new();
+    rt.spawn({
+        let cancel = cancel.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        }
+    });
+
+    let mut reports = Vec::new();
+    for stack in stacks {
+        let workspace = Workspace::export(&root, &repo, commit)?;
+        let req = PlanRequest {
+            workspace,
+            stack: stack.clone(),
+            runner: def.clone(),
+            sandbox,
+            variables: Vec::new(),
+            secrets: Vec::new(),
+            repo: repo_name.clone(),
+            commit: commit.to_string(),
+            key: key.clone(),
+        };
+        let show_logs = args.format == Format::Text;
+        let outcome = rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<LogLine>(256);
+            let printer = tokio::spawn(async move {
+                while let Some(line) = rx.recv().await {
+                    if show_logs {
+                        print_log(&line);
+                    }
+                }
+            });
+            let outcome = runner::plan(req, tx, cancel.clone()).await;
+            let _ = printer.await;
+            outcome
+        });
+        let summary = outcome.summary.unwrap_or_default();
+        reports.push(StackReport {
+            path: stack,
+            status: outcome.status,
+            summary: outcome.error.is_none().then_some(summary.summary),
+            resources: summary.resources,
+            outputs: summary.outputs,
+            error: outcome.error,
+        });
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+
+    let ok = reports.iter().all(|r| r.status == RunStatus::Succeeded);
+    let code = if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    match args.format {
+        Format::Text => print_text(&reports),
+        Format::Json => print_json(&Report { stacks: reports })?,
+    }
+    Ok(code)
+}
+
+fn print_log(line: &LogLine) {
+    let marker = match line.stream {
+        Stream::System => "#",
+        Stream::Stdout | Stream::Stderr => "|",
+    };
+    eprintln!("{:>8} {marker} {}", line.step, line.text);
+}
+
+fn print_text(reports: &[StackReport]) {
+    for report in reports {
+        let status = serde_json::to_value(report.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        match &report.summary {
+            Some(c) => println!(
+                "{}: {status}: {} to add, {} to change, {} to destroy, {} to replace",
+                report.path, c.add, c.change, c.destroy, c.replace
+            ),
+            None => println!("{}: {status}", report.path),
+        }
+        for r in &report.resources {
+            println!("  {} ({})", r.address, r.actions.join(", "));
+        }
+        for o in &report.outputs {
+            println!("  output {} ({})", o.name, o.actions.join(", "));
+        }
+        if let Some(error) = &report.error {
+            for line in error.lines() {
+                println!("  ! {line}");
+            }
+        }
+    }
+}
+
+/// Every directory of the commit's tree that holds a `*.tf` file (`.` for the root).
+fn directories_with_tf(repo: &git2::Repository, commit: git2::Oid) -> Result<Vec<String>> {
+    let tree = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree())
+        .with_context(|| format!("reading the tree of {commit}"))?;
+    let mut dirs = BTreeSet::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let is_tf = entry.kind() == Some(git2::ObjectType::Blob)
+            && entry.name().is_ok_and(|n| n.ends_with(".tf"));
+        if is_tf {
+            let dir = dir.trim_end_matches('/');
+            dirs.insert(if dir.is_empty() {
+                ".".to_string()
+            } else {
+                dir.to_string()
+            });
+        }
+        git2::TreeWalkResult::Ok
+    })?;
+    Ok(dirs.into_iter().collect())
+}
+
+/// The repository's directory name (without `.git`), the name a plan is bound to.
+fn repo_name(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "repo".to_string());
+    name.trim_end_matches(".git").to_string()
+}

@@ -1,0 +1,89 @@
+//! Schema migrations, embedded in the binary (one set per backend) and applied through sqlx's
+//! migrator, which records them in `_sqlx_migrations` and takes a lock while it works.
+
+use std::borrow::Cow;
+
+use anyhow::{Context, Result};
+use futures_core::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
+
+use super::{Backend, Store};
+
+/// (version, description, SQL) of each migration, in order.
+type Embedded = &'static [(i64, &'static str, &'static str)];
+
+const SQLITE: Embedded = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "locks and applies",
+        include_str!("../../migrations/sqlite/0002_locks_and_applies.sql"),
+    ),
+];
+const POSTGRES: Embedded = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "locks and applies",
+        include_str!("../../migrations/postgres/0002_locks_and_applies.sql"),
+    ),
+];
+
+#[derive(Debug)]
+struct Source(Embedded);
+
+impl MigrationSource<'static> for Source {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        AssertSqlSafe(*sql).into_sql_str(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+impl Store {
+    /// Applies every migration not yet applied; returns how many ran.
+    pub async fn migrate(&self) -> Result<usize> {
+        let (source, name) = match self.backend {
+            Backend::Sqlite(_) => (Source(SQLITE), "sqlite"),
+            Backend::Postgres(_) => (Source(POSTGRES), "postgres"),
+        };
+        let migrator = Migrator::new(source).await.context("loading migrations")?;
+        let before = self.applied_migrations().await.unwrap_or(0);
+        match &self.backend {
+            Backend::Sqlite(pool) => migrator.run(pool).await,
+            Backend::Postgres(pool) => migrator.run(pool).await,
+        }
+        .with_context(|| format!("applying {name} migrations"))?;
+        let after = self.applied_migrations().await?;
+        Ok(after.saturating_sub(before))
+    }
+
+    async fn applied_migrations(&self) -> Result<usize> {
+        let sql = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let count: i64 =
+            super::on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
+        Ok(count as usize)
+    }
+}

@@ -1,0 +1,116 @@
+//! The database: one store API over SQLite (the embedded default, in WAL mode) and
+//! PostgreSQL (for several instances sharing the work). Only this module knows SQL.
+//!
+//! Queries are written once in SQL both backends accept (`$1` placeholders, `RETURNING`,
+//! partial unique indexes) and run through `on_pool!`, which expands the same expression for
+//! whichever pool this store holds. Where the SQL must differ, the two variants sit side by side.
+
+mod locks;
+mod migrate;
+mod repos;
+mod runs;
+mod types;
+
+pub use repos::StackRecord;
+pub use runs::Recovered;
+
+pub use types::*;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Runs one expression against whichever pool the store holds, binding it to `$pool`.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+}
+
+impl Store {
+    /// Connects to a `sqlite://PATH` (created if missing) or `postgres://` URL. Does not migrate.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .with_context(|| format!("connecting to database {}", redact_url(url)))?;
+            Backend::Postgres(pool)
+        } else {
+            let options = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("database URL {url:?}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            if let Some(parent) = options.get_filename().parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating database directory {}", parent.display()))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("opening database {url}"))?;
+            Backend::Sqlite(pool)
+        };
+        Ok(Store { backend })
+    }
+
+    /// Connects and applies every pending migration: what `serve` and the CLI commands do.
+    pub async fn open(url: &str) -> Result<Store> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// A database URL fit for messages: the password, if any, is masked.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}

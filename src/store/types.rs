@@ -1,0 +1,250 @@
+//! The records the store reads and writes: runs, their kinds and statuses, logs, artifacts.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Plan,
+    Apply,
+    Drift,
+}
+
+/// Where a run is in its life. `Queued` and `Running` are live; the rest are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    /// Killed at its wall-clock timeout.
+    TimedOut,
+    Cancelled,
+    /// Its worker died or shut down mid-run.
+    Interrupted,
+    /// A newer commit replaced it before it started.
+    Superseded,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),* }
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($ty::$variant),)*
+                    other => Err(format!(
+                        "unknown {} {other:?} (expected one of: {})",
+                        stringify!($ty),
+                        [$($text),*].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(RunKind { Plan => "plan", Apply => "apply", Drift => "drift" });
+text_enum!(RunStatus {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    TimedOut => "timed_out",
+    Cancelled => "cancelled",
+    Interrupted => "interrupted",
+    Superseded => "superseded",
+});
+
+impl RunStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+/// The resource counts of a plan, as the run list shows them. A replacement counts under
+/// `replace` only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChangeSummary {
+    pub add: u32,
+    pub change: u32,
+    pub destroy: u32,
+    #[serde(default)]
+    pub replace: u32,
+}
+
+/// A run as stored, with its repository's name.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Run {
+    pub id: i64,
+    pub repo: String,
+    pub stack: String,
+    pub commit: String,
+    #[sqlx(try_from = "String")]
+    pub kind: RunKind,
+    #[sqlx(try_from = "String")]
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// The plan summary as JSON text (the runner's full summary; see `summary()`).
+    #[serde(skip)]
+    pub summary_json: Option<String>,
+    pub worker: Option<String>,
+    pub attempt: i32,
+    /// For an apply: the plan run whose stored plan it applies.
+    pub plan_run_id: Option<i64>,
+}
+
+impl Run {
+    /// The run's full plan summary, if it produced one.
+    pub fn summary_value(&self) -> Option<serde_json::Value> {
+        self.summary_json
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+    }
+
+    /// Add, change, destroy and replace counts, if the run produced a plan (the runner's
+    /// summary keeps them under `summary`).
+    pub fn change_summary(&self) -> Option<ChangeSummary> {
+        let value = self.summary_value()?;
+        serde_json::from_value(value.get("summary")?.clone()).ok()
+    }
+}
+
+/// A run to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub repo_id: i64,
+    pub stack: String,
+    pub commit: String,
+    pub kind: RunKind,
+    /// Why it was queued (the affected-set reasons, or who asked), for people.
+    pub reason: Option<String>,
+    /// Runs (of the same batch) that must finish first.
+    pub after: Vec<i64>,
+    /// For an apply: the plan run whose stored plan it applies.
+    pub plan_run: Option<i64>,
+}
+
+/// A new head commit and the runs it queues: see `Store::queue_commit`.
+#[derive(Debug, Clone)]
+pub struct CommitBatch<'a> {
+    pub repo_id: i64,
+    pub branch: &'a str,
+    pub info: &'a crate::repo::CommitInfo,
+    pub parent: Option<&'a str>,
+    /// Why the commit could not be planned in full (a dependency cycle), if so.
+    pub error: Option<&'a str>,
+    /// The runs, in dependency order; `after` holds indexes into this list.
+    pub runs: Vec<NewRun>,
+    /// Runs (by index) to record as failed at once, with the reason.
+    pub failed: Vec<(usize, String)>,
+}
+
+/// A stack that nothing may run on: a running run holds it, or an explicit lock (an
+/// interrupted apply) does until an operator unlocks it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackLock {
+    pub repo: String,
+    pub stack: String,
+    /// `run` while a run holds it; `interrupted_apply` (or another reason) for explicit locks.
+    pub kind: String,
+    pub run_id: Option<i64>,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+/// How a run ended, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// The runner's plan summary as JSON (`{"summary": {"add", ...}, "resources", ...}`).
+    pub summary: Option<serde_json::Value>,
+}
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LogEntry {
+    pub step: String,
+    pub stream: String,
+    pub text: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored plan: the encrypted binary plan and the redacted plan JSON, both compressed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredArtifact {
+    pub run_id: i64,
+    pub digest: String,
+    pub binding: String,
+    pub plan_encrypted: Vec<u8>,
+    pub plan_json: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A tracked repository's row, with its fetch health.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RepoRow {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub branch: String,
+    pub last_fetch_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// A stack as last discovered.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StackRow {
+    pub repo: String,
+    pub path: String,
+    pub name: String,
+    pub runner: Option<String>,
+    pub removed: bool,
+    pub last_commit: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Filters for listing runs; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub repo: Option<String>,
+    pub stack: Option<String>,
+    pub status: Option<RunStatus>,
+    pub kind: Option<RunKind>,
+    pub limit: i64,
+}

@@ -1,0 +1,220 @@
+//! The GitOps loop end to end: a bare git remote, the service started in-process on port 0,
+//! real terraform planning real stacks, and the run history in SQLite or PostgreSQL.
+
+use std::time::Duration;
+
+use tidemark::app::App;
+use tidemark::config::Config;
+use tidemark::store::{Run, RunFilter, RunStatus};
+
+use crate::support::{GitFixture, TestDb, Toolchain, null_stack};
+
+/// A server config for `repos` (name, url) on `database`, with terraform from the toolchain.
+fn config_text(
+    database: &str,
+    data_dir: &std::path::Path,
+    repos: &[(&str, String)],
+    runner: &str,
+) -> String {
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\ndata_dir = \"{}\"\nworkers = 2\n\n{runner}\n",
+        data_dir.display(),
+    );
+    for (name, url) in repos {
+        text.push_str(&format!(
+            "repo \"{name}\" {{\n  url = \"{url}\"\n  poll_interval = \"1s\"\n}}\n"
+        ));
+    }
+    text
+}
+
+async fn start(database: &str, repos: &[(&str, String)]) -> (App, tempfile::TempDir) {
+    start_with(database, repos, &Toolchain::get().runner_override()).await
+}
+
+async fn start_with(
+    database: &str,
+    repos: &[(&str, String)],
+    runner: &str,
+) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_text(database, &dir.path().join("data"), repos, runner);
+    let file = dir.path().join("tidemark.hcl");
+    std::fs::write(&file, &text).expect("write config");
+    let config = Config::parse(&file, &text, dir.path()).expect("valid config");
+    let app = App::start(config).await.expect("start tidemark");
+    (app, dir)
+}
+
+/// Waits until `count` runs of `repo` exist and all are final; returns them newest first.
+async fn settled_runs(app: &App, repo: &str, count: usize) -> Vec<Run> {
+    let filter = RunFilter {
+        repo: Some(repo.into()),
+        ..Default::default()
+    };
+    for _ in 0..600 {
+        let runs = app.store.runs(&filter).await.expect("runs");
+        if runs.len() >= count && runs.iter().all(|r| r.status.is_final()) {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "runs of {repo} did not settle: {:#?}",
+        app.store.runs(&filter).await.expect("runs")
+    );
+}
+
+fn two_stacks() -> GitFixture {
+    let git = GitFixture::new();
+    git.write("stacks/a/main.tf", &null_stack("a1"))
+        .write("stacks/b/main.tf", &null_stack("b1"))
+        .write("README.md", "# infra\n");
+    git.commit_and_push("two stacks");
+    git
+}
+
+async fn one_changed_stack_is_planned(database: &str) {
+    let git = two_stacks();
+    let (app, _dir) = start(database, &[("infra", git.url())]).await;
+
+    // The first commit: every stack is new, so both are planned.
+    let runs = settled_runs(&app, "infra", 2).await;
+    let mut stacks: Vec<_> = runs.iter().map(|r| r.stack.as_str()).collect();
+    stacks.sort();
+    assert_eq!(stacks, ["stacks/a", "stacks/b"]);
+    for run in &runs {
+        assert_eq!(
+            run.status,
+            RunStatus::Succeeded,
+            "{run:#?} {:#?}",
+            app.store.logs(run.id).await
+        );
+        let summary = run.change_summary().expect("summary");
+        assert_eq!((summary.add, summary.change, summary.destroy), (1, 0, 0));
+    }
+
+    // A commit that changes only stack b: exactly b is planned, at that commit.
+    git.write("stacks/b/main.tf", &null_stack("b2"));
+    let head = git.commit_and_push("change b");
+    let client = reqwest::Client::new();
+    let nudge = client
+        .post(format!("http://{}/api/v1/repos/infra/poll", app.addr))
+        .send()
+        .await
+        .expect("poll request");
+    assert_eq!(nudge.status(), 200);
+    let runs = settled_runs(&app, "infra", 3).await;
+    let newest = &runs[0];
+    assert_eq!(
+        (newest.stack.as_str(), newest.commit.as_str()),
+        ("stacks/b", head.as_str())
+    );
+    assert_eq!(newest.status, RunStatus::Succeeded);
+    assert_eq!(runs.len(), 3, "only b was planned for the second commit");
+
+    // Its plan JSON, log and summary are stored and served.
+    let artifact = app
+        .store
+        .artifact(newest.id)
+        .await
+        .expect("artifact")
+        .expect("stored");
+    assert_eq!(artifact.digest.len(), 64);
+    let logs = app.store.logs(newest.id).await.expect("logs");
+    assert!(
+        logs.iter().any(|l| l.text.contains("null_resource.this")),
+        "{logs:#?}"
+    );
+    let body: serde_json::Value = client
+        .get(format!("http://{}/api/v1/runs?stack=stacks/b", app.addr))
+        .send()
+        .await
+        .expect("runs request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["runs"][0]["summary"]["add"], 1);
+    assert_eq!(body["runs"].as_array().map(Vec::len), Some(2));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_commit_plans_exactly_the_changed_stack_on_sqlite() {
+    let db = TestDb::sqlite();
+    one_changed_stack_is_planned(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_commit_plans_exactly_the_changed_stack_on_postgres() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    one_changed_stack_is_planned(&db.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_repo_or_stack_never_stops_the_others() {
+    let db = TestDb::sqlite();
+    let git = GitFixture::new();
+    git.write("stacks/good/main.tf", &null_stack("ok")).write(
+        "stacks/broken/main.tf",
+        "resource \"null_resource\" \"x\" {\n  triggers = {\n",
+    );
+    git.commit_and_push("one good, one broken");
+    let missing = "file:///nonexistent/tidemark/remote.git".to_string();
+    let (app, _dir) = start(&db.url, &[("gone", missing), ("infra", git.url())]).await;
+
+    let runs = settled_runs(&app, "infra", 2).await;
+    let by_stack = |s: &str| runs.iter().find(|r| r.stack == s).expect("run").clone();
+    assert_eq!(by_stack("stacks/good").status, RunStatus::Succeeded);
+    let broken = by_stack("stacks/broken");
+    assert_eq!(broken.status, RunStatus::Failed);
+    let error = broken.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("main.tf"),
+        "the error names the file: {error}"
+    );
+
+    // The unreachable remote is recorded against its repo, and the service keeps serving.
+    let mut gone_error = None;
+    for _ in 0..100 {
+        let repos = app.store.repos().await.expect("repos");
+        gone_error = repos
+            .iter()
+            .find(|r| r.name == "gone")
+            .and_then(|r| r.last_error.clone());
+        if gone_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone_error = gone_error.expect("fetch error recorded");
+    assert!(
+        gone_error.contains("repo gone") && gone_error.contains("/nonexistent/tidemark/remote.git"),
+        "{gone_error}"
+    );
+    let health = reqwest::get(format!("http://{}/healthz", app.addr))
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_terraform_binary_fails_the_run_with_a_clear_error() {
+    let db = TestDb::sqlite();
+    let git = GitFixture::new();
+    git.write("stacks/a/main.tf", &null_stack("a"));
+    git.commit_and_push("one stack");
+    let runner = "runner \"terraform\" {\n  binary = \"/nonexistent/bin/terraform\"\n}\n";
+    let (app, _dir) = start_with(&db.url, &[("infra", git.url())], runner).await;
+    let runs = settled_runs(&app, "infra", 1).await;
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    let error = runs[0].error.clone().unwrap_or_default();
+    assert!(
+        error.contains("/nonexistent/bin/terraform"),
+        "the error names the binary: {error}"
+    );
+    app.stop().await;
+}
