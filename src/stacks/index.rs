@@ -8,10 +8,11 @@ use anyhow::Result;
 use git2::{Oid, Repository};
 use rayon::prelude::*;
 
-use super::discovery::{Snapshot, TfDir};
+use super::discovery::Snapshot;
 use super::hash::{Id, Map};
 use super::hcl::{FileFacts, Role, analyze};
 use super::paths;
+use super::resolve::TfDir;
 use crate::repo::{EntryKind, TreeItem, diff_trees, read_blob, read_tree};
 
 /// How many resolved snapshots to keep: the base and head of the last few polls.

@@ -26,6 +26,7 @@ mod hash;
 mod hcl;
 mod index;
 mod paths;
+mod resolve;
 mod state;
 pub mod synth;
 
