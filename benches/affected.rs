@@ -6,7 +6,7 @@
 //! same commits (snapshot cached), warm `affected` on a new head (index from the previous poll:
 //! only changed subtrees are read and parsed), and `git diff` alone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -27,6 +27,16 @@ fn main() -> Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()
         .context("TIDEMARK_BENCH_SIZES")?;
+    // Wall times mean little on a shared machine: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{} cores, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "{:>7} {:>7} {:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>8}",
         "stacks",
@@ -39,15 +49,16 @@ fn main() -> Result<()> {
         "warm next",
         "git diff"
     );
+    let mut rows = Vec::new();
     for n in sizes {
-        let dir = tempfile::tempdir()?;
-        let repo_dir = dir.path().join("repo");
-        let synth = synth::generate(&repo_dir, n)?;
+        let scratch = tempfile::tempdir()?;
+        let (repo_dir, synth) = repository(scratch.path(), n)?;
         let c = &synth.commits;
         let cold = run(&repo_dir, "cold", c)?;
         let same = run(&repo_dir, "warm-same", c)?;
         let next = run(&repo_dir, "warm-next", c)?;
         let diff = run(&repo_dir, "diff", c)?;
+        rows.push(format!("{n:>7} stacks: warm next CPU {:.3}s", next.cpu));
         println!(
             "{:>7} {:>7} {:>6.1} | {:>8.3}s {:>8.1}ms {:>6}MB | {:>7.2}ms {:>7.1}ms | {:>6.2}ms",
             n,
@@ -67,7 +78,45 @@ fn main() -> Result<()> {
          warm next: index from affected(0, 1), then affected(1, 2), a head never seen (a poll);\n\
          git diff: the tree-to-tree diff alone. Medians of {REPEATS}; hwm is the process's VmHWM."
     );
+    for row in rows {
+        println!("{row} (CPU time has 10 ms resolution)");
+    }
     Ok(())
+}
+
+/// Generates the repository, or reuses the one kept under `TIDEMARK_BENCH_DIR` (handy for
+/// profiling a single case: `affected-<hash> --case cold DIR/synth-10000 C0 C1 C2`).
+fn repository(scratch: &Path, n: usize) -> Result<(PathBuf, synth::SynthRepo)> {
+    let Some(keep) = std::env::var_os("TIDEMARK_BENCH_DIR") else {
+        let dir = scratch.join("repo");
+        let synth = synth::generate(&dir, n)?;
+        return Ok((dir, synth));
+    };
+    let dir = PathBuf::from(keep).join(format!("synth-{n}"));
+    let saved = dir.join(".git/bench-commits");
+    if let Ok(text) = std::fs::read_to_string(&saved) {
+        let mut words = text.split_whitespace();
+        let files = words.next().context("saved files")?.parse()?;
+        let bytes = words.next().context("saved bytes")?.parse()?;
+        let commits = words.map(str::to_string).collect();
+        return Ok((
+            dir,
+            synth::SynthRepo {
+                commits,
+                files,
+                bytes,
+            },
+        ));
+    }
+    let synth = synth::generate(&dir, n)?;
+    let text = format!(
+        "{} {} {}",
+        synth.files,
+        synth.bytes,
+        synth.commits.join(" ")
+    );
+    std::fs::write(saved, text)?;
+    Ok((dir, synth))
 }
 
 struct Figures {
@@ -129,6 +178,18 @@ fn child(case: &str, repo_dir: &Path, commits: &[String]) -> Result<()> {
                 measure(|| {
                     let result = affected(&repo, Some(c[1]), c[2], Some(&mut index))?;
                     assert_eq!(result.stacks.len(), 1);
+                    Ok(())
+                })?
+            }
+            "profile-next" => {
+                // Not a figure: spends its time on the warm path, for `perf record`.
+                let mut index = Index::new();
+                affected(&repo, Some(c[0]), c[1], Some(&mut index))?;
+                measure(|| {
+                    for _ in 0..50 {
+                        index.forget_snapshots();
+                        affected(&repo, Some(c[1]), c[2], Some(&mut index))?;
+                    }
                     Ok(())
                 })?
             }

@@ -8,7 +8,7 @@ mod tree;
 
 pub use export::export_tree;
 pub use mirror::{FetchError, Mirror};
-pub use tree::{EntryKind, TreeItem, changed_paths, commit_tree, read_blob, read_tree};
+pub use tree::{EntryKind, TreeItem, changed_paths, commit_tree, diff_trees, read_blob, read_tree};
 
 use std::path::Path;
 

@@ -1,6 +1,9 @@
 //! Reading a commit's files straight from git objects: tree listings, blob contents and the
 //! paths two commits differ in. Nothing is checked out, so any repository works, bare or not.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use git2::{ObjectType, Oid, Repository};
 
@@ -87,4 +90,55 @@ pub fn changed_paths(repo: &Repository, old_tree: Oid, new_tree: Oid) -> Result<
     paths.sort_unstable();
     paths.dedup();
     Ok(paths)
+}
+
+/// Every file path that differs between two trees, like [`changed_paths`], computed from tree
+/// listings supplied by `read` (which may cache them): identical subtrees are skipped by id, so
+/// with a warm cache this touches only the trees along changed paths.
+pub fn diff_trees(
+    read: &mut dyn FnMut(Oid) -> Result<Arc<[TreeItem]>>,
+    old: Oid,
+    new: Oid,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    diff_into(read, Some(old), Some(new), "", &mut out)?;
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn diff_into(
+    read: &mut dyn FnMut(Oid) -> Result<Arc<[TreeItem]>>,
+    old: Option<Oid>,
+    new: Option<Oid>,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let old_items = old.map(&mut *read).transpose()?;
+    let new_items = new.map(&mut *read).transpose()?;
+    let mut names: BTreeMap<&str, [Option<&TreeItem>; 2]> = BTreeMap::new();
+    for (side, items) in [&old_items, &new_items].into_iter().enumerate() {
+        for item in items.iter().flat_map(|i| i.iter()) {
+            names.entry(item.name.as_str()).or_default()[side] = Some(item);
+        }
+    }
+    for (name, [before, after]) in names {
+        if before.map(|i| (i.id, i.kind)) == after.map(|i| (i.id, i.kind)) {
+            continue;
+        }
+        let path = format!("{prefix}{name}");
+        let tree = |i: Option<&TreeItem>| i.filter(|i| i.kind == EntryKind::Dir).map(|i| i.id);
+        let file = |i: Option<&TreeItem>| i.is_some_and(|i| i.kind == EntryKind::File);
+        if file(before) || file(after) {
+            out.push(path.clone());
+        }
+        let (old_tree, new_tree) = (tree(before), tree(after));
+        if old_tree.is_some() || new_tree.is_some() {
+            diff_into(read, old_tree, new_tree, &format!("{path}/"), out)?;
+        }
+    }
+    Ok(())
 }

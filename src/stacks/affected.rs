@@ -10,7 +10,7 @@ use super::discovery::Snapshot;
 use super::graph;
 use super::paths;
 use super::{Index, StackError, snapshot};
-use crate::repo::{changed_paths, commit_tree};
+use crate::repo::commit_tree;
 
 /// The stacks a change affects, as `tidemark affected` prints them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -122,7 +122,7 @@ pub fn affected(
             let base_tree = commit_tree(repo, base)?;
             if base_tree != head_tree {
                 let before = snapshot(repo, base_tree, index)?;
-                let changed = changed_paths(repo, base_tree, head_tree)?;
+                let changed = index.diff(repo, base_tree, head_tree)?;
                 compare(&now, &before, &changed, &mut direct, &mut removed);
                 orphaned = orphans(&now, &before);
             }

@@ -2,16 +2,21 @@
 //! (own files, local modules traced recursively, Terragrunt includes, watch globs) and the edges
 //! between stacks (`depends_on`, Terragrunt dependencies, `terraform_remote_state`).
 
-use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use anyhow::Result;
 use git2::{Oid, Repository};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
 
-use super::eval::{PathExpr, Scope};
-use super::hcl::{Backend, FileError, Role, StackConfig};
+use super::eval::Scope;
+use super::hash::{Map, Set};
+use super::hcl::{FileError, FileFacts, Role, StackConfig};
 use super::index::{Files, Index, file_items};
 use super::paths;
+use super::resolve::{
+    Closure, ModuleUse, TfDir, closure, depends_on_target, local_source, resolve,
+};
 use super::state::StateKey;
 use super::{EdgeKind, Stack, StackError, StackKind};
 
@@ -19,29 +24,41 @@ use super::{EdgeKind, Stack, StackError, StackKind};
 pub(crate) struct Snapshot {
     /// Sorted by path.
     pub stacks: Vec<Stack>,
-    pub by_path: HashMap<String, usize>,
+    pub by_path: Map<String, usize>,
     /// For each stack, its upstream stacks and how each edge arose.
     pub upstreams: Vec<Vec<(usize, EdgeKind)>>,
     pub downstreams: Vec<Vec<usize>>,
     pub errors: Vec<StackError>,
     /// Local module directory -> stacks whose configuration uses it (directly or nested).
-    pub module_users: HashMap<String, Vec<usize>>,
+    pub module_users: Map<String, Vec<usize>>,
     /// Included Terragrunt file -> stacks that include or read it.
-    pub include_users: HashMap<String, Vec<usize>>,
+    pub include_users: Map<String, Vec<usize>>,
     pub watch: GlobSet,
     /// The stack each glob in `watch` belongs to.
     pub watch_owner: Vec<usize>,
 }
 
-/// A directory's Terraform configuration, resolved where it does not depend on the stack.
-#[derive(Default)]
-struct TfDir {
-    /// Local module directories its `module` blocks use.
-    modules: Vec<String>,
-    problems: Vec<(String, FileError)>,
-    backend: Option<Backend>,
-    /// Remote state reads (evaluated per stack: local paths are relative to the stack).
-    remote_states: Vec<Backend>,
+/// A stack's `stack.hcl` analysis, shared with the index rather than copied.
+struct Config(Option<Arc<FileFacts>>);
+
+/// What a stack without `stack.hcl` (or without a `stack` block) is configured with.
+static NO_CONFIG: StackConfig = StackConfig {
+    name: None,
+    depends_on: Vec::new(),
+    watch: Vec::new(),
+    drift_schedule: None,
+    auto_apply: false,
+    runner: None,
+    tags: Vec::new(),
+};
+
+impl Config {
+    fn get(&self) -> &StackConfig {
+        self.0
+            .as_ref()
+            .and_then(|facts| facts.stack.as_ref())
+            .unwrap_or(&NO_CONFIG)
+    }
 }
 
 /// What a Terragrunt stack's configuration adds, through its includes.
@@ -56,7 +73,7 @@ struct Builder<'a> {
     repo: &'a Repository,
     index: &'a mut Index,
     files: &'a Files,
-    tf_dirs: HashMap<String, TfDir>,
+    tf_dirs: Map<String, Arc<TfDir>>,
     errors: Vec<StackError>,
 }
 
@@ -68,15 +85,15 @@ pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<S
         repo,
         index,
         files: &files,
-        tf_dirs: HashMap::new(),
+        tf_dirs: Map::default(),
         errors: Vec::new(),
     };
     let found = b.find_stacks()?;
     let configs = b.stack_configs(&found)?;
     let tg = b.terragrunt(&found)?;
-    let mut roots: Vec<String> = found.iter().map(|(dir, _)| dir.clone()).collect();
-    roots.extend(tg.iter().flat_map(|t| t.modules.iter().cloned()));
-    b.load_tf_dirs(roots)?;
+    let mut roots: Vec<&str> = found.iter().map(|(dir, _)| dir.as_str()).collect();
+    roots.extend(tg.iter().flat_map(|t| t.modules.iter().map(String::as_str)));
+    b.load_tf_dirs(&roots)?;
     Ok(b.assemble(found, configs, tg))
 }
 
@@ -100,15 +117,15 @@ impl Builder<'_> {
                 .filter(|(_, items)| file_items(items).any(|(n, _)| paths::is_terraform(n)))
                 .map(|(dir, _)| dir.to_string())
                 .collect();
-            self.load_tf_dirs(tf.clone())?;
-            let used: HashSet<&String> = self
+            self.load_tf_dirs(&tf.iter().map(String::as_str).collect::<Vec<_>>())?;
+            let used: Set<&str> = self
                 .tf_dirs
                 .values()
-                .flat_map(|d| d.modules.iter())
+                .flat_map(|d| d.modules.iter().map(|m| m.dir.as_str()))
                 .collect();
             found = tf
                 .iter()
-                .filter(|dir| !used.contains(dir))
+                .filter(|dir| !used.contains(dir.as_str()))
                 .map(|dir| (dir.clone(), StackKind::Terraform))
                 .collect();
         }
@@ -116,10 +133,15 @@ impl Builder<'_> {
         Ok(found)
     }
 
-    fn stack_configs(&mut self, found: &[(String, StackKind)]) -> Result<Vec<StackConfig>> {
+    fn stack_configs(&mut self, found: &[(String, StackKind)]) -> Result<Vec<Config>> {
         let blobs: Vec<Option<Oid>> = found
             .iter()
-            .map(|(dir, _)| self.files.blob(&paths::child(dir, "stack.hcl")))
+            .map(|(dir, _)| {
+                self.files
+                    .in_dir(dir)
+                    .find(|(name, _)| *name == "stack.hcl")
+                    .map(|(_, id)| id)
+            })
             .collect();
         let wanted: Vec<(Oid, Role)> = blobs
             .iter()
@@ -129,16 +151,17 @@ impl Builder<'_> {
         self.index.ensure(self.repo, &wanted)?;
         let mut configs = Vec::with_capacity(found.len());
         for ((dir, _), blob) in found.iter().zip(blobs) {
-            let Some(facts) = blob.and_then(|id| self.index.facts(id, Role::StackConfig)) else {
-                configs.push(StackConfig::default());
+            let Some(facts) = blob.and_then(|id| self.index.shared_facts(id, Role::StackConfig))
+            else {
+                configs.push(Config(None));
                 continue;
             };
-            let file = paths::child(dir, "stack.hcl");
             for e in &facts.errors {
+                let file = paths::child(dir, "stack.hcl");
                 self.errors
                     .push(StackError::at(dir, &file, e.line, &e.message));
             }
-            configs.push(facts.stack.clone().unwrap_or_default());
+            configs.push(Config(Some(facts)));
         }
         Ok(configs)
     }
@@ -146,7 +169,7 @@ impl Builder<'_> {
     /// Follows each Terragrunt stack's includes, in rounds so each round parses in parallel.
     fn terragrunt(&mut self, found: &[(String, StackKind)]) -> Result<Vec<TgStack>> {
         let mut out: Vec<TgStack> = found.iter().map(|_| TgStack::default()).collect();
-        let mut seen: HashSet<(usize, String)> = HashSet::new();
+        let mut seen: Set<(usize, String)> = Set::default();
         let mut frontier: Vec<(usize, String)> = found
             .iter()
             .enumerate()
@@ -218,43 +241,67 @@ impl Builder<'_> {
 
     /// Analyses the Terraform files of these directories and, transitively, of the local
     /// modules they use.
-    fn load_tf_dirs(&mut self, dirs: Vec<String>) -> Result<()> {
+    fn load_tf_dirs(&mut self, dirs: &[&str]) -> Result<()> {
+        let mut unique: Set<&str> = Set::default();
         let mut frontier: Vec<String> = dirs
-            .into_iter()
-            .filter(|d| !self.tf_dirs.contains_key(d))
+            .iter()
+            .filter(|d| !self.tf_dirs.contains_key(**d) && unique.insert(d))
+            .map(|d| d.to_string())
             .collect();
-        frontier.sort();
-        frontier.dedup();
         while !frontier.is_empty() {
             let files = self.files;
-            let wanted: Vec<(Oid, Role)> = frontier
+            // Directories resolved by an earlier build need no parsing at all.
+            let mut round: Vec<Arc<TfDir>> = Vec::with_capacity(frontier.len());
+            let mut fresh = Vec::new();
+            for dir in frontier {
+                let cached = files
+                    .tree_id(&dir)
+                    .and_then(|tree| self.index.tf_dir(tree, &dir));
+                match cached {
+                    Some(tf) => {
+                        round.push(tf.clone());
+                        self.tf_dirs.insert(dir, tf);
+                    }
+                    None => fresh.push(dir),
+                }
+            }
+            let wanted: Vec<(Oid, Role)> = fresh
                 .iter()
                 .flat_map(|d| files.in_dir(d))
                 .filter(|(name, _)| paths::is_terraform(name))
                 .map(|(_, id)| (id, Role::Terraform))
                 .collect();
             self.index.ensure(self.repo, &wanted)?;
-            let mut next = Vec::new();
-            for dir in frontier {
-                let tf = self.tf_dir(&dir);
-                for module in &tf.modules {
-                    if !self.tf_dirs.contains_key(module) {
-                        next.push(module.clone());
-                    }
+            for dir in fresh {
+                let tf = Arc::new(self.tf_dir(&dir));
+                if let Some(tree) = files.tree_id(&dir) {
+                    self.index.keep_tf_dir(tree, &dir, tf.clone());
                 }
+                round.push(tf.clone());
                 self.tf_dirs.insert(dir, tf);
             }
-            next.sort();
-            next.dedup();
-            next.retain(|d| !self.tf_dirs.contains_key(d));
-            frontier = next;
+            // Modules used by this round's directories that are not loaded yet. Most stacks
+            // share a few modules, so deduplicate before allocating.
+            let mut next: Set<String> = Set::default();
+            for tf in &round {
+                for m in &tf.modules {
+                    if !self.tf_dirs.contains_key(&m.dir)
+                        && !next.contains(m.dir.as_str())
+                        && files.has_dir(&m.dir)
+                    {
+                        next.insert(m.dir.clone());
+                    }
+                }
+            }
+            frontier = next.into_iter().collect();
         }
         Ok(())
     }
 
     fn tf_dir(&self, dir: &str) -> TfDir {
         let mut tf = TfDir::default();
-        let exists = |p: &str| self.files.exists(p);
+        // Terraform has no file-searching functions: the directory alone decides.
+        let exists = |_: &str| false;
         let scope = Scope {
             file_dir: dir,
             stack_dir: dir,
@@ -274,14 +321,11 @@ impl Builder<'_> {
             }
             for r in &facts.modules {
                 match local_source(&r.expr, &scope, false) {
-                    Some(Ok(module)) if self.files.has_dir(&module) => tf.modules.push(module),
-                    Some(Ok(module)) => tf.problems.push((
-                        file.clone(),
-                        FileError {
-                            line: Some(r.line),
-                            message: format!("module source {module}: no such directory"),
-                        },
-                    )),
+                    Some(Ok(module)) => tf.modules.push(ModuleUse {
+                        dir: module,
+                        file: file.clone(),
+                        line: r.line,
+                    }),
                     Some(Err(message)) => tf.problems.push((
                         file.clone(),
                         FileError {
@@ -297,8 +341,6 @@ impl Builder<'_> {
             }
             tf.remote_states.extend(facts.remote_states.iter().cloned());
         }
-        tf.modules.sort();
-        tf.modules.dedup();
         tf
     }
 
@@ -306,78 +348,49 @@ impl Builder<'_> {
     fn assemble(
         mut self,
         found: Vec<(String, StackKind)>,
-        configs: Vec<StackConfig>,
+        configs: Vec<Config>,
         tg: Vec<TgStack>,
     ) -> Snapshot {
-        let by_path: HashMap<String, usize> = found
+        let by_path: Map<String, usize> = found
             .iter()
             .enumerate()
             .map(|(i, (dir, _))| (dir.clone(), i))
             .collect();
-        let mut module_users: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut include_users: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut states: HashMap<StateKey, usize> = HashMap::new();
-        let mut reads: Vec<Vec<StateKey>> = vec![Vec::new(); found.len()];
-        let files = self.files;
-        let exists = |p: &str| files.exists(p);
-
-        for (i, (dir, kind)) in found.iter().enumerate() {
+        let mut module_users: Map<String, Vec<usize>> = Map::default();
+        let mut include_users: Map<String, Vec<usize>> = Map::default();
+        let mut states: Map<StateKey, usize> = Map::default();
+        let mut reads: Vec<Vec<StateKey>> = Vec::with_capacity(found.len());
+        let tf_dirs = std::mem::take(&mut self.tf_dirs);
+        // Each stack's closure is independent of the others: computed in parallel, merged in
+        // path order (so the first stack to claim a state keeps it).
+        let parts: Vec<Closure<'_>> = found
+            .par_iter()
+            .enumerate()
+            .map(|(i, (dir, kind))| closure(self.files, &tf_dirs, dir, *kind, &tg[i].modules))
+            .collect();
+        for (i, part) in parts.into_iter().enumerate() {
             for file in &tg[i].included {
                 include_users.entry(file.clone()).or_default().push(i);
             }
-            // The stack's own directory, then every module reachable from it.
-            let mut seen: HashSet<&str> = HashSet::new();
-            let mut queue: Vec<&str> = tg[i].modules.iter().map(String::as_str).collect();
-            queue.push(dir.as_str());
-            while let Some(current) = queue.pop() {
-                if !seen.insert(current) {
-                    continue;
-                }
-                if current != dir {
-                    module_users.entry(current.to_string()).or_default().push(i);
-                }
-                let Some(tf) = self.tf_dirs.get(current) else {
-                    continue;
-                };
-                for (file, e) in &tf.problems {
-                    self.errors
-                        .push(StackError::at(dir, file, e.line, &e.message));
-                }
-                queue.extend(tf.modules.iter().map(String::as_str));
-                for read in &tf.remote_states {
-                    let scope = Scope {
-                        file_dir: current,
-                        stack_dir: dir,
-                        exists: &exists,
-                    };
-                    if let Some(key) = StateKey::of(read, &scope) {
-                        reads[i].push(key);
+            for module in part.modules {
+                match module_users.get_mut(module) {
+                    Some(users) => users.push(i),
+                    None => {
+                        module_users.insert(module.to_string(), vec![i]);
                     }
                 }
             }
-            let own = self
-                .tf_dirs
-                .get(dir.as_str())
-                .and_then(|t| t.backend.as_ref());
-            let scope = Scope {
-                file_dir: dir,
-                stack_dir: dir,
-                exists: &exists,
-            };
-            let key = match own {
-                Some(backend) => StateKey::of(backend, &scope),
-                None if *kind == StackKind::Terraform => Some(StateKey::default_local(dir)),
-                None => None,
-            };
-            if let Some(key) = key {
+            self.errors.extend(part.errors);
+            reads.push(part.reads);
+            if let Some(key) = part.state {
                 states.entry(key).or_insert(i);
             }
         }
 
-        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut names: Map<&str, usize> = Map::default();
         for (i, (dir, _)) in found.iter().enumerate() {
-            let name = configs[i].name.clone().unwrap_or_else(|| dir.clone());
-            if let Some(&other) = names.get(&name) {
+            let name = configs[i].get().name.as_deref().unwrap_or(dir);
+            if let Some(&other) = names.get(name) {
                 let message = format!("stack name {name:?} is also used by {}", found[other].0);
                 self.errors.push(StackError::at(
                     dir,
@@ -392,13 +405,13 @@ impl Builder<'_> {
 
         let mut upstreams: Vec<Vec<(usize, EdgeKind)>> = vec![Vec::new(); found.len()];
         for (i, (dir, _)) in found.iter().enumerate() {
-            let stack_file = paths::child(dir, "stack.hcl");
-            for (target, line) in &configs[i].depends_on {
+            for (target, line) in &configs[i].get().depends_on {
                 match depends_on_target(dir, target, &by_path, &names) {
                     Ok(up) => upstreams[i].push((up, EdgeKind::DependsOn)),
                     Err(message) => {
+                        let file = paths::child(dir, "stack.hcl");
                         self.errors
-                            .push(StackError::at(dir, &stack_file, Some(*line), &message))
+                            .push(StackError::at(dir, &file, Some(*line), &message))
                     }
                 }
             }
@@ -432,21 +445,24 @@ impl Builder<'_> {
         let (watch, watch_owner) = self.watch_globs(&found, &configs);
         let stacks = found
             .iter()
-            .zip(configs)
+            .zip(&configs)
             .enumerate()
-            .map(|(i, ((dir, kind), config))| Stack {
-                path: dir.clone(),
-                name: config.name.unwrap_or_else(|| dir.clone()),
-                kind: *kind,
-                runner: config.runner,
-                depends_on: upstreams[i]
-                    .iter()
-                    .map(|(up, _)| found[*up].0.clone())
-                    .collect(),
-                watch: config.watch.into_iter().map(|(w, _)| w).collect(),
-                drift_schedule: config.drift_schedule,
-                auto_apply: config.auto_apply,
-                tags: config.tags,
+            .map(|(i, ((dir, kind), config))| {
+                let config = config.get();
+                Stack {
+                    path: dir.clone(),
+                    name: config.name.clone().unwrap_or_else(|| dir.clone()),
+                    kind: *kind,
+                    runner: config.runner.clone(),
+                    depends_on: upstreams[i]
+                        .iter()
+                        .map(|(up, _)| found[*up].0.clone())
+                        .collect(),
+                    watch: config.watch.iter().map(|(w, _)| w.clone()).collect(),
+                    drift_schedule: config.drift_schedule.clone(),
+                    auto_apply: config.auto_apply,
+                    tags: config.tags.clone(),
+                }
             })
             .collect();
         let mut errors = self.errors;
@@ -468,13 +484,13 @@ impl Builder<'_> {
     fn watch_globs(
         &mut self,
         found: &[(String, StackKind)],
-        configs: &[StackConfig],
+        configs: &[Config],
     ) -> (GlobSet, Vec<usize>) {
         let mut builder = GlobSetBuilder::new();
         let mut owners = Vec::new();
         for (i, (dir, _)) in found.iter().enumerate() {
-            let file = paths::child(dir, "stack.hcl");
-            for (pattern, line) in &configs[i].watch {
+            for (pattern, line) in &configs[i].get().watch {
+                let file = paths::child(dir, "stack.hcl");
                 let glob = paths::join(dir, pattern)
                     .map_err(|_| format!("watch {pattern:?} escapes the repository"))
                     .and_then(|p| {
@@ -500,73 +516,6 @@ impl Builder<'_> {
         let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
         (set, owners)
     }
-}
-
-/// Evaluates a path and joins it onto the file's directory.
-fn resolve(expr: &PathExpr, scope: &Scope<'_>) -> Result<String, String> {
-    let value = expr.eval(scope)?;
-    paths::join(scope.file_dir, &value)
-        .map_err(|_| format!("path {value:?} escapes the repository"))
-}
-
-/// The directory of a local module source, `None` for registry and remote sources.
-/// Terragrunt's `//` sub-directory form and `?ref=` query are accepted.
-fn local_source(
-    expr: &PathExpr,
-    scope: &Scope<'_>,
-    terragrunt: bool,
-) -> Option<Result<String, String>> {
-    let literal = expr.literal().is_some();
-    let value = match expr.eval(scope) {
-        Ok(v) => v,
-        Err(message) => return Some(Err(message)),
-    };
-    let value = value.split('?').next().unwrap_or_default();
-    if terragrunt && (value.contains("::") || value.contains("://")) {
-        return None;
-    }
-    if literal && value.starts_with('/') {
-        return Some(Err(format!(
-            "module source {value:?} is an absolute path outside the repository"
-        )));
-    }
-    let local = value == "."
-        || value == ".."
-        || value.starts_with("./")
-        || value.starts_with("../")
-        || value.starts_with('/');
-    if !local {
-        return None;
-    }
-    Some(
-        paths::join(scope.file_dir, &value.replace("//", "/"))
-            .map_err(|_| format!("module source {value:?} escapes the repository")),
-    )
-}
-
-/// A `depends_on` entry: a path from the root (`/x`), a path relative to the stack, or a name.
-fn depends_on_target(
-    dir: &str,
-    target: &str,
-    by_path: &HashMap<String, usize>,
-    names: &HashMap<String, usize>,
-) -> Result<usize, String> {
-    let explicit_path = target.starts_with('/') || target.starts_with('.');
-    match paths::join(dir, target) {
-        Ok(path) => {
-            if let Some(&i) = by_path.get(&path) {
-                return Ok(i);
-            }
-        }
-        Err(_) if explicit_path => {
-            return Err(format!("depends_on {target:?} escapes the repository"));
-        }
-        Err(_) => {}
-    }
-    if !explicit_path && let Some(&i) = names.get(target) {
-        return Ok(i);
-    }
-    Err(format!("depends_on {target:?}: no such stack"))
 }
 
 impl StackError {

@@ -2,7 +2,6 @@
 //! listings are cached by tree id, file analyses by blob id, and resolved snapshots by root tree
 //! id, so a new commit costs what it changed: unchanged subtrees are neither read nor parsed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -10,9 +9,11 @@ use git2::{Oid, Repository};
 use rayon::prelude::*;
 
 use super::discovery::Snapshot;
+use super::hash::{Id, Map};
 use super::hcl::{FileFacts, Role, analyze};
 use super::paths;
-use crate::repo::{EntryKind, TreeItem, read_blob, read_tree};
+use super::resolve::TfDir;
+use crate::repo::{EntryKind, TreeItem, diff_trees, read_blob, read_tree};
 
 /// How many resolved snapshots to keep: the base and head of the last few polls.
 const SNAPSHOTS: usize = 4;
@@ -23,11 +24,17 @@ const KEEP_GENERATIONS: u64 = 8;
 /// everything in it is keyed by content (git ids), so it never goes stale, only unused.
 #[derive(Default)]
 pub struct Index {
-    trees: HashMap<Oid, Cached<Arc<[TreeItem]>>>,
-    facts: HashMap<(Oid, Role), Cached<Arc<FileFacts>>>,
+    trees: Map<Id, Cached<Arc<[TreeItem]>>>,
+    facts: Map<(Id, Role), Cached<Arc<FileFacts>>>,
+    /// A directory's resolved Terraform configuration, by its tree id and path (sources are
+    /// relative to the path).
+    tf_dirs: Map<Id, Cached<DirsAt>>,
     snapshots: Vec<(Oid, Arc<Snapshot>)>,
     generation: u64,
 }
+
+/// A directory's resolution at each path its tree appears at.
+type DirsAt = Vec<(String, Arc<TfDir>)>;
 
 struct Cached<T> {
     value: T,
@@ -38,7 +45,7 @@ struct Cached<T> {
 /// index's cached tree listings rather than copying names.
 #[derive(Debug, Default)]
 pub struct Files {
-    dirs: HashMap<String, Arc<[TreeItem]>>,
+    dirs: Map<String, (Oid, Arc<[TreeItem]>)>,
 }
 
 impl Files {
@@ -47,14 +54,19 @@ impl Files {
         self.dirs
             .get(dir)
             .into_iter()
-            .flat_map(|items| file_items(items))
+            .flat_map(|(_, items)| file_items(items))
+    }
+
+    /// The tree id of a directory that holds files.
+    pub fn tree_id(&self, dir: &str) -> Option<Oid> {
+        self.dirs.get(dir).map(|(id, _)| *id)
     }
 
     /// Every directory that holds files, with those files.
     pub fn dirs(&self) -> impl Iterator<Item = (&str, &[TreeItem])> {
         self.dirs
             .iter()
-            .map(|(d, items)| (d.as_str(), items.as_ref()))
+            .map(|(d, (_, items))| (d.as_str(), items.as_ref()))
     }
 
     /// Whether a directory exists and holds files.
@@ -88,6 +100,12 @@ impl Index {
         Self::default()
     }
 
+    /// Forgets resolved snapshots, keeping tree listings and file analyses: the next call
+    /// resolves again from cached parts (what a never-seen commit costs).
+    pub fn forget_snapshots(&mut self) {
+        self.snapshots.clear();
+    }
+
     /// A snapshot already resolved for this root tree.
     pub(crate) fn snapshot(&self, tree: Oid) -> Option<Arc<Snapshot>> {
         self.snapshots
@@ -111,6 +129,7 @@ impl Index {
             let oldest = self.generation.saturating_sub(KEEP_GENERATIONS);
             self.trees.retain(|_, c| c.used >= oldest);
             self.facts.retain(|_, c| c.used >= oldest);
+            self.tf_dirs.retain(|_, c| c.used >= oldest);
         }
     }
 
@@ -129,21 +148,49 @@ impl Index {
                 }
             }
             if has_files {
-                files.dirs.insert(dir, items);
+                files.dirs.insert(dir, (tree, items));
             }
         }
         Ok(files)
     }
 
+    /// The file paths that differ between two root trees, from cached listings.
+    pub(crate) fn diff(&mut self, repo: &Repository, old: Oid, new: Oid) -> Result<Vec<String>> {
+        diff_trees(&mut |id| self.tree(repo, id), old, new)
+    }
+
+    /// A directory's Terraform configuration resolved by an earlier build, if its tree is the
+    /// same.
+    pub(crate) fn tf_dir(&mut self, tree: Oid, dir: &str) -> Option<Arc<TfDir>> {
+        let generation = self.generation;
+        // Keyed by tree id alone so a lookup allocates nothing; the same tree at several paths
+        // (copied directories) is rare, so a short list per id is searched.
+        let cached = self.tf_dirs.get_mut(&Id(tree))?;
+        let (_, tf) = cached.value.iter().find(|(path, _)| path == dir)?;
+        cached.used = generation;
+        Some(tf.clone())
+    }
+
+    pub(crate) fn keep_tf_dir(&mut self, tree: Oid, dir: &str, value: Arc<TfDir>) {
+        let used = self.generation;
+        let cached = self.tf_dirs.entry(Id(tree)).or_insert_with(|| Cached {
+            value: Vec::new(),
+            used,
+        });
+        cached.used = used;
+        cached.value.retain(|(path, _)| path != dir);
+        cached.value.push((dir.to_string(), value));
+    }
+
     fn tree(&mut self, repo: &Repository, id: Oid) -> Result<Arc<[TreeItem]>> {
         let generation = self.generation;
-        if let Some(cached) = self.trees.get_mut(&id) {
+        if let Some(cached) = self.trees.get_mut(&Id(id)) {
             cached.used = generation;
             return Ok(cached.value.clone());
         }
         let items: Arc<[TreeItem]> = read_tree(repo, id)?.into();
         self.trees.insert(
-            id,
+            Id(id),
             Cached {
                 value: items.clone(),
                 used: generation,
@@ -156,17 +203,17 @@ impl Index {
     pub(crate) fn ensure(&mut self, repo: &Repository, wanted: &[(Oid, Role)]) -> Result<()> {
         let generation = self.generation;
         let mut missing = Vec::new();
-        for key in wanted {
-            match self.facts.get_mut(key) {
+        for &(id, role) in wanted {
+            match self.facts.get_mut(&(Id(id), role)) {
                 Some(cached) => cached.used = generation,
-                None => missing.push(*key),
+                None => missing.push((id, role)),
             }
         }
         missing.sort_unstable_by_key(|(id, role)| (*id, *role as u8));
         missing.dedup();
-        for (key, facts) in parse_all(repo, &missing)? {
+        for ((id, role), facts) in parse_all(repo, &missing)? {
             self.facts.insert(
-                key,
+                (Id(id), role),
                 Cached {
                     value: Arc::new(facts),
                     used: generation,
@@ -176,9 +223,14 @@ impl Index {
         Ok(())
     }
 
+    /// The analysis of a blob, shared; [`Index::ensure`] must have been called for it.
+    pub(crate) fn shared_facts(&self, blob: Oid, role: Role) -> Option<Arc<FileFacts>> {
+        self.facts.get(&(Id(blob), role)).map(|c| c.value.clone())
+    }
+
     /// The analysis of a blob; [`Index::ensure`] must have been called for it.
     pub(crate) fn facts(&self, blob: Oid, role: Role) -> Option<&FileFacts> {
-        self.facts.get(&(blob, role)).map(|c| c.value.as_ref())
+        self.facts.get(&(Id(blob), role)).map(|c| c.value.as_ref())
     }
 }
 

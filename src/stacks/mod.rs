@@ -5,14 +5,28 @@
 //! Flow: [`Index`] lists a commit's trees and analyses files by blob id (`hcl`, `eval`);
 //! `discovery` resolves that into a snapshot (stacks, module closures, includes, edges);
 //! [`affected`] attributes the changed paths to stacks and walks downstream.
+//!
+//! Choices worth knowing:
+//! - A stack's files and a local module's files include their subdirectories (minus nested
+//!   stacks): `path.module` can read any of them. Markdown never counts, except through `watch`.
+//! - Relative paths in Terragrunt files resolve against the file's own directory;
+//!   `get_terragrunt_dir()` and `find_in_parent_folders()` against the stack's directory.
+//! - A stack without a `backend` block writes `terraform.tfstate` in its directory (Terraform's
+//!   default), so a `local` remote state pointing there is an edge.
+//! - Not analysed: `.tf.json` files (they still count as the stack's files), Terragrunt
+//!   `remote_state` blocks (no remote-state edges to Terragrunt stacks), and expressions beyond
+//!   the small set in `eval` (such paths are ignored, not guessed). Every `terragrunt.hcl`
+//!   directory is a stack, as specified, including a parent config others include.
 
 mod affected;
 mod discovery;
 mod eval;
 mod graph;
+mod hash;
 mod hcl;
 mod index;
 mod paths;
+mod resolve;
 mod state;
 pub mod synth;
 
@@ -98,7 +112,7 @@ pub struct Discovery {
 impl Discovery {
     /// Stack paths in dependency order (upstreams first), or the stacks on a cycle.
     pub fn order(&self) -> Result<Vec<String>, Vec<String>> {
-        let position: std::collections::HashMap<&str, usize> = self
+        let position: hash::Map<&str, usize> = self
             .stacks
             .iter()
             .enumerate()

@@ -58,10 +58,13 @@ pub fn file_name(path: &str) -> &str {
 /// `dir/name`, or `name` when `dir` is the root.
 pub fn child(dir: &str, name: &str) -> String {
     if dir == ROOT {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
+        return name.to_string();
     }
+    let mut path = String::with_capacity(dir.len() + 1 + name.len());
+    path.push_str(dir);
+    path.push('/');
+    path.push_str(name);
+    path
 }
 
 /// The directory and each of its ancestors, ending with the root `"."`.

@@ -126,7 +126,7 @@ fn stack_main(i: usize, modules: usize) -> String {
         String::new()
     };
     format!(
-        "terraform {{\n  backend \"local\" {{}}\n}}\n\nmodule \"app\" {{\n  source = \"../../../modules/mod-{:03}\"\n  name   = var.name\n}}\n{remote}",
+        "terraform {{\n  backend \"local\" {{}}\n}}\n\nlocals {{\n  labels = merge(var.labels, {{ stack = \"s{i:05}\", team = \"platform\" }})\n}}\n\nmodule \"app\" {{\n  source = \"../../../modules/mod-{:03}\"\n  name   = var.name\n  size   = var.size\n}}\n{remote}",
         (i * 7) % modules
     )
 }
@@ -142,12 +142,14 @@ fn module_main(nested: Option<&str>) -> String {
 
 fn variables(prefix: &str) -> String {
     format!(
-        "variable \"name\" {{\n  type    = string\n  default = \"{prefix}\"\n}}\n\nvariable \"size\" {{\n  type    = number\n  default = 3\n}}\n"
+        "variable \"name\" {{\n  description = \"Name of the {prefix} resources\"\n  type        = string\n  default     = \"{prefix}\"\n}}\n\nvariable \"size\" {{\n  description = \"How many\"\n  type        = number\n  default     = 3\n}}\n\nvariable \"labels\" {{\n  type    = map(string)\n  default = {{}}\n}}\n"
     )
 }
 
 fn outputs(value: &str) -> String {
-    format!("output \"id\" {{\n  value = {value}\n}}\n")
+    format!(
+        "output \"id\" {{\n  description = \"The identifier\"\n  value       = {value}\n}}\n\noutput \"name\" {{\n  value = var.name\n}}\n"
+    )
 }
 
 fn commit(dir: &Path, message: &str) -> Result<String> {
@@ -159,6 +161,8 @@ fn commit(dir: &Path, message: &str) -> Result<String> {
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let output = Command::new("git")
         .current_dir(dir)
+        // No background auto-gc racing the explicit `git gc` at the end.
+        .args(["-c", "gc.auto=0"])
         .args(args)
         .env("GIT_AUTHOR_NAME", "Synth")
         .env("GIT_AUTHOR_EMAIL", "synth@example.test")

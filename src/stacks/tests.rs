@@ -226,6 +226,29 @@ fn nested_local_modules_are_traced() {
 }
 
 #[test]
+fn missing_module_directory_is_an_error_and_tofu_files_count() {
+    check(
+        &[
+            ("a/stack.hcl", STACK),
+            (
+                "a/main.tofu",
+                "module \"m\" {\n  source = \"../modules/m\"\n}\n",
+            ),
+            ("modules/m/main.tf", ""),
+        ],
+        &[
+            Write("modules/m/main.tf", "# c\n"),
+            Write(
+                "a/extra.tf",
+                "\nmodule \"gone\" {\n  source = \"./nowhere\"\n}\n",
+            ),
+        ],
+        "a: file a/extra.tf, module modules/m/main.tf via modules/m
+         ! a a/extra.tf:3 module source a/nowhere: no such directory",
+    );
+}
+
+#[test]
 fn stacks_added_and_removed() {
     check(
         &[
