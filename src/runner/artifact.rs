@@ -11,6 +11,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -94,18 +95,11 @@ impl PlanKey {
     /// HMAC-SHA256 (RFC 2104) of `data`: a keyed hash, so that the stored variables hash
     /// cannot be used to guess low-entropy secrets offline.
     fn mac(&self, data: &[u8]) -> [u8; 32] {
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&self.0);
-        let pad = |byte: u8| block.map(|b| b ^ byte);
-        let inner = Sha256::new()
-            .chain_update(pad(0x36))
-            .chain_update(data)
-            .finalize();
-        Sha256::new()
-            .chain_update(pad(0x5c))
-            .chain_update(inner)
-            .finalize()
-            .into()
+        // A 32-byte key is always a valid HMAC key.
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
     }
 
     /// The keyed hash of a step's variables and secrets, independent of their order.
