@@ -28,6 +28,8 @@ pub enum Command {
     Poll(poll::Args),
     /// Print the version of Tidemark.
     Version(version::Args),
+    /// Policy checks: evaluate policies against a plan offline, run their unit tests.
+    Policy(policy::Args),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Migrate(args) => migrate::run(args),
         Command::Poll(args) => poll::run(args),
         Command::Version(args) => version::run(args),
+        Command::Policy(args) => policy::run(args),
     }
 }
 
@@ -98,6 +101,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 mod migrate;
+mod policy;
 mod poll;
 mod runs;
 mod serve;

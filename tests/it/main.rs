@@ -3,5 +3,6 @@
 
 mod cli;
 mod engine;
+mod policy;
 mod store;
 mod support;
