@@ -18,5 +18,5 @@ deny contains msg if {
 
 deny contains msg if {
 	not is_number(max_deletions)
-	msg := sprintf("config max_deletions must be a number, not %v", [max_deletions])
+	msg := sprintf("config max_deletions must be a number, not %s", [json.marshal(max_deletions)])
 }

@@ -276,7 +276,9 @@ pub(crate) fn new_engine() -> regorus::Engine {
 /// Rego v1 is tried first (the default of OPA 1.x and conftest); a file that only parses as
 /// v0 (`deny[msg] { ... }` without `if`) is accepted as v0, the way `opa --v0-compatible`
 /// would. When neither parses, the error reported is the one from the dialect that got further
-/// into the file: that is almost always the dialect the author meant.
+/// into the file: that is almost always the dialect the author meant. On a tie the v0 error
+/// wins: a v1 file fails v0 parsing early (at its first `contains` or `if`) unless it imports
+/// `rego.v1`, and then both parsers say the same thing.
 pub(crate) fn add_file(
     engine: &mut regorus::Engine,
     file: &PolicyFile,
@@ -292,7 +294,7 @@ pub(crate) fn add_file(
             v0.map_err(|v0_error| {
                 let v1_error = engine_error(&file.label, &v1_error);
                 let v0_error = engine_error(&file.label, &v0_error);
-                if position(&v0_error) > position(&v1_error) {
+                if position(&v0_error) >= position(&v1_error) {
                     v0_error
                 } else {
                     v1_error
