@@ -76,10 +76,7 @@ fn test(args: TestArgs) -> Result<ExitCode> {
 }
 
 fn check_plan(set: &PolicySet, args: &TestArgs) -> Result<Verdict> {
-    let path = args
-        .plan
-        .as_ref()
-        .context("--plan or --unit is required")?;
+    let path = args.plan.as_ref().context("--plan or --unit is required")?;
     let plan = read_json(path)?;
     let tidemark = match &args.tidemark {
         Some(path) => serde_json::from_value(read_json(path)?)
@@ -92,7 +89,11 @@ fn check_plan(set: &PolicySet, args: &TestArgs) -> Result<Verdict> {
             policy::run_kind::PLAN,
         ),
     };
-    Ok(policy::evaluate(std::slice::from_ref(set), &plan, &tidemark))
+    Ok(policy::evaluate(
+        std::slice::from_ref(set),
+        &plan,
+        &tidemark,
+    ))
 }
 
 fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {

@@ -140,8 +140,9 @@ impl Poller {
                 (self.queue(&info.sha, &rest, &stacks).await?, Some(message))
             }
             Err(err) => {
-                return Err(err)
-                    .with_context(|| format!("repo {}: detecting affected stacks", self.repo.name));
+                return Err(err).with_context(|| {
+                    format!("repo {}: detecting affected stacks", self.repo.name)
+                });
             }
         };
         self.store

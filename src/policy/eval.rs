@@ -47,14 +47,12 @@ impl PolicySet {
                 }
             };
             match messages(&value) {
-                Ok(messages) => results.extend(messages.into_iter().map(|message| {
-                    PolicyResult {
-                        set: self.name().to_string(),
-                        policy: target.package.clone(),
-                        rule: target.rule,
-                        level: self.level(),
-                        message,
-                    }
+                Ok(messages) => results.extend(messages.into_iter().map(|message| PolicyResult {
+                    set: self.name().to_string(),
+                    policy: target.package.clone(),
+                    rule: target.rule,
+                    level: self.level(),
+                    message,
                 })),
                 Err(problem) => errors.push(format!(
                     "{}: {}: rule `{}` in package {} {problem}",
@@ -98,7 +96,8 @@ pub(crate) fn messages(value: &regorus::Value) -> Result<Vec<String>, String> {
             ));
         }
     }
-    let json = serde_json::to_value(value).map_err(|e| format!("produced unreadable value: {e}"))?;
+    let json =
+        serde_json::to_value(value).map_err(|e| format!("produced unreadable value: {e}"))?;
     let items = json.as_array().cloned().unwrap_or_default();
     items
         .iter()

@@ -228,7 +228,7 @@ mod tests {
         check(
             json!([1]),
             TidemarkInput::default(),
-            json!({"plan": [1], "tidemark": serde_json::to_value(TidemarkInput::default()).unwrap()}),
+            json!({"plan": [1], "tidemark": serde_json::to_value(TidemarkInput::default()).expect("json")}),
         );
     }
 }

@@ -117,7 +117,10 @@ mod tests {
             &[("deny", 1, None), ("warn", 2, None)],
         );
         check("deny_all if true", &[("deny_all", 1, Some("a boolean"))]);
-        check("test_ok if {\n  true\n}", &[("test_ok", 1, Some("a boolean"))]);
+        check(
+            "test_ok if {\n  true\n}",
+            &[("test_ok", 1, Some("a boolean"))],
+        );
         check("  deny if true\n# deny if x", &[]);
     }
 }

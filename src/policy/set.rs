@@ -39,7 +39,10 @@ const SHIPPED: &[(&str, &str)] = &[
         "replace_test.rego",
         include_str!("../../policies/replace_test.rego"),
     ),
-    ("lib/plan.rego", include_str!("../../policies/lib/plan.rego")),
+    (
+        "lib/plan.rego",
+        include_str!("../../policies/lib/plan.rego"),
+    ),
 ];
 
 /// Why a policy set could not be loaded. Each variant names the file (and line when there is
@@ -114,8 +117,14 @@ impl fmt::Debug for PolicySet {
             .field("name", &self.name)
             .field("level", &self.level)
             .field("dir", &self.dir)
-            .field("files", &self.files.iter().map(|f| &f.path).collect::<Vec<_>>())
-            .field("tests", &self.tests.iter().map(|f| &f.path).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            )
+            .field(
+                "tests",
+                &self.tests.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -131,11 +140,10 @@ impl PolicySet {
         let mut files = Vec::new();
         for relative in paths {
             let full = dir.join(&relative);
-            let source = std::fs::read_to_string(&full)
-                .map_err(|source| PolicyError::Io {
-                    path: full.clone(),
-                    source,
-                })?;
+            let source = std::fs::read_to_string(&full).map_err(|source| PolicyError::Io {
+                path: full.clone(),
+                source,
+            })?;
             files.push(PolicyFile {
                 path: relative,
                 label: full.display().to_string(),
@@ -345,11 +353,7 @@ pub(crate) fn engine_error(label: &str, error: &anyhow::Error) -> PolicyError {
 }
 
 /// Whether the engine agrees that `file` declares `rule` (the scanner only proposes).
-fn declares(
-    engine: &regorus::Engine,
-    file: &PolicyFile,
-    rule: &str,
-) -> Result<bool, PolicyError> {
+fn declares(engine: &regorus::Engine, file: &PolicyFile, rule: &str) -> Result<bool, PolicyError> {
     engine
         .has_declared_rule_rooted_at(&file.label, rule)
         .map_err(|e| engine_error(&file.label, &e))

@@ -125,7 +125,10 @@ fn messages_of_the_wrong_shape_are_errors_not_passes() {
         &["pol/a.rego:3: rule `deny` in package a produced an object without a string `msg`"],
     );
     check(
-        &[("a.rego", "package a\nimport rego.v1\ndeny contains 42 if true\n")],
+        &[(
+            "a.rego",
+            "package a\nimport rego.v1\ndeny contains 42 if true\n",
+        )],
         json!({}),
         &[],
         &["neither a string nor an object with `msg`: 42"],
@@ -141,7 +144,9 @@ fn a_boolean_deny_found_only_at_evaluation_names_file_and_line() {
         )],
         json!({"x": 1}),
         &[],
-        &["pol: pol/a.rego:5: rule `deny` in package a must produce a set of messages, but produced a boolean (true)"],
+        &[
+            "pol: pol/a.rego:5: rule `deny` in package a must produce a set of messages, but produced a boolean (true)",
+        ],
     );
 }
 
@@ -168,7 +173,10 @@ fn boolean_and_scalar_rules_are_rejected_at_load() {
         "pol/a.rego:4: rule `deny` must be a set of messages (`deny contains msg if { ... }`), not a boolean",
     );
     check_load_error(
-        &[("ok.rego", "package ok\ndeny[m] { m := \"x\"; input.y }"), ("b.rego", "package b\nwarn = \"w\"\n")],
+        &[
+            ("ok.rego", "package ok\ndeny[m] { m := \"x\"; input.y }"),
+            ("b.rego", "package b\nwarn = \"w\"\n"),
+        ],
         "pol/b.rego:2: rule `warn` must be a set of messages (`warn contains msg if { ... }`), not a string",
     );
     check_load_error(
@@ -193,21 +201,33 @@ fn syntax_errors_name_file_line_and_column() {
         }
         other => panic!("not a syntax error: {other}"),
     }
-    assert!(error.to_string().starts_with("pol/broken.rego:5:"), "{error}");
+    assert!(
+        error.to_string().starts_with("pol/broken.rego:5:"),
+        "{error}"
+    );
 
     // A broken v0 file gets the v0 parser's error, not a v1 complaint about the missing `if`
     // (regorus points at the rule's opening brace when the body does not close).
     let error = set(
         Level::Advisory,
-        &[("old.rego", "package a\ndeny[msg] {\n  msg := sprintf(\"%s\" [input.x])\n}\n")],
+        &[(
+            "old.rego",
+            "package a\ndeny[msg] {\n  msg := sprintf(\"%s\" [input.x])\n}\n",
+        )],
     )
     .expect_err("syntax error");
-    assert_eq!(error.to_string(), "pol/old.rego:2:11: syntax error: expecting }");
+    assert_eq!(
+        error.to_string(),
+        "pol/old.rego:2:11: syntax error: expecting }"
+    );
 }
 
 #[test]
 fn an_empty_set_and_a_set_of_only_tests_are_errors() {
-    check_load_error(&[], "policy directory pol has no .rego policies (tests in *_test.rego do not count)");
+    check_load_error(
+        &[],
+        "policy directory pol has no .rego policies (tests in *_test.rego do not count)",
+    );
     check_load_error(
         &[("a_test.rego", "package a\ntest_x if true\n")],
         "policy directory pol has no .rego policies (tests in *_test.rego do not count)",
@@ -216,8 +236,14 @@ fn an_empty_set_and_a_set_of_only_tests_are_errors() {
 
 #[test]
 fn levels_decide_blocking_across_sets() {
-    let deny = [("a.rego", "package a\nimport rego.v1\ndeny contains \"no\" if true\n")];
-    let warn = [("w.rego", "package w\nimport rego.v1\nwarn contains \"hm\" if true\n")];
+    let deny = [(
+        "a.rego",
+        "package a\nimport rego.v1\ndeny contains \"no\" if true\n",
+    )];
+    let warn = [(
+        "w.rego",
+        "package w\nimport rego.v1\nwarn contains \"hm\" if true\n",
+    )];
     let verdict_for = |levels: &[(Level, &[(&str, &str)])]| {
         let sets: Vec<_> = levels
             .iter()
@@ -287,7 +313,11 @@ fn test_files_are_not_evaluated_but_run_as_unit_tests() {
         .collect();
     assert_eq!(
         outcomes,
-        [("test_denies", true), ("test_wrong", false), ("test_errors", false)]
+        [
+            ("test_denies", true),
+            ("test_wrong", false),
+            ("test_errors", false)
+        ]
     );
     assert_eq!(report.tests[1].failure.as_deref(), Some("undefined"));
     assert!(!report.passed);
@@ -311,4 +341,3 @@ fn shipped_policies_load_and_their_unit_tests_pass() {
     assert!(failed.is_empty(), "{failed:#?}");
     assert!(report.tests.len() >= 20, "{}", report.tests.len());
 }
-

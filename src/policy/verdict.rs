@@ -185,8 +185,11 @@ mod tests {
         );
         assert_eq!(verdict.blocking, expected, "{results:?} {errors:?}");
         assert_eq!(verdict.passed, expected == Blocking::None);
-        let json = serde_json::to_string(&verdict).unwrap();
-        assert_eq!(serde_json::from_str::<Verdict>(&json).unwrap(), verdict);
+        let json = serde_json::to_string(&verdict).expect("json");
+        assert_eq!(
+            serde_json::from_str::<Verdict>(&json).expect("verdict"),
+            verdict
+        );
     }
 
     #[test]
@@ -195,7 +198,11 @@ mod tests {
         use Rule::*;
         check(&[], &[], Blocking::None);
         check(&[(Warn, HardMandatory)], &[], Blocking::None);
-        check(&[(Deny, Advisory), (Violation, Advisory)], &[], Blocking::None);
+        check(
+            &[(Deny, Advisory), (Violation, Advisory)],
+            &[],
+            Blocking::None,
+        );
         check(&[(Deny, SoftMandatory)], &[], Blocking::Soft);
         check(&[(Violation, SoftMandatory)], &[], Blocking::Soft);
         check(&[(Deny, HardMandatory)], &[], Blocking::Hard);
@@ -213,7 +220,7 @@ mod tests {
         for level in Level::ALL {
             assert_eq!(level.as_str().parse::<Level>(), Ok(level));
             assert_eq!(
-                serde_json::to_value(level).unwrap(),
+                serde_json::to_value(level).expect("json"),
                 serde_json::json!(level.as_str())
             );
         }

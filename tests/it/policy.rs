@@ -33,9 +33,12 @@ fn plans() -> &'static Plans {
     static PLANS: OnceLock<Plans> = OnceLock::new();
     PLANS.get_or_init(|| {
         let module = [("child/main.tf", "resource \"null_resource\" \"inner\" {}\n")];
-        let with_module = "resource \"null_resource\" \"a\" {}\nmodule \"child\" {\n  source = \"./child\"\n}\n";
+        let with_module =
+            "resource \"null_resource\" \"a\" {}\nmodule \"child\" {\n  source = \"./child\"\n}\n";
         let two = "resource \"null_resource\" \"a\" {}\nresource \"null_resource\" \"b\" {}\n";
-        let triggers = |v: &str| format!("resource \"null_resource\" \"a\" {{\n  triggers = {{ v = \"{v}\" }}\n}}\n");
+        let triggers = |v: &str| {
+            format!("resource \"null_resource\" \"a\" {{\n  triggers = {{ v = \"{v}\" }}\n}}\n")
+        };
         let many = |n: u32| format!("resource \"null_resource\" \"many\" {{\n  count = {n}\n}}\n");
         // Each scenario is its own workspace: run them side by side.
         std::thread::scope(|s| {
@@ -44,7 +47,11 @@ fn plans() -> &'static Plans {
             let delete = s.spawn(|| plan(&[], Some(two), "resource \"null_resource\" \"a\" {}\n"));
             let replace = s.spawn(|| plan(&[], Some(&triggers("1")), &triggers("2")));
             let module_delete = s.spawn(|| {
-                plan(&module, Some(with_module), "resource \"null_resource\" \"a\" {}\n")
+                plan(
+                    &module,
+                    Some(with_module),
+                    "resource \"null_resource\" \"a\" {}\n",
+                )
             });
             let mass_delete = s.spawn(|| plan(&[], Some(&many(12)), &many(0)));
             let join = |h: std::thread::ScopedJoinHandle<'_, Value>| h.join().expect("plan thread");
@@ -74,10 +81,16 @@ fn plan(extra: &[(&str, &str)], before: Option<&str>, after: &str) -> Value {
     write(before.unwrap_or(after));
     terraform(dir.path(), &["init", "-input=false", "-no-color"]);
     if before.is_some() {
-        terraform(dir.path(), &["apply", "-auto-approve", "-input=false", "-no-color"]);
+        terraform(
+            dir.path(),
+            &["apply", "-auto-approve", "-input=false", "-no-color"],
+        );
         write(after);
     }
-    terraform(dir.path(), &["plan", "-input=false", "-no-color", "-out=plan.bin"]);
+    terraform(
+        dir.path(),
+        &["plan", "-input=false", "-no-color", "-out=plan.bin"],
+    );
     let json = terraform(dir.path(), &["show", "-json", "plan.bin"]);
     let plan: Value = serde_json::from_str(&json).expect("plan JSON");
     assert_eq!(plan["terraform_version"], "1.0.3");
@@ -146,24 +159,38 @@ fn the_scenarios_are_what_terraform_planned() {
     let delete = json!(["delete"]);
     let replace = json!(["delete", "create"]);
     let pairs = |list: &[(&str, &Value)]| -> Vec<(String, Value)> {
-        list.iter().map(|(a, v)| (a.to_string(), (*v).clone())).collect()
+        list.iter()
+            .map(|(a, v)| (a.to_string(), (*v).clone()))
+            .collect()
     };
     assert_eq!(
         actions(&plans.create),
-        pairs(&[("module.child.null_resource.inner", &create), ("null_resource.a", &create)])
+        pairs(&[
+            ("module.child.null_resource.inner", &create),
+            ("null_resource.a", &create)
+        ])
     );
     assert_eq!(
         actions(&plans.no_op),
-        pairs(&[("module.child.null_resource.inner", &no_op), ("null_resource.a", &no_op)])
+        pairs(&[
+            ("module.child.null_resource.inner", &no_op),
+            ("null_resource.a", &no_op)
+        ])
     );
     assert_eq!(
         actions(&plans.delete),
         pairs(&[("null_resource.a", &no_op), ("null_resource.b", &delete)])
     );
-    assert_eq!(actions(&plans.replace), pairs(&[("null_resource.a", &replace)]));
+    assert_eq!(
+        actions(&plans.replace),
+        pairs(&[("null_resource.a", &replace)])
+    );
     assert_eq!(
         actions(&plans.module_delete),
-        pairs(&[("module.child.null_resource.inner", &delete), ("null_resource.a", &no_op)])
+        pairs(&[
+            ("module.child.null_resource.inner", &delete),
+            ("null_resource.a", &no_op)
+        ])
     );
     assert_eq!(actions(&plans.mass_delete).len(), 12);
 }
@@ -190,7 +217,11 @@ fn deleting_is_denied_unless_the_stack_allows_destroy() {
         )],
     );
     assert_eq!((verdict.passed, verdict.blocking), (false, Blocking::Hard));
-    let verdict = check(&plans().delete, &run("plan", &["prod", "allow-destroy"]), &[]);
+    let verdict = check(
+        &plans().delete,
+        &run("plan", &["prod", "allow-destroy"]),
+        &[],
+    );
     assert!(verdict.passed);
 }
 
@@ -311,7 +342,10 @@ fn the_embedded_policies_are_the_policies_directory() {
         .map(|(p, s)| (p.to_string(), s.to_string()))
         .collect();
     embedded.sort();
-    assert_eq!(embedded, disk, "add new policies/ files to SHIPPED in src/policy/set.rs");
+    assert_eq!(
+        embedded, disk,
+        "add new policies/ files to SHIPPED in src/policy/set.rs"
+    );
 }
 
 // ---- the CLI ----
@@ -350,7 +384,14 @@ fn cli_policy_test_prints_exactly_passed_and_results() {
     let replace = replace.to_str().expect("utf-8");
     let policies = policies_dir();
     let (code, json, stderr) = tidemark(&[
-        "policy", "test", "--plan", replace, "--policies", &policies, "--format", "json",
+        "policy",
+        "test",
+        "--plan",
+        replace,
+        "--policies",
+        &policies,
+        "--format",
+        "json",
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(
@@ -408,21 +449,38 @@ fn cli_policy_test_prints_exactly_passed_and_results() {
         "--format",
         "json",
     ]);
-    assert_eq!((code, json), (Some(0), json!({"passed": true, "results": []})));
+    assert_eq!(
+        (code, json),
+        (Some(0), json!({"passed": true, "results": []}))
+    );
 }
 
 #[test]
 fn cli_unit_runs_the_shipped_tests_and_fails_on_a_failing_test() {
     let (code, json, stderr) = tidemark(&[
-        "policy", "test", "--policies", &policies_dir(), "--unit", "--format", "json",
+        "policy",
+        "test",
+        "--policies",
+        &policies_dir(),
+        "--unit",
+        "--format",
+        "json",
     ]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(json["passed"], true);
     let tests = json["tests"].as_array().expect("tests");
     assert!(tests.len() >= 20, "{json:#}");
     assert!(tests.iter().all(|t| t["passed"] == true), "{json:#}");
-    for file in ["destroy_test.rego", "replace_test.rego", "max_deletions_test.rego", "remediation_test.rego"] {
-        assert!(tests.iter().any(|t| t["file"] == file), "no test ran from {file}");
+    for file in [
+        "destroy_test.rego",
+        "replace_test.rego",
+        "max_deletions_test.rego",
+        "remediation_test.rego",
+    ] {
+        assert!(
+            tests.iter().any(|t| t["file"] == file),
+            "no test ran from {file}"
+        );
     }
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -439,7 +497,15 @@ fn cli_unit_runs_the_shipped_tests_and_fails_on_a_failing_test() {
     )
     .expect("write");
     let policies = dir.path().to_str().expect("utf-8");
-    let (code, json, _) = tidemark(&["policy", "test", "--policies", policies, "--unit", "--format", "json"]);
+    let (code, json, _) = tidemark(&[
+        "policy",
+        "test",
+        "--policies",
+        policies,
+        "--unit",
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, Some(1));
     assert_eq!(
         json,
@@ -472,12 +538,18 @@ fn cli_a_broken_policy_is_an_error_naming_file_and_line() {
     assert_eq!(code, Some(1));
     let file = policies.join("bad.rego");
     assert!(
-        stderr.contains(&format!("{}:4: rule `deny` must be a set of messages", file.display())),
+        stderr.contains(&format!(
+            "{}:4: rule `deny` must be a set of messages",
+            file.display()
+        )),
         "{stderr}"
     );
 
-    std::fs::write(policies.join("bad.rego"), "package bad\nimport rego.v1\ndeny contains msg if {\n  msg := \n}\n")
-        .expect("write");
+    std::fs::write(
+        policies.join("bad.rego"),
+        "package bad\nimport rego.v1\ndeny contains msg if {\n  msg := \n}\n",
+    )
+    .expect("write");
     let (code, _, stderr) = tidemark(&[
         "policy",
         "test",
@@ -487,5 +559,9 @@ fn cli_a_broken_policy_is_an_error_naming_file_and_line() {
         policies.to_str().expect("utf-8"),
     ]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains(&format!("{}:5:", file.display())), "{stderr}");
+    // The assignment on line 4 has no value.
+    assert!(
+        stderr.contains(&format!("{}:4:7: syntax error:", file.display())),
+        "{stderr}"
+    );
 }
