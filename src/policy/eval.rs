@@ -73,13 +73,23 @@ fn locate(target: &Target) -> String {
     }
 }
 
-/// regorus errors span several lines (a source excerpt with a caret); a verdict keeps one.
+/// regorus errors span several lines (`--> FILE:LINE:COL`, the source line with a caret, then
+/// `error: MESSAGE`); a verdict keeps `FILE:LINE:COL: MESSAGE` on one line.
 fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let location = text.lines().find_map(|l| l.trim().strip_prefix("--> "));
+    let message = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "));
+    match (location, message) {
+        (Some(location), Some(message)) => format!("{location}: {message}"),
+        _ => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }
 
 /// The messages a rule produced. Undefined (no rule body matched) is no messages; a set or an

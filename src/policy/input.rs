@@ -20,8 +20,10 @@ pub mod run_kind {
 }
 
 /// `input.tidemark`: the run a plan belongs to. Unknown facts are `null` (or empty lists), never
-/// guessed: a policy can tell "no approvers" from "not a pull request".
+/// guessed: a policy can tell "no approvers" from "not a pull request". Missing fields
+/// deserialize to their empty values, so a hand-written `--tidemark` file may be partial.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TidemarkInput {
     /// The repository's name in the server config.
     pub repo: String,
@@ -45,6 +47,7 @@ pub struct TidemarkInput {
 
 /// `input.tidemark.stack`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StackInput {
     /// From the repository root, `/`-separated; `"."` for the root.
     pub path: String,
@@ -54,6 +57,7 @@ pub struct StackInput {
 
 /// `input.tidemark.pr`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PullRequestInput {
     pub number: u64,
     /// Logins that approved the pull request at its current head, sorted.
@@ -221,6 +225,16 @@ mod tests {
             &base(),
         );
         assert_eq!(input["tidemark"]["stack"]["tags"], json!(["prod"]));
+    }
+
+    #[test]
+    fn a_partial_tidemark_file_fills_in_empty_values() {
+        let parsed: TidemarkInput = serde_json::from_value(
+            json!({"stack": {"tags": ["allow-destroy"]}, "run_kind": "drift"}),
+        )
+        .expect("partial input");
+        assert_eq!(parsed.stack.tags, ["allow-destroy"]);
+        assert_eq!((parsed.run_kind.as_str(), parsed.pr), ("drift", None));
     }
 
     #[test]

@@ -159,8 +159,15 @@ fn an_evaluation_error_blocks_with_the_file() {
         )],
         json!({"a": true, "b": true}),
         &[],
-        &["pol: pol/a.rego:5:"],
+        &["pol: pol/a.rego:5: pol/a.rego:4:1: rule conflicts with rule at pol/a.rego:3:1"],
     );
+}
+
+#[test]
+fn policy_sets_can_be_shared_between_worker_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PolicySet>();
+    assert_send_sync::<Verdict>();
 }
 
 #[test]
@@ -340,4 +347,19 @@ fn shipped_policies_load_and_their_unit_tests_pass() {
     let failed: Vec<_> = report.tests.iter().filter(|t| !t.passed).collect();
     assert!(failed.is_empty(), "{failed:#?}");
     assert!(report.tests.len() >= 20, "{}", report.tests.len());
+}
+
+#[test]
+fn a_builtin_this_build_lacks_is_an_error_not_a_pass() {
+    // regorus is built without its `regex` feature (see Cargo.toml): a policy calling
+    // `regex.match` loads, then blocks at evaluation instead of producing no messages.
+    check(
+        &[(
+            "a.rego",
+            "package a\nimport rego.v1\ndeny contains \"x\" if regex.match(\"^a\", \"abc\")\n",
+        )],
+        json!({}),
+        &[],
+        &["pol: pol/a.rego:3: pol/a.rego:3:33: could not find function regex.match"],
+    );
 }
