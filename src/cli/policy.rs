@@ -1,6 +1,8 @@
 //! `tidemark policy test`: evaluate a policy directory against a plan JSON offline, or run the
 //! directory's `*_test.rego` unit tests. Exit code 0 when it passes, 1 when it does not (a
-//! blocked plan, a failing test, or a policy that cannot be loaded or evaluated).
+//! blocked plan, soft or hard; a failing test; a policy that cannot be loaded or evaluated).
+//! Each result's `policy` is the Rego package that produced it (e.g. `tidemark.destroy`): a
+//! package may span files, and the package is what a query names.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

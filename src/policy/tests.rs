@@ -363,3 +363,24 @@ fn a_builtin_this_build_lacks_is_an_error_not_a_pass() {
         &["pol: pol/a.rego:3: pol/a.rego:3:33: could not find function regex.match"],
     );
 }
+
+#[test]
+fn a_broken_test_file_is_an_error_naming_it_but_does_not_stop_evaluation() {
+    let set = set(
+        Level::HardMandatory,
+        &[
+            (
+                "a.rego",
+                "package a\nimport rego.v1\nwarn contains \"w\" if true\n",
+            ),
+            (
+                "a_test.rego",
+                "package a_test\nimport rego.v1\ntest_x if {\n  1 ==\n}\n",
+            ),
+        ],
+    )
+    .expect("policies load without their tests");
+    assert!(evaluate(std::slice::from_ref(&set), &json!({}), &tidemark()).passed);
+    let error = set.run_unit_tests().expect_err("broken test file");
+    assert!(error.to_string().starts_with("pol/a_test.rego:"), "{error}");
+}

@@ -439,6 +439,26 @@ fn cli_policy_test_prints_exactly_passed_and_results() {
         }]})
     );
 
+    // The same verdict for people: one line per message, then the outcome.
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "policy",
+            "test",
+            "--plan",
+            replace,
+            "--level",
+            "soft-mandatory",
+        ])
+        .output()
+        .expect("run tidemark");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "FAIL tidemark.destroy deny [soft-mandatory]: null_resource.a would be replaced (deleted, then created): stack . does not allow destroying resources (tag it \"allow-destroy\" to allow)\n\
+         WARN tidemark.replace warn [soft-mandatory]: null_resource.a will be replaced (deleted, then created)\n\
+         blocked (soft-mandatory: an override can let it through): 2 result(s)\n"
+    );
+
     // Without --policies: the shipped (embedded) set.
     let create = write_json(dir.path(), "create.json", &plans().create);
     let (code, json, _) = tidemark(&[
