@@ -49,7 +49,8 @@ const SHIPPED: &[(&str, &str)] = &[
 /// one) so a person can go and fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("cannot read policy {path}: {source}")]
+    /// The cause is the `source()`, so `{:#}` shows it once.
+    #[error("cannot read policy {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
