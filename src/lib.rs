@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod notify;
+pub mod policy;
 pub mod repo;
 pub mod runner;
 pub mod stacks;

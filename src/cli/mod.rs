@@ -40,6 +40,8 @@ pub enum Command {
     Graph(graph::Args),
     /// Plan stacks of a local repository through the sandboxed runner and print summaries.
     Plan(plan::Args),
+    /// Policy checks: evaluate policies against a plan offline, run their unit tests.
+    Policy(policy::Args),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -99,6 +101,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Affected(args) => affected::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Policy(args) => policy::run(args),
     }
 }
 
@@ -120,6 +123,7 @@ mod graph;
 mod locks;
 mod migrate;
 mod plan;
+mod policy;
 mod poll;
 mod runs;
 mod serve;

@@ -5,6 +5,7 @@ mod cli;
 mod drift;
 mod engine;
 mod notify;
+mod policy;
 mod recovery;
 mod runner;
 mod scale;
