@@ -29,4 +29,12 @@ if [ -z "${TIDEMARK_TEST_POSTGRES_URL:-}" ]; then
   fi
 fi
 
-cargo test --locked "$@"
+# Unit and integration tests (the crate has no doc tests). The last line sums every binary's
+# results, so the run closes on what it counted rather than on an empty test binary.
+log=$(mktemp)
+status=0
+cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
