@@ -4,7 +4,6 @@
 //! keeping the record in memory), so it pins the building blocks, not the wiring.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chrono::Utc;
 use serde_json::Value;
@@ -73,19 +72,7 @@ impl Copies {
 }
 
 fn terraform(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let tools = Toolchain::get();
-    let output = Command::new(tools.terraform())
-        .args(args)
-        .current_dir(dir)
-        .envs(tools.env())
-        .output()
-        .expect("run terraform");
-    assert!(
-        output.status.success(),
-        "terraform {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+    Toolchain::get().run(dir, args)
 }
 
 fn plan_json(dir: &Path, extra: &[&str]) -> Value {

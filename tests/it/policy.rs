@@ -98,19 +98,7 @@ fn plan(extra: &[(&str, &str)], before: Option<&str>, after: &str) -> Value {
 }
 
 fn terraform(dir: &Path, args: &[&str]) -> String {
-    let tools = Toolchain::get();
-    let out = Command::new(tools.terraform())
-        .args(args)
-        .current_dir(dir)
-        .envs(tools.env())
-        .output()
-        .expect("run terraform");
-    assert!(
-        out.status.success(),
-        "terraform {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    String::from_utf8(Toolchain::get().run(dir, args)).expect("utf-8")
 }
 
 fn actions(plan: &Value) -> Vec<(String, Value)> {

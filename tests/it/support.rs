@@ -151,6 +151,23 @@ impl Toolchain {
         )
     }
 
+    /// Runs this terraform in `dir`, offline from the mirror; panics on failure and returns
+    /// its stdout.
+    pub fn run(&self, dir: &Path, args: &[&str]) -> Vec<u8> {
+        let output = Command::new(self.terraform())
+            .args(args)
+            .current_dir(dir)
+            .envs(self.env())
+            .output()
+            .expect("run terraform");
+        assert!(
+            output.status.success(),
+            "terraform {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+
     /// The environment a terraform run needs to work offline from the mirror.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
