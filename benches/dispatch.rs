@@ -57,7 +57,7 @@ fn plan(repo_id: i64, stack: String) -> NewRun {
 async fn queue_throughput(backend: &str, url: &str, runs: usize) {
     let store = Store::open(url).await.expect("open store");
     let repo = store
-        .upsert_repo("bench", "file:///bench", "main")
+        .upsert_repo("bench", "file:///bench", "main", None)
         .await
         .expect("repo");
     let batch: Vec<NewRun> = (0..runs)
@@ -142,7 +142,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
     let db = TestDb::sqlite();
     let store = Store::open(&db.url).await.expect("store");
     let repo = store
-        .upsert_repo("bench", &git.url(), "main")
+        .upsert_repo("bench", &git.url(), "main", None)
         .await
         .expect("repo");
     let batch: Vec<NewRun> = (0..runs)

@@ -73,7 +73,7 @@ impl App {
         let mut mirrors = HashMap::new();
         for repo in &config.repos {
             let repo_id = store
-                .upsert_repo(&repo.name, &repo.url, &repo.branch)
+                .upsert_repo(&repo.name, &repo.url, &repo.branch, repo.max_concurrency)
                 .await?;
             let mirror = Mirror::new(
                 &repo.url,

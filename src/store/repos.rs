@@ -14,13 +14,9 @@ pub struct StackRecord {
 }
 
 impl Store {
-    /// Creates or updates a repository's row from the config; returns its id.
-    pub async fn upsert_repo(&self, name: &str, url: &str, branch: &str) -> Result<i64> {
-        self.upsert_repo_limited(name, url, branch, None).await
-    }
-
-    /// `upsert_repo` with the repository's concurrency limit (`None`: only `workers` caps).
-    pub async fn upsert_repo_limited(
+    /// Creates or updates a repository's row from the config; returns its id. `max_concurrency`
+    /// caps its running runs across instances (`None`: only each instance's `workers` caps).
+    pub async fn upsert_repo(
         &self,
         name: &str,
         url: &str,

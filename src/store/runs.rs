@@ -234,20 +234,6 @@ impl Store {
         Ok(rows == 1)
     }
 
-    /// Marks queued runs failed without running them (for example: their stack is in a cycle).
-    pub async fn fail_queued(&self, run_id: i64, error: &str) -> Result<()> {
-        on_pool!(self, pool => {
-            sqlx::query("UPDATE runs SET status = 'failed', finished_at = $1, error = $2 WHERE id = $3 AND status = 'queued'")
-                .bind(Utc::now())
-                .bind(error)
-                .bind(run_id)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(())
-    }
-
     /// Takes back runs whose lease expired before `now`, or that a worker whose name starts
     /// with `worker` held when it stopped (pass the instance's prefix at start-up). Plans and drift checks go back to the queue; an
     /// apply is never re-run on its own: it becomes `interrupted` and its stack stays locked.

@@ -28,12 +28,12 @@ async fn story(store: Store) {
         "migrations are idempotent"
     );
     let repo = store
-        .upsert_repo("infra", "file:///x.git", "main")
+        .upsert_repo("infra", "file:///x.git", "main", None)
         .await
         .expect("repo");
     assert_eq!(
         store
-            .upsert_repo("infra", "file:///y.git", "main")
+            .upsert_repo("infra", "file:///y.git", "main", None)
             .await
             .expect("repo again"),
         repo
@@ -279,7 +279,7 @@ async fn two_claimers_never_hold_one_stack_at_once_on_postgres() {
     };
     let store = Store::open(&db.url).await.expect("open");
     let repo = store
-        .upsert_repo("r", "file:///r", "main")
+        .upsert_repo("r", "file:///r", "main", None)
         .await
         .expect("repo");
     let runs: Vec<NewRun> = (0..20)
@@ -310,4 +310,54 @@ async fn two_claimers_never_hold_one_stack_at_once_on_postgres() {
         stacks.len(),
         "one running run per stack: {stacks:?}"
     );
+}
+
+/// A repository's `max_concurrency` caps its running runs; other repositories are not held up.
+async fn repo_concurrency(store: Store) {
+    let capped = store
+        .upsert_repo("capped", "file:///c", "main", Some(1))
+        .await
+        .expect("repo");
+    let free = store
+        .upsert_repo("free", "file:///f", "main", None)
+        .await
+        .expect("repo");
+    let ids = store
+        .enqueue(&[
+            plan(capped, "a", "c1", vec![]),
+            plan(capped, "b", "c1", vec![]),
+            plan(free, "x", "c1", vec![]),
+        ])
+        .await
+        .expect("enqueue");
+    let first = store.claim("w1", LEASE).await.expect("claim").expect("a");
+    assert_eq!(first.id, ids[0]);
+    let second = store.claim("w2", LEASE).await.expect("claim").expect("x");
+    assert_eq!(second.id, ids[2], "capped's b waits; free's x runs");
+    assert!(store.claim("w3", LEASE).await.expect("claim").is_none());
+    let done = RunOutcome {
+        status: RunStatus::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        summary: None,
+    };
+    assert!(store.finish(first.id, "w1", &done).await.expect("finish"));
+    assert_eq!(
+        store.claim("w3", LEASE).await.expect("claim").map(|r| r.id),
+        Some(ids[1])
+    );
+}
+
+#[tokio::test]
+async fn repo_concurrency_on_sqlite() {
+    let db = TestDb::sqlite();
+    repo_concurrency(Store::open(&db.url).await.expect("open sqlite")).await;
+}
+
+#[tokio::test]
+async fn repo_concurrency_on_postgres() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    repo_concurrency(Store::open(&db.url).await.expect("open postgres")).await;
 }
