@@ -89,6 +89,7 @@ pub fn init_tracing(cli: &Cli) {
 
 /// Runs one command; the exit code is the command's to choose (0 unless it says otherwise).
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    crate::install_crypto_provider();
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Runs(args) => runs::run(args),

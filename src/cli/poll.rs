@@ -1,7 +1,5 @@
 //! `tidemark poll REPO`: ask the running service to poll a repository now.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,24 +22,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !config.repos.iter().any(|r| r.name == args.repo) {
         bail!("repo {:?} is not in {}", args.repo, config.file.display());
     }
-    // A plain HTTP/1.1 request to the service's own listener: no HTTP client needed here.
-    let mut stream = TcpStream::connect_timeout(&config.listen, Duration::from_secs(5))
-        .with_context(|| {
+    let url = format!("http://{}/api/v1/repos/{}/poll", config.listen, args.repo);
+    let status = super::runtime()?.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let response = client.post(&url).send().await.with_context(|| {
             format!(
-                "connecting to tidemark at {} (is `tidemark serve` running?)",
+                "asking tidemark at {} (is `tidemark serve` running?)",
                 config.listen
             )
         })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "POST /api/v1/repos/{}/poll HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        args.repo, config.listen
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
+        anyhow::Ok(response.status())
+    })?;
+    if !status.is_success() {
         bail!(
             "tidemark answered {status} to the poll request for {:?}",
             args.repo

@@ -140,9 +140,7 @@ impl SlackNotifier {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(invalid());
         }
-        // reqwest is built without a default crypto provider (to keep aws-lc out); install
-        // ring for the process. An error only means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(policy.timeout)
             .user_agent(concat!("tidemark/", env!("CARGO_PKG_VERSION")))

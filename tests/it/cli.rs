@@ -97,3 +97,44 @@ fn an_unreachable_database_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn poll_asks_the_running_service_and_says_when_none_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A free loopback port for this test's service.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let file = dir.path().join("tidemark.hcl");
+    std::fs::write(
+        &file,
+        format!("listen = \"127.0.0.1:{port}\"\nsandbox = \"none\"\nrepo \"infra\" {{\n  url = \"file:///nonexistent/infra.git\"\n}}\n"),
+    )
+    .expect("write");
+    let config = file.to_str().expect("utf-8");
+
+    let out = tidemark(&["poll", "infra", "--config", config], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `tidemark serve` running?"));
+
+    let _serve = crate::support::ServeProcess::start(&file, &[], &dir.path().join("serve.log"));
+    let mut answered = None;
+    for _ in 0..100 {
+        let out = tidemark(
+            &["poll", "infra", "--format", "json", "--config", config],
+            dir.path(),
+        );
+        if out.status.success() {
+            answered = Some(out);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = answered.expect("the service answered the poll request");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({ "repo": "infra", "poll": "requested" })
+    );
+}
