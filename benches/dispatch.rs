@@ -51,6 +51,7 @@ fn plan(repo_id: i64, stack: String) -> NewRun {
         reason: None,
         after: Vec::new(),
         plan_run: None,
+        transitive: false,
     }
 }
 
@@ -162,6 +163,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         lease: LEASE,
         work: Arc::new(tokio::sync::Notify::new()),
         grace: Duration::from_secs(5),
+        policies: Default::default(),
     });
     let worker = Worker {
         name: "bench#0".into(),

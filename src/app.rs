@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::Config;
-use crate::engine::{Poller, Worker, WorkerContext};
+use crate::config::{Config, PolicyConfig};
+use crate::engine::{Policies, Poller, RepoPolicies, Worker, WorkerContext};
+use crate::policy::{Level, PolicySet};
 use crate::repo::Mirror;
 use crate::runner;
 use crate::store::Store;
@@ -49,6 +50,7 @@ impl App {
             &config.data_dir.join("plan.key"),
         )
         .context("loading the plan encryption key")?;
+        let policies = load_policies(&config)?;
         let workspaces = config.data_dir.join("workspaces");
         let swept = runner::Workspace::sweep_stale(&workspaces)?;
         if swept > 0 {
@@ -106,6 +108,7 @@ impl App {
             lease: LEASE,
             work: work.clone(),
             grace: Duration::from_secs(30),
+            policies,
         });
         for slot in 0..config.workers {
             let worker = Worker {
@@ -187,6 +190,39 @@ async fn reaper(store: Store, work: Arc<Notify>, shutdown: CancellationToken) {
             Err(err) => warn!(error = %err, "recovering expired runs failed"),
         }
     }
+}
+
+/// Loads every repository's policy sets: the server-wide ones (Tidemark's shipped policies at
+/// soft-mandatory when the config names none) and the repository's own. A policy that does not
+/// parse stops the start, naming its file and line.
+pub fn load_policies(config: &Config) -> Result<Policies> {
+    let load = |policy: &PolicyConfig| -> Result<PolicySet> {
+        let set = match &policy.path {
+            Some(dir) => PolicySet::load(dir, policy.level),
+            None => PolicySet::shipped(policy.level),
+        };
+        set.with_context(|| format!("{}: policy {:?}", config.file.display(), policy.name))
+    };
+    let server: Vec<PolicySet> = if config.policies.is_empty() {
+        vec![PolicySet::shipped(Level::SoftMandatory).context("loading the shipped policies")?]
+    } else {
+        config.policies.iter().map(load).collect::<Result<_>>()?
+    };
+    let mut policies = Policies::new();
+    for repo in &config.repos {
+        let mut sets = server.clone();
+        for policy in &repo.policies {
+            sets.push(load(policy).with_context(|| format!("repo {}", repo.name))?);
+        }
+        policies.insert(
+            repo.name.clone(),
+            RepoPolicies {
+                sets,
+                params: repo.policy_params.clone(),
+            },
+        );
+    }
+    Ok(policies)
 }
 
 fn hostname() -> String {

@@ -42,6 +42,14 @@ pub enum Command {
     Plan(plan::Args),
     /// Policy checks: evaluate policies against a plan offline, run their unit tests.
     Policy(policy::Args),
+    /// Approve a plan run's plan; the gate then queues its apply if the policies passed.
+    Approve(gate::ApproveArgs),
+    /// Override the soft-mandatory policy failures of one plan run's plan.
+    Override(gate::OverrideArgs),
+    /// Apply a plan run's plan: refused unless the apply gate passes.
+    Apply(gate::ApplyArgs),
+    /// Show a plan run's policy verdict and the apply gate's last decision about it.
+    Verdict(gate::VerdictArgs),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -103,6 +111,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(args) => graph::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Policy(args) => policy::run(args),
+        Command::Approve(args) => gate::approve(args),
+        Command::Override(args) => gate::override_(args),
+        Command::Apply(args) => gate::apply(args),
+        Command::Verdict(args) => gate::verdict(args),
     }
 }
 
@@ -120,6 +132,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 mod affected;
+mod gate;
 mod graph;
 mod locks;
 mod migrate;

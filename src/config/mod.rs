@@ -4,7 +4,7 @@
 mod raw;
 mod valid;
 
-pub use valid::{Config, RepoConfig, RunnerBlock};
+pub use valid::{Config, PolicyConfig, RepoConfig, RunnerBlock};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use hcl::edit::expr::Expression;
+
+use crate::policy::Level;
 
 use super::ConfigError;
 use super::raw::{RawAttr, RawBlock, RawConfig};
@@ -28,6 +32,9 @@ pub struct Config {
     /// The environment variable holding the webhook secret (signatures are then required).
     pub webhook_secret_env: Option<String>,
     pub repos: Vec<RepoConfig>,
+    /// Policy sets that judge every repository's plans. Without any `policy` block, Tidemark's
+    /// shipped policies judge at soft-mandatory.
+    pub policies: Vec<PolicyConfig>,
     /// `runner "name" { ... }` blocks that override or add runner definitions.
     pub runners: Vec<RunnerBlock>,
 }
@@ -45,6 +52,20 @@ pub struct RepoConfig {
     pub ssh_key_env: Option<String>,
     /// At most this many runs of this repository at once (the global `workers` still caps).
     pub max_concurrency: Option<usize>,
+    /// Policy sets for this repository only, in addition to the server-wide ones.
+    pub policies: Vec<PolicyConfig>,
+    /// Parameters the policies read as `input.tidemark.config` (e.g. `max_deletions`).
+    pub policy_params: BTreeMap<String, serde_json::Value>,
+}
+
+/// `policy "NAME" { path = "DIR", level = "soft-mandatory" }`: a directory of Rego policies
+/// (relative to the config file), or Tidemark's shipped policies when `path` is left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub name: String,
+    /// `None`: the shipped policies.
+    pub path: Option<PathBuf>,
+    pub level: Level,
 }
 
 /// A runner block as written, for the runner module to read with its own schema.
@@ -103,8 +124,18 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     }
     let mut repos: Vec<RepoConfig> = Vec::new();
     let mut runners = Vec::new();
+    let mut policies: Vec<PolicyConfig> = Vec::new();
     for block in &raw.blocks {
         match block.kind.as_str() {
+            "policy" => {
+                let policy = policy(&ctx, block)?;
+                if policies.iter().any(|p| p.name == policy.name) {
+                    return Err(
+                        ctx.block_err(block, format!("policy {:?} is declared twice", policy.name))
+                    );
+                }
+                policies.push(policy);
+            }
             "repo" => {
                 let repo = repo(&ctx, block)?;
                 if repos.iter().any(|r| r.name == repo.name) {
@@ -142,7 +173,51 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         plan_key_env,
         webhook_secret_env,
         repos,
+        policies,
         runners,
+    })
+}
+
+fn policy(ctx: &Ctx, block: &RawBlock) -> Result<PolicyConfig, ConfigError> {
+    let [name] = block.labels.as_slice() else {
+        return Err(ctx.block_err(block, "a policy block takes one label, its name".into()));
+    };
+    if let Some(inner) = block.blocks.first() {
+        return Err(ctx.block_err(
+            inner,
+            format!("unknown block {:?} in policy {name:?}", inner.kind),
+        ));
+    }
+    let mut path = None;
+    let mut level = Level::SoftMandatory;
+    for attr in &block.attrs {
+        let attr_path = format!("policy.{name}.{}", attr.name);
+        match attr.name.as_str() {
+            "path" => {
+                let dir = ctx
+                    .file
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(ctx.string(attr, &attr_path)?);
+                path = Some(dir);
+            }
+            "level" => {
+                let text = ctx.string(attr, &attr_path)?;
+                level = text.parse().map_err(|_| {
+                    ctx.err(
+                        attr,
+                        &attr_path,
+                        format!("{text:?} is not one of \"advisory\", \"soft-mandatory\", \"hard-mandatory\""),
+                    )
+                })?;
+            }
+            _ => return Err(ctx.err(attr, &attr_path, "unknown attribute".into())),
+        }
+    }
+    Ok(PolicyConfig {
+        name: name.clone(),
+        path,
+        level,
     })
 }
 
@@ -160,12 +235,27 @@ fn repo(ctx: &Ctx, block: &RawBlock) -> Result<RepoConfig, ConfigError> {
             format!("repo name {name:?} may hold only letters, digits, '-', '_' and '.'"),
         ));
     }
-    if let Some(inner) = block.blocks.first() {
-        return Err(ctx.block_err(
-            inner,
-            format!("unknown block {:?} in repo {name:?}", inner.kind),
-        ));
+    let mut policies: Vec<PolicyConfig> = Vec::new();
+    for inner in &block.blocks {
+        if inner.kind != "policy" {
+            return Err(ctx.block_err(
+                inner,
+                format!("unknown block {:?} in repo {name:?}", inner.kind),
+            ));
+        }
+        let policy = policy(ctx, inner)?;
+        if policies.iter().any(|p| p.name == policy.name) {
+            return Err(ctx.block_err(
+                inner,
+                format!(
+                    "policy {:?} is declared twice in repo {name:?}",
+                    policy.name
+                ),
+            ));
+        }
+        policies.push(policy);
     }
+    let mut policy_params = BTreeMap::new();
     let mut url = None;
     let mut branch = "main".to_string();
     let mut poll_interval = Duration::from_secs(60);
@@ -206,6 +296,22 @@ fn repo(ctx: &Ctx, block: &RawBlock) -> Result<RepoConfig, ConfigError> {
             "token_env" => token_env = Some(ctx.env_name(attr, &path)?),
             "ssh_key_env" => ssh_key_env = Some(ctx.env_name(attr, &path)?),
             "max_concurrency" => max_concurrency = Some(ctx.count(attr, &path, 1, 256)?),
+            "policy_params" => {
+                let Expression::Object(_) = &attr.value else {
+                    return Err(ctx.err(
+                        attr,
+                        &path,
+                        "must be an object like { max_deletions = 5 }".into(),
+                    ));
+                };
+                let value: hcl::Value = hcl::Expression::from(attr.value.clone()).into();
+                let serde_json::Value::Object(map) =
+                    serde_json::to_value(value).map_err(|e| ctx.err(attr, &path, e.to_string()))?
+                else {
+                    return Err(ctx.err(attr, &path, "must be an object".into()));
+                };
+                policy_params = map.into_iter().collect();
+            }
             _ => return Err(ctx.err(attr, &path, "unknown attribute".into())),
         }
     }
@@ -218,6 +324,8 @@ fn repo(ctx: &Ctx, block: &RawBlock) -> Result<RepoConfig, ConfigError> {
         token_env,
         ssh_key_env,
         max_concurrency,
+        policies,
+        policy_params,
     })
 }
 

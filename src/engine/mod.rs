@@ -1,11 +1,14 @@
 //! The reconcile loop: pollers detect new commits and queue plans for the affected stacks;
 //! workers claim runs from the store's queue and execute them in dependency order.
 
+pub mod apply;
 mod drift;
+pub mod gate;
 mod poller;
 mod schedule;
 mod worker;
 
+pub use apply::{CommitFacts, Policies, RepoPolicies, Requested};
 pub use drift::{
     CheckResult, Drift, DriftCause, DriftRecord, DriftState, DriftedResource, NotificationKind,
     OpenDrift, Transition, assess, transition,

@@ -126,6 +126,8 @@ impl Poller {
                 path: s.path.clone(),
                 name: s.name.clone(),
                 runner: s.runner.clone(),
+                auto_apply: s.auto_apply,
+                tags: s.tags.clone(),
             })
             .collect();
         self.store
@@ -198,7 +200,9 @@ impl Poller {
                 .map(|&i| i as i64)
                 .collect();
             index.insert(stack.path.as_str(), runs.len());
-            runs.push(self.plan_run(commit, &stack.path, reason_text(stack), after));
+            let mut run = self.plan_run(commit, &stack.path, reason_text(stack), after);
+            run.transitive = !stack.direct;
+            runs.push(run);
         }
         let mut failed = Vec::new();
         for stack in cyclic {
@@ -223,6 +227,7 @@ impl Poller {
             reason: Some(reason),
             after,
             plan_run: None,
+            transitive: false,
         }
     }
 }

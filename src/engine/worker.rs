@@ -15,6 +15,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use super::apply::{self, CommitFacts, Policies, RepoPolicies};
+use super::gate::{self, Action, Trigger};
 use crate::runner::{self, LogLine, PlanKey, PlanRequest, RunnerSet, SandboxMode, Workspace};
 use crate::store::{Run, RunKind, RunOutcome, RunStatus, Store, StoredArtifact};
 
@@ -35,6 +37,8 @@ pub struct WorkerContext {
     pub work: Arc<Notify>,
     /// How long running steps may go on after shutdown begins.
     pub grace: Duration,
+    /// The policies that judge each repository's plans, by repo name.
+    pub policies: Policies,
 }
 
 /// One worker slot.
@@ -81,6 +85,20 @@ impl Worker {
 
     async fn execute(&self, run: Run, shutdown: &CancellationToken) -> Result<()> {
         let ctx = &self.ctx;
+        if run.kind == RunKind::Plan && run.transitive {
+            let upstream = ctx.store.upstream_runs(run.id).await?;
+            if let Some(why) = apply::skip_transitive(&run, &upstream) {
+                info!("{why}");
+                let outcome = RunOutcome {
+                    status: RunStatus::Superseded,
+                    exit_code: None,
+                    error: Some(why),
+                    summary: None,
+                };
+                ctx.store.finish(run.id, &self.name, &outcome).await?;
+                return Ok(());
+            }
+        }
         info!("run started");
         let cancel = CancellationToken::new();
         let (log_tx, log_rx) = mpsc::channel::<LogLine>(256);
@@ -177,8 +195,21 @@ impl Worker {
         cancel: CancellationToken,
     ) -> Result<RunOutcome> {
         let ctx = &self.ctx;
+        // The run holds the stack, so no apply moves the state between this read and the plan.
+        let state_serial = ctx.store.latest_state_serial(&run.repo, &run.stack).await?;
         let request = self.request(run).await?;
         let outcome = runner::plan(request, logs, cancel).await;
+        let summary = outcome
+            .summary
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()?;
+        let result = RunOutcome {
+            status: status(outcome.status),
+            exit_code: outcome.exit_code,
+            error: outcome.error,
+            summary,
+        };
         if let Some(artifact) = &outcome.artifact {
             ctx.store
                 .save_artifact(&StoredArtifact {
@@ -188,19 +219,99 @@ impl Worker {
                     plan_encrypted: artifact.plan_encrypted.clone(),
                     plan_json: artifact.plan_json.clone(),
                     created_at: chrono::Utc::now(),
+                    state_serial,
+                    state_lineage: None,
                 })
                 .await
                 .context("storing the plan artifact")?;
+            if result.status == RunStatus::Succeeded {
+                let json = runner::decompress(&artifact.plan_json)
+                    .context("reading the plan JSON back")?;
+                let json: serde_json::Value =
+                    serde_json::from_slice(&json).context("reading the plan JSON back")?;
+                self.judge_and_trigger(run, &result, json, &artifact.digest)
+                    .await?;
+            }
         }
-        Ok(RunOutcome {
-            status: status(outcome.status),
-            exit_code: outcome.exit_code,
-            error: outcome.error,
-            summary: outcome
-                .summary
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()?,
+        Ok(result)
+    }
+
+    /// Judges a finished plan with the repository's policies, then, when the stack applies on
+    /// its own, asks the gate while this worker still holds the plan run: the apply is queued
+    /// before the downstream plans waiting for this run can start, and they wait for it too.
+    async fn judge_and_trigger(
+        &self,
+        run: &Run,
+        outcome: &RunOutcome,
+        plan_json: serde_json::Value,
+        digest: &str,
+    ) -> Result<()> {
+        let ctx = &self.ctx;
+        let none = RepoPolicies::default();
+        let policies = ctx.policies.get(&run.repo).unwrap_or(&none);
+        let commit = self.commit_facts(run).await?;
+        let verdict = apply::judge(&ctx.store, policies, run, commit, plan_json, digest).await?;
+        let failures = verdict.failures().count() + verdict.errors.len();
+        info!(passed = verdict.passed, failures, "policy verdict");
+        let has_changes = outcome
+            .summary
+            .as_ref()
+            .and_then(|s| s.get("has_changes")?.as_bool())
+            .unwrap_or(false);
+        let settings = ctx.store.stack_settings(&run.repo, &run.stack).await?;
+        if has_changes && run.kind == RunKind::Plan && settings.auto_apply {
+            let mut run = run.clone();
+            run.summary_json = outcome.summary.as_ref().map(|s| s.to_string());
+            let requested =
+                apply::request_for(&ctx.store, &run, Trigger::Auto, Some(RunStatus::Succeeded))
+                    .await?;
+            match requested.apply_run {
+                Some(apply) => info!(apply, "auto-apply queued"),
+                None => warn!("auto-apply refused: {}", requested.decision.reasons()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The branch, author and changed files of a run's commit, for the policy input.
+    async fn commit_facts(&self, run: &Run) -> Result<CommitFacts> {
+        let ctx = &self.ctx;
+        let branch = ctx
+            .store
+            .repos()
+            .await?
+            .into_iter()
+            .find(|r| r.name == run.repo)
+            .map(|r| r.branch)
+            .unwrap_or_default();
+        let Some(mirror) = ctx.mirrors.get(&run.repo).cloned() else {
+            return Ok(CommitFacts {
+                branch,
+                ..CommitFacts::default()
+            });
+        };
+        let commit = run.commit.clone();
+        let (author, changed_files) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let repo = crate::repo::open(&mirror)?;
+            let oid = git2::Oid::from_str(&commit)?;
+            let info = crate::repo::commit_info(&repo, oid)?;
+            let new_tree = crate::repo::commit_tree(&repo, oid)?;
+            let parent = repo.find_commit(oid)?.parent_id(0).ok();
+            let changed = match parent {
+                Some(parent) => {
+                    let old_tree = crate::repo::commit_tree(&repo, parent)?;
+                    crate::repo::changed_paths(&repo, old_tree, new_tree)?
+                }
+                None => Vec::new(),
+            };
+            Ok((info.author, changed))
+        })
+        .await
+        .context("reading the commit panicked")??;
+        Ok(CommitFacts {
+            branch,
+            author: Some(author),
+            changed_files,
         })
     }
 
@@ -215,6 +326,30 @@ impl Worker {
         let plan_run = run
             .plan_run_id
             .with_context(|| format!("apply run {} names no plan run", run.id))?;
+        // The gate once more: the plan may have been replaced, or the state moved, while this
+        // apply waited in the queue.
+        let plan = self.ctx.store.run(plan_run).await?;
+        let facts = apply::facts(&self.ctx.store, &plan, Trigger::Execute, None).await?;
+        let decision = gate::decide(&facts);
+        self.ctx.store.set_gate(run.id, &decision).await?;
+        if !decision.allowed {
+            if decision.action == Action::Replan {
+                let reason = format!(
+                    "re-plan: the state changed since plan run {plan_run} ({})",
+                    decision.reasons()
+                );
+                self.ctx
+                    .store
+                    .enqueue_replan(&run.repo, &run.stack, &run.commit, &reason)
+                    .await?;
+            }
+            return Ok(RunOutcome {
+                status: RunStatus::Failed,
+                exit_code: None,
+                error: Some(format!("apply gate refused: {}", decision.reasons())),
+                summary: None,
+            });
+        }
         let stored = self
             .ctx
             .store
@@ -238,12 +373,59 @@ impl Worker {
             cancel,
         )
         .await;
+        let status = status(outcome.status);
+        let outputs_changed = apply::outputs_change(&plan);
+        if status == RunStatus::Succeeded && outputs_changed {
+            self.replan_downstream(run, plan_run).await?;
+        }
         Ok(RunOutcome {
-            status: status(outcome.status),
+            status,
             exit_code: outcome.exit_code,
             error: outcome.error,
-            summary: None,
+            summary: Some(serde_json::json!({
+                "plan_run": plan_run,
+                "outputs_changed": outputs_changed,
+            })),
         })
+    }
+
+    /// After an apply changed its stack's outputs: plans every stack that depends on it
+    /// directly, at the same commit, unless a plan of it there is already waiting (a deferred
+    /// plan queued behind this apply). Their own applies carry the change further down.
+    async fn replan_downstream(&self, run: &Run, plan_run: i64) -> Result<()> {
+        let ctx = &self.ctx;
+        let Some(mirror) = ctx.mirrors.get(&run.repo).cloned() else {
+            return Ok(());
+        };
+        let (commit, stack) = (run.commit.clone(), run.stack.clone());
+        let downstream = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+            let repo = crate::repo::open(&mirror)?;
+            let oid = git2::Oid::from_str(&commit)?;
+            let discovery = crate::stacks::discover(&repo, oid, None)?;
+            Ok(discovery
+                .stacks
+                .iter()
+                .filter(|s| discovery.upstreams(&s.path).contains(&stack))
+                .map(|s| s.path.clone())
+                .collect())
+        })
+        .await
+        .context("stack discovery panicked")??;
+        let reason = format!(
+            "upstream {} applied with changed outputs (apply run {}, plan run {plan_run})",
+            run.stack, run.id
+        );
+        for stack in downstream {
+            if let Some(id) = ctx
+                .store
+                .enqueue_replan(&run.repo, &stack, &run.commit, &reason)
+                .await?
+            {
+                info!(downstream = %stack, run = id, "downstream re-plan queued");
+            }
+        }
+        ctx.work.notify_waiters();
+        Ok(())
     }
 }
 

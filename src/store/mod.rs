@@ -5,12 +5,14 @@
 //! partial unique indexes) and run through `on_pool!`, which expands the same expression for
 //! whichever pool this store holds. Where the SQL must differ, the two variants sit side by side.
 
+mod gate;
 mod locks;
 mod migrate;
 mod repos;
 mod runs;
 mod types;
 
+pub use gate::StackSettings;
 pub use repos::StackRecord;
 pub use runs::Recovered;
 

@@ -11,6 +11,8 @@ pub struct StackRecord {
     pub path: String,
     pub name: String,
     pub runner: Option<String>,
+    pub auto_apply: bool,
+    pub tags: Vec<String>,
 }
 
 impl Store {
@@ -110,10 +112,11 @@ impl Store {
                 .await?;
             for stack in stacks {
                 sqlx::query(
-                    "INSERT INTO stacks (repo_id, path, name, runner, removed, last_commit, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (repo_id, path) DO UPDATE SET \
+                    "INSERT INTO stacks (repo_id, path, name, runner, removed, last_commit, updated_at, auto_apply, tags) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, path) DO UPDATE SET \
                      name = excluded.name, runner = excluded.runner, removed = excluded.removed, \
-                     last_commit = excluded.last_commit, updated_at = excluded.updated_at",
+                     last_commit = excluded.last_commit, updated_at = excluded.updated_at, \
+                     auto_apply = excluded.auto_apply, tags = excluded.tags",
                 )
                 .bind(repo_id)
                 .bind(&stack.path)
@@ -122,6 +125,8 @@ impl Store {
                 .bind(false)
                 .bind(commit)
                 .bind(now)
+                .bind(stack.auto_apply)
+                .bind(serde_json::to_string(&stack.tags)?)
                 .execute(&mut *tx)
                 .await?;
             }

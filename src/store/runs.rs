@@ -18,7 +18,10 @@ use super::{
 /// Inserts one run inside a transaction (superseding older queued plans of its stack) and
 /// evaluates to its id. A macro because it runs on either backend's transaction type.
 macro_rules! insert_run {
-    ($tx:ident, $run:expr, $now:expr) => {{
+    ($tx:ident, $run:expr, $now:expr) => {
+        insert_run!($tx, $run, $now, $run.plan_run)
+    };
+    ($tx:ident, $run:expr, $now:expr, $plan_run:expr) => {{
         let run: &NewRun = $run;
         if run.kind == RunKind::Plan {
             sqlx::query(
@@ -36,8 +39,8 @@ macro_rules! insert_run {
         }
         let priority = if run.kind == RunKind::Drift { -1 } else { 0 };
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id, transitive) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9) RETURNING id",
         )
         .bind(run.repo_id)
         .bind(&run.stack)
@@ -46,12 +49,15 @@ macro_rules! insert_run {
         .bind(&run.reason)
         .bind($now)
         .bind(priority)
-        .bind(run.plan_run)
+        .bind($plan_run)
+        .bind(run.transitive)
         .fetch_one(&mut *$tx)
         .await?;
         id
     }};
 }
+
+pub(super) use insert_run;
 
 macro_rules! insert_dep {
     ($tx:ident, $run:expr, $upstream:expr) => {
@@ -65,7 +71,7 @@ macro_rules! insert_dep {
 
 const RUN_COLUMNS: &str = "r.id, p.name AS repo, r.stack_path AS stack, r.commit_sha AS \"commit\", \
      r.kind, r.status, r.reason, r.created_at, r.started_at, r.finished_at, r.exit_code, r.error, \
-     r.summary AS summary_json, r.worker, r.attempt, r.plan_run_id";
+     r.summary AS summary_json, r.worker, r.attempt, r.plan_run_id, r.transitive, r.gate AS gate_json";
 
 /// What recovery found: interrupted plans and drift checks (each retried as a new run) and
 /// interrupted applies (left for an operator, their stacks locked).
@@ -125,7 +131,13 @@ impl Store {
                 == 1;
             if claimed {
                 for run in &batch.runs {
-                    let id = insert_run!(tx, run, now);
+                    let plan_run = match run.plan_run {
+                        Some(index) => Some(ids.get(index as usize).copied().with_context(|| {
+                            format!("apply of {} names batch entry {index}, which comes later", run.stack)
+                        })?),
+                        None => None,
+                    };
+                    let id = insert_run!(tx, run, now, plan_run);
                     for index in &run.after {
                         let upstream = ids
                             .get(*index as usize)
@@ -310,8 +322,8 @@ impl Store {
                     // the interrupted attempt; it inherits the upstream runs it waited for, and
                     // the runs that waited for it now wait for the retry.
                     let retry: i64 = sqlx::query_scalar(
-                        "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id) \
-                         SELECT repo_id, stack_path, commit_sha, kind, 'queued', 'retry of run ' || CAST(id AS TEXT), $1, priority, plan_run_id \
+                        "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id, transitive) \
+                         SELECT repo_id, stack_path, commit_sha, kind, 'queued', 'retry of run ' || CAST(id AS TEXT), $1, priority, plan_run_id, transitive \
                          FROM runs WHERE id = $2 RETURNING id",
                     )
                     .bind(now)
@@ -421,8 +433,8 @@ impl Store {
         on_pool!(self, pool => {
             sqlx::query("DELETE FROM plan_artifacts WHERE run_id = $1").bind(artifact.run_id).execute(pool).await?;
             sqlx::query(
-                "INSERT INTO plan_artifacts (run_id, digest, binding, plan_encrypted, plan_json, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO plan_artifacts (run_id, digest, binding, plan_encrypted, plan_json, created_at, state_serial, state_lineage) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(artifact.run_id)
             .bind(&artifact.digest)
@@ -430,6 +442,8 @@ impl Store {
             .bind(&artifact.plan_encrypted)
             .bind(&artifact.plan_json)
             .bind(artifact.created_at)
+            .bind(artifact.state_serial)
+            .bind(&artifact.state_lineage)
             .execute(pool)
             .await?
             .rows_affected()
@@ -440,7 +454,8 @@ impl Store {
     pub async fn artifact(&self, run_id: i64) -> Result<Option<StoredArtifact>> {
         Ok(on_pool!(self, pool => {
             sqlx::query_as::<_, StoredArtifact>(
-                "SELECT run_id, digest, binding, plan_encrypted, plan_json, created_at FROM plan_artifacts WHERE run_id = $1",
+                "SELECT run_id, digest, binding, plan_encrypted, plan_json, created_at, state_serial, state_lineage \
+                 FROM plan_artifacts WHERE run_id = $1",
             )
             .bind(run_id)
             .fetch_optional(pool)

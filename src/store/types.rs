@@ -124,6 +124,12 @@ pub struct Run {
     pub attempt: i32,
     /// For an apply: the plan run whose stored plan it applies.
     pub plan_run_id: Option<i64>,
+    /// See [`NewRun::transitive`].
+    pub transitive: bool,
+    /// The apply gate's last decision about this run (JSON), for a plan the engine tried to
+    /// apply and for every apply.
+    #[serde(skip)]
+    pub gate_json: Option<String>,
 }
 
 impl Run {
@@ -153,8 +159,12 @@ pub struct NewRun {
     pub reason: Option<String>,
     /// Runs (of the same batch) that must finish first.
     pub after: Vec<i64>,
-    /// For an apply: the plan run whose stored plan it applies.
+    /// For an apply: the plan run whose stored plan it applies. In a [`CommitBatch`], an
+    /// index into its runs, like `after`.
     pub plan_run: Option<i64>,
+    /// Queued only because an upstream stack changed (no file of its own did): when every
+    /// upstream run it waits for is an apply that changed no output, it is skipped.
+    pub transitive: bool,
 }
 
 /// A new head commit and the runs it queues: see `Store::queue_commit`.
@@ -213,6 +223,9 @@ pub struct StoredArtifact {
     pub plan_encrypted: Vec<u8>,
     pub plan_json: Vec<u8>,
     pub created_at: DateTime<Utc>,
+    /// The stack's state serial and lineage when the plan was made, when known.
+    pub state_serial: Option<i64>,
+    pub state_lineage: Option<String>,
 }
 
 /// A tracked repository's row, with its fetch health.

@@ -156,6 +156,7 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
             reason: Some("test".into()),
             after: Vec::new(),
             plan_run: Some(retry.id),
+            transitive: false,
         }])
         .await
         .expect("enqueue apply")[0];
@@ -183,6 +184,7 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
             reason: Some("test".into()),
             after: Vec::new(),
             plan_run: None,
+            transitive: false,
         }])
         .await
         .expect("enqueue plan")[0];

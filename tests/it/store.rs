@@ -18,6 +18,7 @@ fn plan(repo_id: i64, stack: &str, commit: &str, after: Vec<i64>) -> NewRun {
         reason: None,
         after,
         plan_run: None,
+        transitive: false,
     }
 }
 
@@ -70,6 +71,8 @@ async fn story(store: Store) {
         path: p.into(),
         name: p.into(),
         runner: None,
+        auto_apply: false,
+        tags: Vec::new(),
     };
     store
         .sync_stacks(repo, "c1", &[rec("a"), rec("b")])
