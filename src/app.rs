@@ -34,6 +34,7 @@ impl App {
     /// Opens the store (migrating it), loads the runners, recovers runs this instance left
     /// behind, and starts the pollers, the workers and the HTTP server.
     pub async fn start(config: Config) -> Result<App> {
+        crate::install_crypto_provider();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let store = Store::open(&config.database).await?;

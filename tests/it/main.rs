@@ -4,6 +4,7 @@
 mod cli;
 mod drift;
 mod engine;
+mod gate;
 mod notify;
 mod policy;
 mod recovery;
