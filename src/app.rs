@@ -127,11 +127,20 @@ impl App {
             ),
             None => None,
         };
+        let api_token = match &config.api_token_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .with_context(|| format!("api_token_env names {var}, which is not set"))?,
+            ),
+            None => None,
+        };
         let state = crate::api::AppState {
             store: store.clone(),
             nudges: Arc::new(nudges),
             repos: Arc::new(config.repos.clone()),
             webhook_secret,
+            api_token,
+            work: work.clone(),
         };
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();

@@ -3,6 +3,7 @@
 
 mod dashboard;
 mod error;
+mod gate;
 mod webhook;
 
 use std::collections::HashMap;
@@ -28,6 +29,10 @@ pub struct AppState {
     pub repos: Arc<Vec<crate::config::RepoConfig>>,
     /// The webhook secret (from the environment variable the config names), if any.
     pub webhook_secret: Option<String>,
+    /// The bearer token for approve, override and apply (from `api_token_env`), if any.
+    pub api_token: Option<String>,
+    /// Woken when a request queues a run.
+    pub work: Arc<Notify>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(get_run))
         .route("/api/v1/runs/{id}/logs", get(run_logs))
+        .route("/api/v1/runs/{id}/verdict", get(gate::verdict))
+        .route("/api/v1/runs/{id}/approve", post(gate::approve))
+        .route("/api/v1/runs/{id}/override", post(gate::override_verdict))
+        .route("/api/v1/runs/{id}/apply", post(gate::apply))
         .route("/api/v1/stacks", get(list_stacks))
         .route("/api/v1/repos", get(list_repos))
         .route("/api/v1/repos/{name}/poll", post(poll_repo))
@@ -103,6 +112,10 @@ pub struct RunView {
     /// The resources and outputs that change (addresses and actions), when known.
     pub resources: Option<serde_json::Value>,
     pub outputs: Option<serde_json::Value>,
+    /// For an apply: the plan run it applies.
+    pub plan_run_id: Option<i64>,
+    /// The apply gate's last decision about the run, if it was asked.
+    pub gate: Option<serde_json::Value>,
 }
 
 impl From<Run> for RunView {
@@ -111,6 +124,10 @@ impl From<Run> for RunView {
         let full = run.summary_value();
         let field = |name: &str| full.as_ref().and_then(|v| v.get(name)).cloned();
         let (resources, outputs) = (field("resources"), field("outputs"));
+        let gate = run
+            .gate_json
+            .as_deref()
+            .and_then(|g| serde_json::from_str(g).ok());
         RunView {
             id: run.id,
             repo: run.repo,
@@ -128,6 +145,8 @@ impl From<Run> for RunView {
             summary,
             resources,
             outputs,
+            plan_run_id: run.plan_run_id,
+            gate,
         }
     }
 }

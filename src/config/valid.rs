@@ -31,6 +31,9 @@ pub struct Config {
     pub plan_key_env: Option<String>,
     /// The environment variable holding the webhook secret (signatures are then required).
     pub webhook_secret_env: Option<String>,
+    /// The environment variable holding the API token that approve, override and apply over
+    /// HTTP require (they are refused when none is set).
+    pub api_token_env: Option<String>,
     pub repos: Vec<RepoConfig>,
     /// Policy sets that judge every repository's plans. Without any `policy` block, Tidemark's
     /// shipped policies judge at soft-mandatory.
@@ -88,6 +91,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     let mut sandbox = "bubblewrap".to_string();
     let mut plan_key_env = None;
     let mut webhook_secret_env = None;
+    let mut api_token_env = None;
     for attr in &raw.attrs {
         match attr.name.as_str() {
             "listen" => {
@@ -119,6 +123,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
             }
             "plan_key_env" => plan_key_env = Some(ctx.env_name(attr, &attr.name)?),
             "webhook_secret_env" => webhook_secret_env = Some(ctx.env_name(attr, &attr.name)?),
+            "api_token_env" => api_token_env = Some(ctx.env_name(attr, &attr.name)?),
             other => return Err(ctx.err(attr, other, "unknown attribute".into())),
         }
     }
@@ -172,6 +177,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         sandbox,
         plan_key_env,
         webhook_secret_env,
+        api_token_env,
         repos,
         policies,
         runners,

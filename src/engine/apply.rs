@@ -102,6 +102,7 @@ pub async fn facts(
         verdict: store.verdict(plan.id).await?,
         approvals: store.approvals(plan.id).await?,
         newer_plan: store.newer_plan(plan.id).await?,
+        applied_by: store.applied_by(plan.id).await?,
         current_serial: store.latest_state_serial(&plan.repo, &plan.stack).await?,
         trigger,
     })

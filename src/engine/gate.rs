@@ -85,6 +85,8 @@ pub struct GateFacts {
     pub approvals: Vec<Approval>,
     /// A newer plan run of the same stack: (run id, commit).
     pub newer_plan: Option<(i64, String)>,
+    /// The apply run that already applied this plan, if one did.
+    pub applied_by: Option<i64>,
     /// The stack's state serial now, when known.
     pub current_serial: Option<i64>,
     pub trigger: Trigger,
@@ -151,7 +153,9 @@ pub fn decide(facts: &GateFacts) -> Decision {
         trigger_check(facts),
         binding_check(facts),
     ];
-    let stale_state = plan.state_serial != facts.current_serial && facts.newer_plan.is_none();
+    let stale_state = plan.state_serial != facts.current_serial
+        && facts.newer_plan.is_none()
+        && facts.applied_by.is_none();
     let usable = plan.status == RunStatus::Succeeded && digest.is_some();
     let action = if checks.iter().all(|c| c.passed) {
         if plan.has_changes {
@@ -316,6 +320,16 @@ fn binding_check(facts: &GateFacts) -> Check {
             format!("plan run {} stored no plan", plan.run_id),
         );
     }
+    if let Some(apply) = facts.applied_by {
+        return check(
+            "binding",
+            false,
+            format!(
+                "plan run {} was already applied by run {apply}",
+                plan.run_id
+            ),
+        );
+    }
     if let Some((newer, commit)) = &facts.newer_plan {
         return check(
             "binding",
@@ -404,6 +418,7 @@ mod tests {
             verdict: Some(("d1".into(), verdict(None))),
             approvals: vec![approval(ApprovalKind::Approve, "d1")],
             newer_plan: None,
+            applied_by: None,
             current_serial: Some(3),
             trigger: Trigger::Execute,
         }
@@ -534,6 +549,18 @@ mod tests {
         let mut f = facts();
         f.plan.kind = RunKind::Apply;
         assert_eq!(decide(&f).action, Action::Refuse);
+        // A plan is applied once: after that its state serial is behind, but it is refused,
+        // not re-planned.
+        let mut f = facts();
+        f.applied_by = Some(8);
+        f.current_serial = Some(4);
+        let d = decide(&f);
+        assert_eq!((d.action, failed(&d)), (Action::Refuse, vec!["binding"]));
+        assert!(
+            d.reasons().contains("already applied by run 8"),
+            "{}",
+            d.reasons()
+        );
     }
 
     #[test]

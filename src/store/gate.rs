@@ -195,12 +195,12 @@ impl Store {
         }))
     }
 
-    /// A live (queued or running) apply of the plan run, if one exists.
-    pub async fn live_apply(&self, plan_run: i64) -> Result<Option<i64>> {
+    /// The apply run that applied the plan run's plan, if one succeeded.
+    pub async fn applied_by(&self, plan_run: i64) -> Result<Option<i64>> {
         Ok(on_pool!(self, pool => {
             sqlx::query_scalar(
                 "SELECT id FROM runs WHERE plan_run_id = $1 AND kind = 'apply' \
-                 AND status IN ('queued', 'running') ORDER BY id LIMIT 1",
+                 AND status = 'succeeded' ORDER BY id LIMIT 1",
             )
             .bind(plan_run)
             .fetch_optional(pool)

@@ -296,6 +296,8 @@ async fn the_gate_end_to_end(database: &str) {
         store.logs(apply_b).await
     );
 
+    the_gate_over_http(&store, blocked.id, plan_b.id).await;
+
     s.app.stop().await;
 }
 
@@ -311,4 +313,71 @@ async fn the_gate_end_to_end_on_postgres() {
         return;
     };
     the_gate_end_to_end(&db.url).await;
+}
+
+/// Approve, override and apply over HTTP need the API token; a refusal is a 409 carrying the
+/// gate's decision.
+async fn the_gate_over_http(store: &Store, blocked: i64, applied_plan: i64) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = tidemark::api::AppState {
+        store: store.clone(),
+        nudges: Default::default(),
+        repos: Default::default(),
+        webhook_secret: None,
+        api_token: Some("s3cret-token".into()),
+        work: Default::default(),
+    };
+    let server =
+        tokio::spawn(async move { axum::serve(listener, tidemark::api::router(state)).await });
+    let client = reqwest::Client::new();
+    let url = |path: String| format!("http://{addr}/api/v1/runs/{path}");
+
+    let verdict: serde_json::Value = client
+        .get(url(format!("{blocked}/verdict")))
+        .send()
+        .await
+        .expect("GET verdict")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(verdict["verdict"]["passed"], false, "{verdict}");
+    assert_eq!(verdict["gate"]["action"], "refuse");
+
+    let approve = url(format!("{applied_plan}/approve"));
+    let answer = client.post(&approve).send().await.expect("POST");
+    assert_eq!(answer.status(), 401);
+    let answer = client
+        .post(&approve)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status(), 401);
+    let answer = client
+        .post(url(format!("{applied_plan}/apply")))
+        .bearer_auth("s3cret-token")
+        .json(&serde_json::json!({ "actor": "dave" }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status(), 409);
+    let body: serde_json::Value = answer.json().await.expect("json");
+    assert!(
+        body["decision"]["checks"][2]["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("already applied"),
+        "{body}"
+    );
+    let answer = client
+        .post(url("999999/approve".into()))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status(), 404);
+    server.abort();
 }
