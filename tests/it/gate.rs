@@ -170,6 +170,45 @@ async fn the_gate_end_to_end(database: &str) {
     );
     assert_eq!(web[1].status, RunStatus::Succeeded, "{web:#?}");
 
+    // A downstream plan queued only because its upstream changed is skipped when the upstream's
+    // apply changed no output, and planned behind the apply when it did.
+    let app_state = s.state.path().join("app");
+    let extra = "resource \"null_resource\" \"extra\" {}\n";
+    s.git.write(
+        "stacks/app/main.tf",
+        &(stack(&app_state, "a1", true, "out-1") + extra),
+    );
+    s.git
+        .commit_and_push("app: one more resource, same outputs");
+    let app_runs = settled(&store, "stacks/app", 4).await;
+    assert_eq!(app_runs[3].status, RunStatus::Succeeded, "{app_runs:#?}");
+    assert_eq!(
+        app_runs[3].summary_value().expect("summary")["outputs_changed"],
+        false
+    );
+    let web = settled(&store, "stacks/web", 3).await;
+    assert_eq!(web[2].status, RunStatus::Superseded, "{web:#?}");
+    assert!(
+        web[2]
+            .error
+            .as_deref()
+            .expect("why")
+            .contains("changed no outputs")
+    );
+    s.git.write(
+        "stacks/app/main.tf",
+        &(stack(&app_state, "a1", true, "out-2") + extra),
+    );
+    s.git.commit_and_push("app: a new output value");
+    let app_runs = settled(&store, "stacks/app", 6).await;
+    assert_eq!(
+        app_runs[5].summary_value().expect("summary")["outputs_changed"],
+        true
+    );
+    let web = settled(&store, "stacks/web", 4).await;
+    assert_eq!(web[3].status, RunStatus::Succeeded, "{web:#?}");
+    assert!(web[3].started_at >= app_runs[5].finished_at, "{web:#?}");
+
     // db has no auto_apply: its plan waits for an approval, given through the CLI.
     let db = settled(&store, "stacks/db", 1).await;
     assert_eq!(db[0].status, RunStatus::Succeeded);
@@ -206,8 +245,8 @@ async fn the_gate_end_to_end(database: &str) {
             &stack(&s.state.path().join("db"), "", false, "db"),
         );
     s.git.commit_and_push("delete app's and db's resources");
-    let app_runs = settled(&store, "stacks/app", 3).await;
-    let blocked = &app_runs[2];
+    let app_runs = settled(&store, "stacks/app", 7).await;
+    let blocked = &app_runs[6];
     assert_eq!(
         (blocked.kind, blocked.status),
         (RunKind::Plan, RunStatus::Succeeded)
