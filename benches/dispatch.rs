@@ -110,28 +110,9 @@ async fn queue_throughput(backend: &str, url: &str, runs: usize) {
     store.close().await;
 }
 
-/// A runner binary that answers every step at once: the plan file it is asked to write, a
-/// version, and an empty plan for `show -json`.
-const NOOP: &str = r#"#!/bin/sh
-case "$1" in
-  version) echo '{"terraform_version":"0.0.0-noop"}' ;;
-  plan) for a in "$@"; do case "$a" in -out=*) echo noop > "${a#-out=}" ;; esac; done ;;
-  show) echo '{"format_version":"0.2","resource_changes":[],"output_changes":{}}' ;;
-esac
-exit 0
-"#;
-
 async fn orchestration(sandbox: SandboxMode, runs: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("noop-terraform");
-    std::fs::write(&script, NOOP).expect("write script");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let def = format!(
-        "runner \"terraform\" {{\n  binary = \"{}\"\n  sandbox {{\n    ro_paths = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\"]\n  }}\n}}\n",
-        script.display()
-    );
-    let runners = RunnerSet::load(&[RunnerSource::new("bench.hcl", def)]).expect("runner set");
+    let runners = support::noop_runners(dir.path());
     let git = GitFixture::new();
     for i in 0..runs {
         git.write(

@@ -13,3 +13,4 @@ mod scale;
 mod stacks;
 mod store;
 mod support;
+mod worker;

@@ -364,3 +364,28 @@ where
     }
     panic!("timed out after {secs}s waiting for {what}");
 }
+
+/// A runner binary that answers every step at once: the plan file it is asked to write, a
+/// version, and an empty plan for `show -json`.
+pub const NOOP: &str = r#"#!/bin/sh
+case "$1" in
+  version) echo '{"terraform_version":"0.0.0-noop"}' ;;
+  plan) for a in "$@"; do case "$a" in -out=*) echo noop > "${a#-out=}" ;; esac; done ;;
+  show) echo '{"format_version":"0.2","resource_changes":[],"output_changes":{}}' ;;
+esac
+exit 0
+"#;
+
+/// Runner definitions whose `terraform` is [`NOOP`], written into `dir`.
+pub fn noop_runners(dir: &Path) -> tidemark::runner::RunnerSet {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("noop-terraform");
+    std::fs::write(&script, NOOP).expect("write script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let def = format!(
+        "runner \"terraform\" {{\n  binary = \"{}\"\n  sandbox {{\n    ro_paths = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\"]\n  }}\n}}\n",
+        script.display()
+    );
+    tidemark::runner::RunnerSet::load(&[tidemark::runner::RunnerSource::new("noop.hcl", def)])
+        .expect("runner set")
+}
