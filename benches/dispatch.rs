@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidemark::engine::{Worker, WorkerContext};
-use tidemark::runner::{PlanKey, RunnerSet, RunnerSource, SandboxMode};
+use tidemark::runner::{PlanKey, SandboxMode};
 use tidemark::store::{NewRun, RunKind, RunOutcome, RunStatus, Store};
 use tokio_util::sync::CancellationToken;
 
