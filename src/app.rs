@@ -100,7 +100,7 @@ impl App {
             store: store.clone(),
             runners,
             sandbox,
-            key,
+            key: key.clone(),
             workspaces,
             mirrors,
             lease: LEASE,
@@ -128,6 +128,7 @@ impl App {
             nudges: Arc::new(nudges),
             repos: Arc::new(config.repos.clone()),
             webhook_secret,
+            key,
         };
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();

@@ -3,6 +3,7 @@
 
 mod dashboard;
 mod error;
+pub mod state;
 mod webhook;
 
 use std::collections::HashMap;
@@ -28,9 +29,16 @@ pub struct AppState {
     pub repos: Arc<Vec<crate::config::RepoConfig>>,
     /// The webhook secret (from the environment variable the config names), if any.
     pub webhook_secret: Option<String>,
+    /// Encrypts state files at rest (the state backend under `/state/`).
+    pub key: crate::runner::PlanKey,
 }
 
 pub fn router(state: AppState) -> Router {
+    let states = state::routes(state::StateApi {
+        store: state.store.clone(),
+        key: state.key.clone(),
+        only: None,
+    });
     Router::new()
         .route("/", get(dashboard::page))
         .route("/healthz", get(health))
@@ -43,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/locks", get(list_locks))
         .route("/webhooks/github", post(webhook::github))
         .with_state(state)
+        .merge(states)
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -33,6 +33,7 @@ mod job;
 mod process;
 mod redact;
 mod sandbox;
+mod statefile;
 mod steps;
 mod summary;
 mod workspace;
@@ -50,6 +51,7 @@ pub use redact::{
 pub use sandbox::{
     SandboxError, SandboxMode, SandboxSpec, SandboxTools, command_line, find_on_path,
 };
+pub use statefile::{StateFileError, StateSummary, summarize_state};
 pub use steps::{
     ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, StepOutcome, apply, plan, run_step,
 };

@@ -25,6 +25,11 @@ const SQLITE: Embedded = &[
         "locks and applies",
         include_str!("../../migrations/sqlite/0002_locks_and_applies.sql"),
     ),
+    (
+        3,
+        "state backend",
+        include_str!("../../migrations/sqlite/0003_state_backend.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -36,6 +41,11 @@ const POSTGRES: Embedded = &[
         2,
         "locks and applies",
         include_str!("../../migrations/postgres/0002_locks_and_applies.sql"),
+    ),
+    (
+        3,
+        "state backend",
+        include_str!("../../migrations/postgres/0003_state_backend.sql"),
     ),
 ];
 

@@ -9,10 +9,14 @@ mod locks;
 mod migrate;
 mod repos;
 mod runs;
+mod states;
 mod types;
 
 pub use repos::StackRecord;
 pub use runs::Recovered;
+pub use states::{
+    LockOutcome, StateCredential, StateError, StateGrant, StateLock, StateVersion, UnlockOutcome,
+};
 
 pub use types::*;
 
