@@ -96,7 +96,12 @@ impl App {
             };
             tasks.spawn(poller.run(shutdown.clone()));
         }
+        let exe = match &config.exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe().context("finding Tidemark's own executable")?,
+        };
         let ctx = Arc::new(WorkerContext {
+            exe,
             store: store.clone(),
             runners,
             sandbox,

@@ -42,6 +42,11 @@ pub enum Command {
     Plan(plan::Args),
     /// Policy checks: evaluate policies against a plan offline, run their unit tests.
     Policy(policy::Args),
+    /// The state versions Tidemark keeps as a stack's state backend (redacted).
+    State(state::Args),
+    /// Runs inside a step's sandbox: forwards its loopback to the run's state socket.
+    #[command(name = "__state-proxy", hide = true)]
+    StateProxy(state::ProxyArgs),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -103,6 +108,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(args) => graph::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Policy(args) => policy::run(args),
+        Command::State(args) => state::run(args),
+        Command::StateProxy(args) => state::proxy(args),
     }
 }
 
@@ -129,4 +136,5 @@ mod poll;
 mod runs;
 mod serve;
 mod stacks;
+mod state;
 mod version;

@@ -30,6 +30,10 @@ pub struct Config {
     pub repos: Vec<RepoConfig>,
     /// `runner "name" { ... }` blocks that override or add runner definitions.
     pub runners: Vec<RunnerBlock>,
+    /// The Tidemark executable that runs the state proxy inside each step's sandbox; `None`
+    /// is this process's own executable. Not a config file setting: tests that run the service
+    /// inside a test binary point it at the built `tidemark`.
+    pub exe: Option<PathBuf>,
 }
 
 /// One tracked repository.
@@ -143,6 +147,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         webhook_secret_env,
         repos,
         runners,
+        exe: None,
     })
 }
 

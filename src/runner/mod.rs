@@ -28,9 +28,11 @@
 //!   the process group killed (and with bubblewrap, the PID namespace gone).
 
 mod artifact;
+mod backend;
 mod definition;
 mod job;
 mod process;
+mod proxy;
 mod redact;
 mod sandbox;
 mod statefile;
@@ -41,10 +43,12 @@ mod workspace;
 pub use artifact::{
     ArtifactError, Binding, KeyError, PlanArtifact, PlanKey, compress, decompress, digest,
 };
+pub use backend::{OVERRIDE_FILE, StackBackend, StateBackend, stack_backend};
 pub use definition::{
     DefinitionError, ExitMeaning, Limits, Origin, RunnerDef, RunnerSet, RunnerSource,
     SandboxSettings, StepDef, StepKind,
 };
+pub use proxy::{PROXY_COMMAND, run_state_proxy};
 pub use redact::{
     REDACTED, Redactor, Secret, StackSensitives, redact_plan_json, sensitive_in_stack,
 };
