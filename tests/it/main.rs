@@ -10,5 +10,6 @@ mod recovery;
 mod runner;
 mod scale;
 mod stacks;
+mod state;
 mod store;
 mod support;
