@@ -65,11 +65,7 @@ pub async fn serve_socket(
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": message })),
-    )
-        .into_response()
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 /// 423 or 409 with the lock info of the holder, which terraform shows in its lock error.
@@ -139,7 +135,10 @@ async fn handle(
         Ok(None) => return unauthorized("unknown, revoked or expired state credentials"),
         Err(err) => return internal(err),
     };
-    let served = api.only.as_ref().is_none_or(|(r, s)| *r == repo && *s == stack);
+    let served = api
+        .only
+        .as_ref()
+        .is_none_or(|(r, s)| *r == repo && *s == stack);
     if grant.repo != repo || grant.stack != stack || !served {
         return json_error(
             StatusCode::FORBIDDEN,
@@ -292,7 +291,10 @@ mod tests {
             basic_credentials(&headers),
             Some(("u1".into(), "p1:x".into()))
         );
-        assert_eq!(lock_id(br#"{"ID":"abc","Who":"x"}"#).as_deref(), Some("abc"));
+        assert_eq!(
+            lock_id(br#"{"ID":"abc","Who":"x"}"#).as_deref(),
+            Some("abc")
+        );
         assert_eq!(lock_id(br#"{"ID":""}"#), None);
     }
 }

@@ -24,6 +24,7 @@ pub enum StateCommand {
     Versions(StackArgs),
     /// Show one state version (the current one unless --version): outputs (redacted) and
     /// resource addresses.
+    #[command(disable_version_flag = true)]
     Show(ShowArgs),
 }
 
@@ -83,7 +84,11 @@ async fn resolve_repo(store: &Store, args: &StackArgs) -> Result<String> {
     }
     let mut found = Vec::new();
     for repo in store.repos().await? {
-        if !store.state_versions(&repo.name, &args.stack).await?.is_empty() {
+        if !store
+            .state_versions(&repo.name, &args.stack)
+            .await?
+            .is_empty()
+        {
             found.push(repo.name);
         }
     }
@@ -184,5 +189,47 @@ fn print_version(repo: &str, stack: &str, v: &StateVersion) {
         // Values are already redacted in the store: sensitive ones are the REDACTED marker.
         let value = output.get("value").cloned().unwrap_or_default();
         println!("  {name} = {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::super::{Cli, Command};
+    use super::StateCommand;
+
+    #[test]
+    fn the_state_commands_parse() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["tidemark", "state", "show", "stacks/a", "--version", "3"])
+            .expect("parse");
+        let Command::State(args) = cli.command else {
+            panic!("not the state command")
+        };
+        let StateCommand::Show(show) = args.command else {
+            panic!("not state show")
+        };
+        assert_eq!(
+            (show.stack.stack.as_str(), show.version),
+            ("stacks/a", Some(3))
+        );
+        let cli = Cli::try_parse_from([
+            "tidemark",
+            "__state-proxy",
+            "--socket",
+            "/ws/s.sock",
+            "--path",
+            "/state/r/s",
+            "--",
+            "terraform",
+            "plan",
+            "-out=x",
+        ])
+        .expect("parse proxy");
+        let Command::StateProxy(proxy) = cli.command else {
+            panic!("not the proxy")
+        };
+        assert_eq!(proxy.command, ["terraform", "plan", "-out=x"]);
     }
 }

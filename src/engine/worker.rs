@@ -299,8 +299,16 @@ impl Worker {
                 .store
                 .record_state(&run.repo, &run.stack, Some(run.id), state, &self.ctx.key)
                 .await
-                .with_context(|| format!("storing the state of {} after apply run {}", run.stack, run.id))?;
-            info!(serial = version.serial, "state version stored from state pull");
+                .with_context(|| {
+                    format!(
+                        "storing the state of {} after apply run {}",
+                        run.stack, run.id
+                    )
+                })?;
+            info!(
+                serial = version.serial,
+                "state version stored from state pull"
+            );
         }
         Ok(RunOutcome {
             status: status(outcome.status),

@@ -134,7 +134,10 @@ mod tests {
     #[test]
     fn only_stacks_without_a_backend_get_tidemarks() {
         let none = StackBackend::None;
-        check(&[("main.tf", "resource \"null_resource\" \"a\" {}\n")], none.clone());
+        check(
+            &[("main.tf", "resource \"null_resource\" \"a\" {}\n")],
+            none.clone(),
+        );
         check(
             &[
                 ("main.tf", "resource \"null_resource\" \"a\" {}\n"),
@@ -143,15 +146,24 @@ mod tests {
             none,
         );
         check(
-            &[("backend.tf", "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n  }\n}\n")],
+            &[(
+                "backend.tf",
+                "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n  }\n}\n",
+            )],
             StackBackend::Own("s3".into()),
         );
         check(
-            &[("main.tf", "terraform {\n  cloud {\n    organization = \"o\"\n  }\n}\n")],
+            &[(
+                "main.tf",
+                "terraform {\n  cloud {\n    organization = \"o\"\n  }\n}\n",
+            )],
             StackBackend::Own("remote".into()),
         );
         check(
-            &[("main.tf.json", r#"{"terraform": {"backend": {"gcs": {"bucket": "b"}}}}"#)],
+            &[(
+                "main.tf.json",
+                r#"{"terraform": {"backend": {"gcs": {"bucket": "b"}}}}"#,
+            )],
             StackBackend::Own("gcs".into()),
         );
         assert!(matches!(

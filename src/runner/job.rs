@@ -238,7 +238,10 @@ impl Job {
         match self.run(StepKind::StatePull, true).await {
             Ok((run, _)) => run.stdout.filter(|out| !out.is_empty()),
             Err(stop) => {
-                let note = format!("the state could not be pulled after the apply: {}", stop.error);
+                let note = format!(
+                    "the state could not be pulled after the apply: {}",
+                    stop.error
+                );
                 self.system(StepKind::StatePull, note).await;
                 None
             }
@@ -303,7 +306,8 @@ impl Job {
         let (program, argv_args) = match &self.proxy {
             Some(state) => {
                 ro_binds_try.extend(backend::PROXY_LIBRARY_PATHS.iter().map(PathBuf::from));
-                let argv = super::proxy::proxy_argv(&state.socket, &state.path, &self.program, &args);
+                let argv =
+                    super::proxy::proxy_argv(&state.socket, &state.path, &self.program, &args);
                 (state.exe.clone(), argv)
             }
             None => (self.program.clone(), args.clone()),

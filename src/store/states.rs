@@ -111,7 +111,9 @@ enum Decision {
     /// The same bytes as the current version: nothing to store.
     Same,
     /// An older serial of the current lineage, or the same serial with other content.
-    Stale { latest: i64 },
+    Stale {
+        latest: i64,
+    },
 }
 
 fn decide(current: Option<(&str, i64, &str)>, new: &StateSummary) -> Decision {
@@ -186,7 +188,11 @@ impl Store {
     }
 
     /// The stack's current state version (the newest one no DELETE retired), if any.
-    pub async fn latest_state(&self, repo: &str, stack: &str) -> anyhow::Result<Option<StateVersion>> {
+    pub async fn latest_state(
+        &self,
+        repo: &str,
+        stack: &str,
+    ) -> anyhow::Result<Option<StateVersion>> {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM state_versions v JOIN repos p ON p.id = v.repo_id \
              WHERE p.name = $1 AND v.stack_path = $2 AND v.discarded_at IS NULL ORDER BY v.id DESC LIMIT 1"
@@ -198,7 +204,11 @@ impl Store {
     }
 
     /// Every state version of a stack, newest first (retired ones included).
-    pub async fn state_versions(&self, repo: &str, stack: &str) -> anyhow::Result<Vec<StateVersion>> {
+    pub async fn state_versions(
+        &self,
+        repo: &str,
+        stack: &str,
+    ) -> anyhow::Result<Vec<StateVersion>> {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM state_versions v JOIN repos p ON p.id = v.repo_id \
              WHERE p.name = $1 AND v.stack_path = $2 ORDER BY v.id DESC"
@@ -565,7 +575,11 @@ mod tests {
             assert_eq!(decide(current, &new), expected, "{current:?} then {new:?}");
         };
         check(None, summary("a", 0, "d0"), Decision::Insert);
-        check(Some(("a", 1, "d1")), summary("a", 2, "d2"), Decision::Insert);
+        check(
+            Some(("a", 1, "d1")),
+            summary("a", 2, "d2"),
+            Decision::Insert,
+        );
         check(Some(("a", 1, "d1")), summary("a", 1, "d1"), Decision::Same);
         check(
             Some(("a", 1, "d1")),
@@ -577,6 +591,10 @@ mod tests {
             summary("a", 4, "d4"),
             Decision::Stale { latest: 5 },
         );
-        check(Some(("a", 5, "d5")), summary("b", 1, "e1"), Decision::Insert);
+        check(
+            Some(("a", 5, "d5")),
+            summary("b", 1, "e1"),
+            Decision::Insert,
+        );
     }
 }
