@@ -136,6 +136,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
     store.enqueue(&batch).await.expect("enqueue");
     let ctx = Arc::new(WorkerContext {
         store: store.clone(),
+        exe: env!("CARGO_BIN_EXE_tidemark").into(),
         runners,
         sandbox,
         key: PlanKey::generate(),

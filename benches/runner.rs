@@ -49,6 +49,7 @@ fn main() {
         repo: "bench".into(),
         commit: commit.clone(),
         key: PlanKey::generate(),
+        state: None,
     };
     let run_step = |req: &PlanRequest, kind: StepKind| {
         let outcome = rt.block_on(runner::run_step(

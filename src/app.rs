@@ -99,11 +99,16 @@ impl App {
             };
             tasks.spawn(poller.run(shutdown.clone()));
         }
+        let exe = match &config.exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe().context("finding Tidemark's own executable")?,
+        };
         let ctx = Arc::new(WorkerContext {
+            exe,
             store: store.clone(),
             runners,
             sandbox,
-            key,
+            key: key.clone(),
             workspaces,
             mirrors,
             lease: LEASE,
@@ -141,6 +146,7 @@ impl App {
             webhook_secret,
             api_token,
             work: work.clone(),
+            key,
         };
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();

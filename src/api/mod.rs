@@ -4,6 +4,7 @@
 mod dashboard;
 mod error;
 mod gate;
+pub mod state;
 mod webhook;
 
 use std::collections::HashMap;
@@ -33,9 +34,16 @@ pub struct AppState {
     pub api_token: Option<String>,
     /// Woken when a request queues a run.
     pub work: Arc<Notify>,
+    /// Encrypts state files at rest (the state backend under `/state/`).
+    pub key: crate::runner::PlanKey,
 }
 
 pub fn router(state: AppState) -> Router {
+    let states = state::routes(state::StateApi {
+        store: state.store.clone(),
+        key: state.key.clone(),
+        only: None,
+    });
     Router::new()
         .route("/", get(dashboard::page))
         .route("/healthz", get(health))
@@ -52,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/locks", get(list_locks))
         .route("/webhooks/github", post(webhook::github))
         .with_state(state)
+        .merge(states)
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

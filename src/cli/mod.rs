@@ -50,6 +50,11 @@ pub enum Command {
     Apply(gate::ApplyArgs),
     /// Show a plan run's policy verdict and the apply gate's last decision about it.
     Verdict(gate::VerdictArgs),
+    /// The state versions Tidemark keeps as a stack's state backend (redacted).
+    State(state::Args),
+    /// Runs inside a step's sandbox: forwards its loopback to the run's state socket.
+    #[command(name = "__state-proxy", hide = true)]
+    StateProxy(state::ProxyArgs),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -115,6 +120,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Override(args) => gate::override_(args),
         Command::Apply(args) => gate::apply(args),
         Command::Verdict(args) => gate::verdict(args),
+        Command::State(args) => state::run(args),
+        Command::StateProxy(args) => state::proxy(args),
     }
 }
 
@@ -142,4 +149,5 @@ mod poll;
 mod runs;
 mod serve;
 mod stacks;
+mod state;
 mod version;

@@ -128,6 +128,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             repo: repo_name.clone(),
             commit: commit.to_string(),
             key: key.clone(),
+            // `tidemark plan` is offline and keeps no state: stacks plan against an empty one.
+            state: None,
         };
         let show_logs = args.format == Format::Text;
         let outcome = rt.block_on(async {

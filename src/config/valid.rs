@@ -40,6 +40,10 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// `runner "name" { ... }` blocks that override or add runner definitions.
     pub runners: Vec<RunnerBlock>,
+    /// The Tidemark executable that runs the state proxy inside each step's sandbox; `None`
+    /// is this process's own executable. Not a config file setting: tests that run the service
+    /// inside a test binary point it at the built `tidemark`.
+    pub exe: Option<PathBuf>,
 }
 
 /// One tracked repository.
@@ -181,6 +185,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         repos,
         policies,
         runners,
+        exe: None,
     })
 }
 

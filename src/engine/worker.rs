@@ -23,6 +23,8 @@ use crate::store::{Run, RunKind, RunOutcome, RunStatus, Store, StoredArtifact};
 /// What a worker needs to execute runs; shared by every worker of one instance.
 pub struct WorkerContext {
     pub store: Store,
+    /// The Tidemark executable: its hidden `__state-proxy` command runs in each step's sandbox.
+    pub exe: PathBuf,
     pub runners: RunnerSet,
     pub sandbox: SandboxMode,
     /// Encrypts binary plans at rest.
@@ -124,6 +126,10 @@ impl Worker {
         };
         grace.abort();
         heartbeat.abort();
+        // The run is over: its state credentials die, and any state lock it still holds goes.
+        if let Err(err) = ctx.store.revoke_state_credentials(run.id).await {
+            warn!(error = %format!("{err:#}"), "revoking the run's state credentials failed");
+        }
         let _ = logs.await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -152,8 +158,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Exports the run's commit into a fresh workspace and builds the runner request for it.
-    async fn request(&self, run: &Run) -> Result<PlanRequest> {
+    /// Exports the run's commit into a fresh workspace and builds the runner request for it,
+    /// with the run's state backend: a credential for this stack only, and the stack's state
+    /// routes served on a Unix socket in the workspace for as long as the returned server lives.
+    async fn request(&self, run: &Run) -> Result<(PlanRequest, StateServer)> {
         let ctx = &self.ctx;
         let mirror = ctx
             .mirrors
@@ -174,7 +182,8 @@ impl Worker {
         })
         .await
         .context("workspace export panicked")??;
-        Ok(PlanRequest {
+        let (state, server) = self.state_backend(run, &workspace).await?;
+        let request = PlanRequest {
             workspace,
             stack: run.stack.clone(),
             runner,
@@ -184,7 +193,51 @@ impl Worker {
             repo: run.repo.clone(),
             commit: run.commit.clone(),
             key: ctx.key.clone(),
-        })
+            state: Some(state),
+        };
+        Ok((request, server))
+    }
+
+    /// Mints the run's state credential and serves its stack's state routes on a Unix socket
+    /// inside the workspace (the only Tidemark endpoint a sandboxed step can reach).
+    async fn state_backend(
+        &self,
+        run: &Run,
+        workspace: &Workspace,
+    ) -> Result<(runner::StateBackend, StateServer)> {
+        let ctx = &self.ctx;
+        let credential = ctx
+            .store
+            .mint_state_credential(run.id, &run.repo, &run.stack)
+            .await
+            .with_context(|| format!("minting the state credential of run {}", run.id))?;
+        let socket = workspace.path().join("state.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).with_context(|| {
+            format!(
+                "binding the state socket {} (a Unix socket path must be shorter than 108 bytes: \
+                 choose a shorter data_dir)",
+                socket.display()
+            )
+        })?;
+        let api = crate::api::state::StateApi {
+            store: ctx.store.clone(),
+            key: ctx.key.clone(),
+            only: Some((run.repo.clone(), run.stack.clone())),
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(crate::api::state::serve_socket(
+            listener,
+            api,
+            shutdown.clone(),
+        ));
+        let backend = runner::StateBackend {
+            socket,
+            path: crate::api::state::state_path(&run.repo, &run.stack),
+            username: credential.username,
+            password: credential.password,
+            exe: ctx.exe.clone(),
+        };
+        Ok((backend, StateServer { task, shutdown }))
     }
 
     /// Plans the stack and stores the plan artifact.
@@ -197,7 +250,7 @@ impl Worker {
         let ctx = &self.ctx;
         // The run holds the stack, so no apply moves the state between this read and the plan.
         let state_serial = ctx.store.latest_state_serial(&run.repo, &run.stack).await?;
-        let request = self.request(run).await?;
+        let (request, _server) = self.request(run).await?;
         let outcome = runner::plan(request, logs, cancel).await;
         let summary = outcome
             .summary
@@ -363,7 +416,7 @@ impl Worker {
             binding: serde_json::from_str(&stored.binding)
                 .context("reading the stored plan's binding")?,
         };
-        let request = self.request(run).await?;
+        let (request, _server) = self.request(run).await?;
         let outcome = runner::apply(
             runner::ApplyRequest {
                 run: request,
@@ -373,6 +426,25 @@ impl Worker {
             cancel,
         )
         .await;
+        // A stack with its own backend: its new state was pulled after the apply. (A stack
+        // kept in Tidemark stored its versions itself, through the socket, during the apply.)
+        if let Some(state) = &outcome.state {
+            let version = self
+                .ctx
+                .store
+                .record_state(&run.repo, &run.stack, Some(run.id), state, &self.ctx.key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "storing the state of {} after apply run {}",
+                        run.stack, run.id
+                    )
+                })?;
+            info!(
+                serial = version.serial,
+                "state version stored from state pull"
+            );
+        }
         let status = status(outcome.status);
         let outputs_changed = apply::outputs_change(&plan);
         if status == RunStatus::Succeeded && outputs_changed {
@@ -426,6 +498,20 @@ impl Worker {
         }
         ctx.work.notify_waiters();
         Ok(())
+    }
+}
+
+/// A run's state socket server; stopped when dropped (the run is over).
+struct StateServer {
+    task: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for StateServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        // Connections still open belong to processes of a run that has ended.
+        self.task.abort();
     }
 }
 

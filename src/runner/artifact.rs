@@ -102,6 +102,41 @@ impl PlanKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// Compresses, then encrypts arbitrary bytes (a state file, say): the nonce followed by the
+    /// ciphertext. `label` is authenticated with them, so a blob moved to a row with another
+    /// label (its digest) does not open.
+    pub fn seal_bytes(&self, data: &[u8], label: &[u8]) -> Result<Vec<u8>, ArtifactError> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let payload = Payload {
+            msg: &compress(data)?,
+            aad: label,
+        };
+        let sealed = self
+            .cipher()
+            .encrypt(Nonce::from_slice(&nonce), payload)
+            .map_err(|_| ArtifactError::Decrypt)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`PlanKey::seal_bytes`] sealed with the same `label`.
+    pub fn open_bytes(&self, sealed: &[u8], label: &[u8]) -> Result<Vec<u8>, ArtifactError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(ArtifactError::Decrypt);
+        }
+        let (nonce, sealed) = sealed.split_at(NONCE_LEN);
+        let payload = Payload {
+            msg: sealed,
+            aad: label,
+        };
+        let compressed = self
+            .cipher()
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .map_err(|_| ArtifactError::Decrypt)?;
+        Ok(decompress(&compressed)?)
+    }
+
     /// The keyed hash of a step's variables and secrets, independent of their order.
     pub fn vars_hash(
         &self,
@@ -332,6 +367,20 @@ mod tests {
         let mut relabelled = artifact.clone();
         relabelled.digest = digest(&binding(), b"OTHER");
         assert!(relabelled.open(&key, &binding()).is_err());
+    }
+
+    #[test]
+    fn sealed_bytes_open_only_with_the_same_key_and_label() {
+        let key = PlanKey::generate();
+        let sealed = key.seal_bytes(b"state hunter2", b"label").expect("seal");
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(
+            key.open_bytes(&sealed, b"label").expect("open"),
+            b"state hunter2"
+        );
+        assert!(key.open_bytes(&sealed, b"other").is_err());
+        assert!(PlanKey::generate().open_bytes(&sealed, b"label").is_err());
+        assert!(key.open_bytes(&sealed[..4], b"label").is_err());
     }
 
     #[test]

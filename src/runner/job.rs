@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::artifact::{Binding, PlanArtifact};
+use super::backend::{self, StackBackend, StateBackend};
 use super::definition::{ExitMeaning, RunnerDef, StepKind};
 use super::process::{self, Exit, Invocation, OutputPolicy, StepRun};
 use super::redact::{Redactor, redact_plan_json, sensitive_in_stack};
@@ -47,6 +48,10 @@ pub(super) struct Job {
     redactor: Redactor,
     logs: mpsc::Sender<LogLine>,
     cancel: CancellationToken,
+    /// What the stack declares; only a stack without a backend gets Tidemark's.
+    backend: StackBackend,
+    /// Set when the stack's state is kept in Tidemark: every step runs behind the state proxy.
+    proxy: Option<StateBackend>,
 }
 
 impl Job {
@@ -124,7 +129,33 @@ impl Job {
             stack_secrets.names.contains(name).then(|| v.clone())
         }));
 
+        let backend = backend::stack_backend(&cwd);
+        let proxy = match (&req.state, &backend) {
+            (Some(state), StackBackend::None) => {
+                write_override(req.workspace.path(), &cwd).map_err(|e| {
+                    Stop::failed(format!(
+                        "writing {} into stack {}: {e}",
+                        backend::OVERRIDE_FILE,
+                        req.stack
+                    ))
+                })?;
+                // Credentials go through the environment, never into the tree, the backend
+                // config saved by init, or the plan file.
+                env.push(("TF_HTTP_USERNAME".into(), state.username.clone()));
+                env.push((
+                    "TF_HTTP_PASSWORD".into(),
+                    state.password.expose().to_string(),
+                ));
+                redactor.extend([state.password.expose().to_string()]);
+                ro_binds.push(state.exe.clone());
+                Some(state.clone())
+            }
+            _ => None,
+        };
+
         Ok(Job {
+            backend,
+            proxy,
             plan_file: req.workspace.out().join("plan.tfplan"),
             workspace: req.workspace.path().to_path_buf(),
             def,
@@ -177,7 +208,11 @@ impl Job {
         })
     }
 
-    pub(super) async fn apply(&mut self, req: &ApplyRequest) -> Result<i32, Stop> {
+    /// Applies the plan; for a stack with its own backend, also pulls the state it left.
+    pub(super) async fn apply(
+        &mut self,
+        req: &ApplyRequest,
+    ) -> Result<(i32, Option<Vec<u8>>), Stop> {
         self.def
             .step(StepKind::Apply)
             .map_err(|e| Stop::failed(e.to_string()))?;
@@ -191,7 +226,26 @@ impl Job {
         write_workspace_file(&self.workspace, &self.plan_file, &plan)
             .map_err(|e| Stop::failed(format!("writing the plan file: {e}")))?;
         let (run, _) = self.run(StepKind::Apply, false).await?;
-        Ok(code(&run).unwrap_or(0))
+        let state = match (&self.backend, self.def.step(StepKind::StatePull)) {
+            (StackBackend::Own(_), Ok(_)) => self.pull_state().await,
+            _ => None,
+        };
+        Ok((code(&run).unwrap_or(0), state))
+    }
+
+    /// `state_pull` after an apply; a failure is logged, not fatal: the apply itself worked.
+    async fn pull_state(&mut self) -> Option<Vec<u8>> {
+        match self.run(StepKind::StatePull, true).await {
+            Ok((run, _)) => run.stdout.filter(|out| !out.is_empty()),
+            Err(stop) => {
+                let note = format!(
+                    "the state could not be pulled after the apply: {}",
+                    stop.error
+                );
+                self.system(StepKind::StatePull, note).await;
+                None
+            }
+        }
     }
 
     /// The tool's version from the `version` step: `terraform_version` of its JSON, else its
@@ -248,13 +302,23 @@ impl Job {
             .iter()
             .map(|a| a.replace("{plan_file}", &plan_file))
             .collect();
+        let mut ro_binds_try = self.def.sandbox.ro_paths.clone();
+        let (program, argv_args) = match &self.proxy {
+            Some(state) => {
+                ro_binds_try.extend(backend::PROXY_LIBRARY_PATHS.iter().map(PathBuf::from));
+                let argv =
+                    super::proxy::proxy_argv(&state.socket, &state.path, &self.program, &args);
+                (state.exe.clone(), argv)
+            }
+            None => (self.program.clone(), args.clone()),
+        };
         let spec = SandboxSpec {
             workspace: self.workspace.clone(),
             cwd: self.cwd.clone(),
-            program: self.program.clone(),
-            args: args.clone(),
+            program,
+            args: argv_args,
             ro_binds: self.ro_binds.clone(),
-            ro_binds_try: self.def.sandbox.ro_paths.clone(),
+            ro_binds_try,
             network: step.network,
             limits: self.def.sandbox.limits.clone(),
         };
@@ -389,6 +453,23 @@ fn write_workspace_file(workspace: &Path, path: &Path, bytes: &[u8]) -> std::io:
         .create_new(true)
         .open(path)?;
     file.write_all(bytes)
+}
+
+/// Writes Tidemark's backend override into the stack; one written by an earlier step of the
+/// same run is kept, any other file of that name refused.
+fn write_override(workspace: &Path, cwd: &Path) -> std::io::Result<()> {
+    let path = cwd.join(backend::OVERRIDE_FILE);
+    let text = backend::override_text().as_bytes();
+    match read_workspace_file(workspace, &path) {
+        Ok(existing) if existing == text => Ok(()),
+        Ok(_) => Err(std::io::Error::other(
+            "the repository has a file of that name; rename it",
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            write_workspace_file(workspace, &path, text)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// `stacks/net/` and `./stacks/net` are the same stack.

@@ -28,11 +28,14 @@
 //!   the process group killed (and with bubblewrap, the PID namespace gone).
 
 mod artifact;
+mod backend;
 mod definition;
 mod job;
 mod process;
+mod proxy;
 mod redact;
 mod sandbox;
+mod statefile;
 mod steps;
 mod summary;
 mod workspace;
@@ -40,16 +43,19 @@ mod workspace;
 pub use artifact::{
     ArtifactError, Binding, KeyError, PlanArtifact, PlanKey, compress, decompress, digest,
 };
+pub use backend::{OVERRIDE_FILE, StackBackend, StateBackend, stack_backend};
 pub use definition::{
     DefinitionError, ExitMeaning, Limits, Origin, RunnerDef, RunnerSet, RunnerSource,
     SandboxSettings, StepDef, StepKind,
 };
+pub use proxy::{PROXY_COMMAND, run_state_proxy};
 pub use redact::{
     REDACTED, Redactor, Secret, StackSensitives, redact_plan_json, sensitive_in_stack,
 };
 pub use sandbox::{
     SandboxError, SandboxMode, SandboxSpec, SandboxTools, command_line, find_on_path,
 };
+pub use statefile::{StateFileError, StateSummary, summarize_state};
 pub use steps::{
     ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, StepOutcome, apply, plan, run_step,
 };

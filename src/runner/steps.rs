@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::artifact::{PlanArtifact, PlanKey};
+use super::backend::StateBackend;
 use super::definition::{RunnerDef, StepKind};
 use super::job::{Job, Stop, code};
 use super::redact::Secret;
@@ -32,6 +33,9 @@ pub struct PlanRequest {
     pub repo: String,
     pub commit: String,
     pub key: PlanKey,
+    /// Tidemark's state backend for this run; used when the stack declares no backend of its
+    /// own ([`super::stack_backend`]).
+    pub state: Option<StateBackend>,
 }
 
 /// Shows names, never values: variables may hold anything and requests end up in logs.
@@ -53,6 +57,7 @@ impl std::fmt::Debug for PlanRequest {
             )
             .field("repo", &self.repo)
             .field("commit", &self.commit)
+            .field("state", &self.state.as_ref().map(|s| &s.path))
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +87,9 @@ pub struct ApplyOutcome {
     pub status: RunStatus,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// For a stack with its own backend: the state after the apply (`state_pull`'s stdout).
+    /// NOT redacted: store it only encrypted ([`crate::store::Store::record_state`]).
+    pub state: Option<Vec<u8>>,
 }
 
 /// Plans one stack. Logs stream into `logs` while the steps run; `cancel` stops the running
@@ -114,10 +122,11 @@ pub async fn apply(
         Err(stop) => return ApplyOutcome::stopped(stop),
     };
     match job.apply(&req).await {
-        Ok(code) => ApplyOutcome {
+        Ok((code, state)) => ApplyOutcome {
             status: RunStatus::Succeeded,
             exit_code: Some(code),
             error: None,
+            state,
         },
         Err(stop) => ApplyOutcome::stopped(job.redact_stop(stop)),
     }
@@ -191,6 +200,7 @@ impl ApplyOutcome {
             status: stop.status,
             exit_code: stop.exit_code,
             error: Some(stop.error),
+            state: None,
         }
     }
 }
@@ -213,6 +223,7 @@ mod tests {
             repo: "infra".into(),
             commit: "abc".into(),
             key: PlanKey::generate(),
+            state: None,
         };
         let text = format!("{req:?}");
         assert!(

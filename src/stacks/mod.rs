@@ -44,6 +44,16 @@ pub use index::Index;
 
 use discovery::Snapshot;
 
+/// The backend one Terraform file declares (`backend "s3" {}` gives `s3`; a `cloud` block
+/// gives `remote`), or why the file cannot be read as HCL.
+pub fn declared_backend(bytes: &[u8]) -> Result<Option<String>, String> {
+    let facts = hcl::analyze(bytes, hcl::Role::Terraform);
+    if let Some(error) = facts.errors.first() {
+        return Err(error.message.clone());
+    }
+    Ok(facts.backend.map(|backend| backend.kind))
+}
+
 /// How a stack is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -26,6 +26,11 @@ const SQLITE: Embedded = &[
         include_str!("../../migrations/sqlite/0002_locks_and_applies.sql"),
     ),
     (
+        3,
+        "state backend",
+        include_str!("../../migrations/sqlite/0003_state_backend.sql"),
+    ),
+    (
         4,
         "apply gate",
         include_str!("../../migrations/sqlite/0004_apply_gate.sql"),
@@ -41,6 +46,11 @@ const POSTGRES: Embedded = &[
         2,
         "locks and applies",
         include_str!("../../migrations/postgres/0002_locks_and_applies.sql"),
+    ),
+    (
+        3,
+        "state backend",
+        include_str!("../../migrations/postgres/0003_state_backend.sql"),
     ),
     (
         4,

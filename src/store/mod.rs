@@ -10,11 +10,15 @@ mod locks;
 mod migrate;
 mod repos;
 mod runs;
+mod states;
 mod types;
 
 pub use gate::StackSettings;
 pub use repos::StackRecord;
 pub use runs::Recovered;
+pub use states::{
+    LockOutcome, StateCredential, StateError, StateGrant, StateLock, StateVersion, UnlockOutcome,
+};
 
 pub use types::*;
 

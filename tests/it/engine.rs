@@ -41,7 +41,11 @@ async fn start_with(
     let text = config_text(database, &dir.path().join("data"), repos, runner);
     let file = dir.path().join("tidemark.hcl");
     std::fs::write(&file, &text).expect("write config");
-    let config = Config::parse(&file, &text, dir.path()).expect("valid config");
+    // The tests' reqwest clients need the process-wide rustls provider.
+    tidemark::install_crypto_provider();
+    let mut config = Config::parse(&file, &text, dir.path()).expect("valid config");
+    // The state proxy runs from the tidemark binary, not from this test binary.
+    config.exe = Some(env!("CARGO_BIN_EXE_tidemark").into());
     let app = App::start(config).await.expect("start tidemark");
     (app, dir)
 }

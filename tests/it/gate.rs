@@ -14,9 +14,9 @@ use tidemark::store::{Run, RunFilter, RunKind, RunStatus, Store};
 
 use crate::support::{GitFixture, TestDb, Toolchain, eventually};
 
-/// A stack of one null_resource (unless `resource` is false) and one output. The state lives in
-/// a local file outside the workspace so that it outlives each run's workspace.
-fn stack(state: &Path, value: &str, resource: bool, output: &str) -> String {
+/// A stack of one null_resource (unless `resource` is false) and one output. It declares no
+/// backend, so its state lives in Tidemark's state backend across runs.
+fn stack(value: &str, resource: bool, output: &str) -> String {
     let resource = if resource {
         format!(
             "resource \"null_resource\" \"this\" {{\n  triggers = {{ value = \"{value}\" }}\n}}\n"
@@ -25,8 +25,7 @@ fn stack(state: &Path, value: &str, resource: bool, output: &str) -> String {
         String::new()
     };
     format!(
-        "terraform {{\n  backend \"local\" {{ path = \"{}\" }}\n  required_providers {{\n    null = {{ source = \"hashicorp/null\", version = \"2.1.2\" }}\n  }}\n}}\n\n{resource}\noutput \"value\" {{ value = \"{output}\" }}\n",
-        state.display()
+        "terraform {{\n  required_providers {{\n    null = {{ source = \"hashicorp/null\", version = \"2.1.2\" }}\n  }}\n}}\n\n{resource}\noutput \"value\" {{ value = \"{output}\" }}\n"
     )
 }
 
@@ -34,48 +33,38 @@ struct Setup {
     app: App,
     git: GitFixture,
     config: std::path::PathBuf,
-    state: tempfile::TempDir,
     _dir: tempfile::TempDir,
 }
 
-/// The service on `database` tracking a fresh repository. The runs use `sandbox = "none"`:
-/// their stacks keep state in a local file outside the workspace, which the sandbox would hide.
+/// The service on `database` tracking a fresh repository, its runs in the bubblewrap sandbox.
 async fn setup(database: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = tempfile::tempdir().expect("tempdir");
     let git = GitFixture::new();
-    let s = state.path();
     git.write("stacks/app/stack.hcl", "stack {\n  auto_apply = true\n}\n")
-        .write(
-            "stacks/app/main.tf",
-            &stack(&s.join("app"), "a1", true, "out-1"),
-        )
+        .write("stacks/app/main.tf", &stack("a1", true, "out-1"))
         .write(
             "stacks/web/stack.hcl",
             "stack {\n  depends_on = [\"stacks/app\"]\n  auto_apply = true\n}\n",
         )
-        .write(
-            "stacks/web/main.tf",
-            &stack(&s.join("web"), "w1", true, "web"),
-        )
+        .write("stacks/web/main.tf", &stack("w1", true, "web"))
         .write("stacks/db/stack.hcl", "stack {}\n")
-        .write("stacks/db/main.tf", &stack(&s.join("db"), "d1", true, "db"));
+        .write("stacks/db/main.tf", &stack("d1", true, "db"));
     git.commit_and_push("three stacks");
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\ndata_dir = \"{}\"\nworkers = 2\nsandbox = \"none\"\n\n{}\nrepo \"infra\" {{\n  url = \"{}\"\n  poll_interval = \"1s\"\n}}\n",
+        "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\ndata_dir = \"{}\"\nworkers = 2\n\n{}\nrepo \"infra\" {{\n  url = \"{}\"\n  poll_interval = \"1s\"\n}}\n",
         dir.path().join("data").display(),
         Toolchain::get().runner_override(),
         git.url(),
     );
     let config = dir.path().join("tidemark.hcl");
     std::fs::write(&config, &text).expect("write config");
-    let parsed = Config::parse(&config, &text, dir.path()).expect("valid config");
+    let mut parsed = Config::parse(&config, &text, dir.path()).expect("valid config");
+    parsed.exe = Some(env!("CARGO_BIN_EXE_tidemark").into());
     let app = App::start(parsed).await.expect("start tidemark");
     Setup {
         app,
         git,
         config,
-        state,
         _dir: dir,
     }
 }
@@ -159,10 +148,13 @@ async fn the_gate_end_to_end(database: &str) {
         .expect("verdict")
         .expect("stored verdict");
     assert!(verdict.passed, "{verdict:#?}");
-    assert!(
-        s.state.path().join("app").exists(),
-        "the apply wrote app's state"
-    );
+    let version = store
+        .latest_state("infra", "stacks/app")
+        .await
+        .expect("state")
+        .expect("the apply stored a state version");
+    assert_eq!(version.run_id, Some(applied.id));
+    assert_eq!(version.resource_count, 1);
     let web = settled(&store, "stacks/web", 2).await;
     assert!(
         web[0].started_at >= applied.finished_at,
@@ -172,12 +164,9 @@ async fn the_gate_end_to_end(database: &str) {
 
     // A downstream plan queued only because its upstream changed is skipped when the upstream's
     // apply changed no output, and planned behind the apply when it did.
-    let app_state = s.state.path().join("app");
     let extra = "resource \"null_resource\" \"extra\" {}\n";
-    s.git.write(
-        "stacks/app/main.tf",
-        &(stack(&app_state, "a1", true, "out-1") + extra),
-    );
+    s.git
+        .write("stacks/app/main.tf", &(stack("a1", true, "out-1") + extra));
     s.git
         .commit_and_push("app: one more resource, same outputs");
     let app_runs = settled(&store, "stacks/app", 4).await;
@@ -195,10 +184,8 @@ async fn the_gate_end_to_end(database: &str) {
             .expect("why")
             .contains("changed no outputs")
     );
-    s.git.write(
-        "stacks/app/main.tf",
-        &(stack(&app_state, "a1", true, "out-2") + extra),
-    );
+    s.git
+        .write("stacks/app/main.tf", &(stack("a1", true, "out-2") + extra));
     s.git.commit_and_push("app: a new output value");
     let app_runs = settled(&store, "stacks/app", 6).await;
     assert_eq!(
@@ -236,14 +223,8 @@ async fn the_gate_end_to_end(database: &str) {
     // Commit 2 deletes app's resource: the shipped policy blocks the auto-apply and the
     // verdict names the resource. The output stays, so nothing downstream is re-planned.
     s.git
-        .write(
-            "stacks/app/main.tf",
-            &stack(&s.state.path().join("app"), "", false, "out-1"),
-        )
-        .write(
-            "stacks/db/main.tf",
-            &stack(&s.state.path().join("db"), "", false, "db"),
-        );
+        .write("stacks/app/main.tf", &stack("", false, "out-1"))
+        .write("stacks/db/main.tf", &stack("", false, "db"));
     s.git.commit_and_push("delete app's and db's resources");
     let app_runs = settled(&store, "stacks/app", 7).await;
     let blocked = &app_runs[6];
@@ -286,10 +267,7 @@ async fn the_gate_end_to_end(database: &str) {
         overridden.apply_run.is_none(),
         "an override is not an approval"
     );
-    s.git.write(
-        "stacks/db/main.tf",
-        &stack(&s.state.path().join("db"), "", false, "db-2"),
-    );
+    s.git.write("stacks/db/main.tf", &stack("", false, "db-2"));
     s.git.commit_and_push("db: another plan that deletes");
     let db = settled(&store, "stacks/db", 4).await;
     let plan_b = &db[3];
@@ -367,6 +345,7 @@ async fn the_gate_over_http(store: &Store, blocked: i64, applied_plan: i64) {
         repos: Default::default(),
         webhook_secret: None,
         api_token: Some("s3cret-token".into()),
+        key: tidemark::runner::PlanKey::generate(),
         work: Default::default(),
     };
     let server =

@@ -11,6 +11,7 @@ mod recovery;
 mod runner;
 mod scale;
 mod stacks;
+mod state;
 mod store;
 mod support;
 mod worker;

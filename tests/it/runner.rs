@@ -96,6 +96,7 @@ impl Stack {
             repo: "infra".into(),
             commit: self.commit.clone(),
             key: PlanKey::generate(),
+            state: None,
         }
     }
 

@@ -54,6 +54,7 @@ async fn steps_follow_dependencies_locks_and_recovery() {
         name: "here#0".into(),
         ctx: Arc::new(WorkerContext {
             store: store.clone(),
+            exe: env!("CARGO_BIN_EXE_tidemark").into(),
             runners: noop_runners(dir.path()),
             sandbox: SandboxMode::None,
             key: PlanKey::generate(),
