@@ -162,6 +162,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         lease: LEASE,
         work: Arc::new(tokio::sync::Notify::new()),
         grace: Duration::from_secs(5),
+        drift: None,
     });
     let worker = Worker {
         name: "bench#0".into(),

@@ -42,6 +42,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Policy checks: evaluate policies against a plan offline, run their unit tests.
     Policy(policy::Args),
+    /// Drift: check stacks of a local checkout now, or show the state the service recorded.
+    Drift(drift::Args),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -103,6 +105,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(args) => graph::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Policy(args) => policy::run(args),
+        Command::Drift(args) => drift::run(args),
     }
 }
 
@@ -120,6 +123,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 mod affected;
+mod drift;
 mod graph;
 mod locks;
 mod migrate;

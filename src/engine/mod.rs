@@ -1,7 +1,11 @@
 //! The reconcile loop: pollers detect new commits and queue plans for the affected stacks;
-//! workers claim runs from the store's queue and execute them in dependency order.
+//! workers claim runs from the store's queue and execute them in dependency order; the drift
+//! flow queues scheduled drift checks and records what they find; the outbox sender delivers
+//! the resulting messages.
 
 mod drift;
+mod drift_flow;
+mod outbox;
 mod poller;
 mod schedule;
 mod worker;
@@ -10,6 +14,8 @@ pub use drift::{
     CheckResult, Drift, DriftCause, DriftRecord, DriftState, DriftedResource, NotificationKind,
     OpenDrift, Transition, assess, transition,
 };
+pub use drift_flow::{DriftFlow, DriftHook, decide};
+pub use outbox::{OUTBOX_LEASE, OutboxSender};
 pub use poller::{PollOutcome, Poller, backoff};
 pub use schedule::{
     Completion, DriftSchedule, Due, DueCheck, Entry as ScheduleEntry, Jitter, ScheduleError,

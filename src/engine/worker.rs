@@ -35,6 +35,8 @@ pub struct WorkerContext {
     pub work: Arc<Notify>,
     /// How long running steps may go on after shutdown begins.
     pub grace: Duration,
+    /// Assesses finished drift runs; `None` leaves them unassessed (benchmarks).
+    pub drift: Option<super::DriftHook>,
 }
 
 /// One worker slot.
@@ -124,6 +126,11 @@ impl Worker {
         if !ctx.store.finish(run.id, &self.name, &outcome).await? {
             warn!("run was taken from this worker before it finished; outcome not recorded");
             return Ok(());
+        }
+        if let (RunKind::Drift, Some(drift)) = (run.kind, &ctx.drift)
+            && let Err(err) = drift.after_check(&ctx.store, &run, &outcome).await
+        {
+            error!(error = %format!("{err:#}"), "recording the drift check failed");
         }
         match outcome.status {
             RunStatus::Succeeded => info!("run succeeded"),

@@ -25,6 +25,11 @@ const SQLITE: Embedded = &[
         "locks and applies",
         include_str!("../../migrations/sqlite/0002_locks_and_applies.sql"),
     ),
+    (
+        5,
+        "drift",
+        include_str!("../../migrations/sqlite/0005_drift.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -36,6 +41,11 @@ const POSTGRES: Embedded = &[
         2,
         "locks and applies",
         include_str!("../../migrations/postgres/0002_locks_and_applies.sql"),
+    ),
+    (
+        5,
+        "drift",
+        include_str!("../../migrations/postgres/0005_drift.sql"),
     ),
 ];
 

@@ -5,12 +5,16 @@
 //! partial unique indexes) and run through `on_pool!`, which expands the same expression for
 //! whichever pool this store holds. Where the SQL must differ, the two variants sit side by side.
 
+mod drift;
 mod locks;
 mod migrate;
 mod repos;
 mod runs;
 mod types;
 
+pub use drift::{
+    DriftCheck, DriftCheckRow, DriftDecision, DriftSaved, DriftStack, DriftStatus, OutboxRow,
+};
 pub use repos::StackRecord;
 pub use runs::Recovered;
 

@@ -11,6 +11,9 @@ pub struct StackRecord {
     pub path: String,
     pub name: String,
     pub runner: Option<String>,
+    /// The stack's own `drift_schedule` (`None`: the repository's default applies).
+    pub drift_schedule: Option<String>,
+    pub drift_remediation: crate::stacks::DriftRemediation,
 }
 
 impl Store {
@@ -110,10 +113,12 @@ impl Store {
                 .await?;
             for stack in stacks {
                 sqlx::query(
-                    "INSERT INTO stacks (repo_id, path, name, runner, removed, last_commit, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (repo_id, path) DO UPDATE SET \
+                    "INSERT INTO stacks (repo_id, path, name, runner, removed, last_commit, updated_at, \
+                     drift_schedule, drift_remediation) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, path) DO UPDATE SET \
                      name = excluded.name, runner = excluded.runner, removed = excluded.removed, \
-                     last_commit = excluded.last_commit, updated_at = excluded.updated_at",
+                     last_commit = excluded.last_commit, updated_at = excluded.updated_at, \
+                     drift_schedule = excluded.drift_schedule, drift_remediation = excluded.drift_remediation",
                 )
                 .bind(repo_id)
                 .bind(&stack.path)
@@ -122,6 +127,8 @@ impl Store {
                 .bind(false)
                 .bind(commit)
                 .bind(now)
+                .bind(&stack.drift_schedule)
+                .bind(stack.drift_remediation.as_str())
                 .execute(&mut *tx)
                 .await?;
             }

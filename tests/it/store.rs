@@ -70,6 +70,8 @@ async fn story(store: Store) {
         path: p.into(),
         name: p.into(),
         runner: None,
+        drift_schedule: None,
+        drift_remediation: Default::default(),
     };
     store
         .sync_stacks(repo, "c1", &[rec("a"), rec("b")])
