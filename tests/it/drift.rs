@@ -515,6 +515,7 @@ async fn a_failed_drift_plan_is_an_error_that_keeps_the_open_drift() {
 async fn the_scheduler_in_the_service_queues_drift_checks() {
     let git = GitFixture::new();
     git.write("stacks/a/main.tf", &null_stack("a1"))
+        .write("stacks/a/stack.hcl", "stack {}\n")
         .write(
             "stacks/b/stack.hcl",
             "stack {\n  drift_schedule = \"0 0 0 1 1 *\"\n}\n",
