@@ -31,7 +31,7 @@ struct Copies {
     dir: tempfile::TempDir,
 }
 
-const STACK: &str = r#"terraform {
+pub(crate) const STACK: &str = r#"terraform {
   required_providers {
     null = { source = "hashicorp/null", version = "2.1.2" }
   }
@@ -82,7 +82,7 @@ impl Copies {
     }
 }
 
-fn terraform(dir: &Path, args: &[&str]) -> Vec<u8> {
+pub(crate) fn terraform(dir: &Path, args: &[&str]) -> Vec<u8> {
     Toolchain::get().run(dir, args)
 }
 
@@ -198,7 +198,7 @@ async fn out_of_band_changes_send_one_message_each_way() {
 /// until Tidemark's own state backend and apply gate land, the test keeps the state in a local
 /// backend at an absolute path (which is why the worker runs with `sandbox = "none"`: the
 /// sandbox only lets a step write its own workspace).
-fn shared_state_stack(state: &Path) -> String {
+pub(crate) fn shared_state_stack(state: &Path) -> String {
     STACK.replace("../shared.tfstate", &state.display().to_string())
 }
 
