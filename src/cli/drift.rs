@@ -153,7 +153,9 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         0
     };
     match args.format {
-        Format::Json => print_json(&serde_json::json!({ "commit": commit.to_string(), "stacks": reports }))?,
+        Format::Json => {
+            print_json(&serde_json::json!({ "commit": commit.to_string(), "stacks": reports }))?
+        }
         Format::Text => print_check(&reports),
     }
     Ok(ExitCode::from(code))

@@ -8,8 +8,8 @@ use std::time::Duration;
 use hcl::edit::expr::Expression;
 
 use super::ConfigError;
-use crate::engine::DriftSchedule;
 use super::raw::{RawAttr, RawBlock, RawConfig};
+use crate::engine::DriftSchedule;
 
 /// The checked server config.
 #[derive(Debug, Clone)]
@@ -267,7 +267,9 @@ fn check_base_url(url: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() || url.contains(['?', '#', ' ']) {
-        return Err(format!("{url:?} is not a base URL like https://tidemark.example.com"));
+        return Err(format!(
+            "{url:?} is not a base URL like https://tidemark.example.com"
+        ));
     }
     if authority.contains('@') {
         return Err("must not hold credentials".into());

@@ -259,7 +259,11 @@ impl DriftFlow {
         } else {
             format!("drift schedule: tick at {}", due.tick)
         };
-        match self.store.enqueue_drift(repo, stack, due.tick, &reason).await {
+        match self
+            .store
+            .enqueue_drift(repo, stack, due.tick, &reason)
+            .await
+        {
             Ok(Some(id)) => {
                 info!(run = id, %repo, %stack, "drift check queued");
                 in_flight.insert(id, check.completion);

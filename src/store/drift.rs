@@ -180,7 +180,9 @@ impl Store {
         match inserted {
             Ok(id) => Ok(id),
             Err(sqlx::Error::Database(err)) if err.is_unique_violation() => Ok(None),
-            Err(err) => Err(err).with_context(|| format!("queueing a drift check of {repo}:{stack}")),
+            Err(err) => {
+                Err(err).with_context(|| format!("queueing a drift check of {repo}:{stack}"))
+            }
         }
     }
 

@@ -16,9 +16,7 @@ use tidemark::engine::{
     CheckResult, DriftRecord, DriftState, OutboxSender, Worker, WorkerContext, assess, transition,
 };
 use tidemark::notify::{DriftAlert, OutboxPolicy, SlackNotifier, render};
-use tidemark::runner::{
-    PlanKey, Redactor, RunnerSet, RunnerSource, SandboxMode, redact_plan_json,
-};
+use tidemark::runner::{PlanKey, Redactor, RunnerSet, RunnerSource, SandboxMode, redact_plan_json};
 use tidemark::store::{NewRun, RunKind, RunStatus, StackRecord, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -313,7 +311,12 @@ impl Rig {
             .expect("enqueue drift")
             .expect("a drift run was queued");
         let status = self.step(id).await;
-        assert_eq!(status, RunStatus::Succeeded, "{:?}", self.store.logs(id).await);
+        assert_eq!(
+            status,
+            RunStatus::Succeeded,
+            "{:?}",
+            self.store.logs(id).await
+        );
         let record = self
             .store
             .drift_record("infra", "stacks/app")
@@ -387,10 +390,7 @@ async fn drift_checks_through_the_engine(db: TestDb) {
     assert!(text.contains("`null_resource.this` replace"), "{text}");
     assert!(text.contains("changed outside git"), "{text}");
     assert!(text.contains(&head[..12]), "{text}");
-    assert!(
-        text.contains("http://tidemark.test/api/v1/runs/"),
-        "{text}"
-    );
+    assert!(text.contains("http://tidemark.test/api/v1/runs/"), "{text}");
     assert!(!text.contains("null_resource.other"), "{text}");
     assert_eq!(messages[0]["blocks"][0]["type"], "header");
 
@@ -552,13 +552,20 @@ async fn the_scheduler_in_the_service_queues_drift_checks() {
         ..Default::default()
     };
     let drift_runs = app.store.runs(&filter).await.expect("runs");
-    assert!(drift_runs.iter().all(|r| r.stack == "stacks/a"), "{drift_runs:#?}");
-    let live = drift_runs.iter().filter(|r| !r.status.is_final()).count();
-    assert!(live <= 1, "at most one drift check of a stack in flight: {drift_runs:#?}");
     assert!(
-        drift_runs
-            .iter()
-            .all(|r| r.reason.as_deref().is_some_and(|t| t.starts_with("drift schedule"))),
+        drift_runs.iter().all(|r| r.stack == "stacks/a"),
+        "{drift_runs:#?}"
+    );
+    let live = drift_runs.iter().filter(|r| !r.status.is_final()).count();
+    assert!(
+        live <= 1,
+        "at most one drift check of a stack in flight: {drift_runs:#?}"
+    );
+    assert!(
+        drift_runs.iter().all(|r| r
+            .reason
+            .as_deref()
+            .is_some_and(|t| t.starts_with("drift schedule"))),
         "{drift_runs:#?}"
     );
     assert!(app.store.outbox().await.expect("outbox").is_empty());

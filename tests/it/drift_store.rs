@@ -120,12 +120,18 @@ async fn drift_queue_and_outbox(store: Store) {
         .expect("queued");
     assert_eq!(store.run(first).await.expect("run").commit, "c2");
     assert_eq!(
-        store.enqueue_drift("infra", "app", Utc::now(), "again").await.expect("enqueue"),
+        store
+            .enqueue_drift("infra", "app", Utc::now(), "again")
+            .await
+            .expect("enqueue"),
         None,
         "one is queued already"
     );
     assert_eq!(
-        store.enqueue_drift("infra", "gone", Utc::now(), "x").await.expect("enqueue"),
+        store
+            .enqueue_drift("infra", "gone", Utc::now(), "x")
+            .await
+            .expect("enqueue"),
         None,
         "removed stacks are not checked"
     );
@@ -143,7 +149,10 @@ async fn drift_queue_and_outbox(store: Store) {
     };
     assert!(store.finish(first, "w", &done).await.expect("finish"));
     assert_eq!(
-        store.enqueue_drift("infra", "app", tick, "tick").await.expect("enqueue"),
+        store
+            .enqueue_drift("infra", "app", tick, "tick")
+            .await
+            .expect("enqueue"),
         None,
         "another instance's check of the same tick"
     );
@@ -155,7 +164,10 @@ async fn drift_queue_and_outbox(store: Store) {
         .await
         .expect("enqueue")
         .expect("the next tick's check");
-    store.claim("w", Duration::from_secs(60)).await.expect("claim");
+    store
+        .claim("w", Duration::from_secs(60))
+        .await
+        .expect("claim");
     assert!(store.finish(next, "w", &done).await.expect("finish"));
 
     // A message answered 429 with Retry-After: 1, then 200: it arrives once and is sent.
@@ -171,14 +183,21 @@ async fn drift_queue_and_outbox(store: Store) {
         assert_eq!(rx.requests.len(), 2);
         let accepted: Vec<&Value> = rx.requests.iter().filter(|r| r.2).map(|r| &r.0).collect();
         assert_eq!(accepted.len(), 1, "the message arrived once");
-        assert!(accepted[0]["blocks"].to_string().contains("null_resource.a"));
+        assert!(
+            accepted[0]["blocks"]
+                .to_string()
+                .contains("null_resource.a")
+        );
     }
     let row = outbox_row(&store, message).await;
     assert_eq!((row.status.as_str(), row.attempts), ("sent", 2));
     assert!(row.sent_at.is_some());
 
     // The same drift again: no message. Another drift: one, to a receiver that is down.
-    assert_eq!(record(&store, repo_id, "app", &drifted("null_resource.a")).await, None);
+    assert_eq!(
+        record(&store, repo_id, "app", &drifted("null_resource.a")).await,
+        None
+    );
     let changed = record(&store, repo_id, "app", &drifted("null_resource.b"))
         .await
         .expect("a changed message");
@@ -195,7 +214,10 @@ async fn drift_queue_and_outbox(store: Store) {
     let down = sender(&store, &down_url, patient);
     assert!(down.step().await.expect("step"));
     let row = outbox_row(&store, changed).await;
-    assert_eq!((row.status.as_str(), row.kind.as_str()), ("pending", "changed"));
+    assert_eq!(
+        (row.status.as_str(), row.kind.as_str()),
+        ("pending", "changed")
+    );
     assert_eq!(row.attempts, 3);
     assert!(
         row.last_error
@@ -208,10 +230,15 @@ async fn drift_queue_and_outbox(store: Store) {
     let (_, rx) = receiver_on(port, &[Answer::Ok]).await;
     assert!(down.step().await.expect("step"));
     assert_eq!(outbox_row(&store, changed).await.status, "sent");
-    let rx = rx.lock().expect("lock");
-    assert_eq!(rx.requests.len(), 1);
-    assert!(rx.requests[0].0["text"].as_str().is_some_and(|t| t.contains("Drift changed")));
-    drop(rx);
+    {
+        let rx = rx.lock().expect("lock");
+        assert_eq!(rx.requests.len(), 1);
+        assert!(
+            rx.requests[0].0["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Drift changed"))
+        );
+    }
 
     // A claim is a lease: nobody else takes the message until it ends, and a sender whose
     // lease ran out cannot record over the new claimer.
@@ -226,7 +253,13 @@ async fn drift_queue_and_outbox(store: Store) {
         .expect("claim")
         .expect("due");
     assert_eq!(mine.id, Some(resolved));
-    assert!(store.outbox_claim("b", now, lease).await.expect("claim").is_none());
+    assert!(
+        store
+            .outbox_claim("b", now, lease)
+            .await
+            .expect("claim")
+            .is_none()
+    );
     let later = now + chrono::Duration::seconds(61);
     let theirs = store
         .outbox_claim("b", later, lease)
@@ -259,10 +292,17 @@ async fn concurrent_claims(store: Store) {
         .await
         .expect("repo");
     let stacks: Vec<StackRecord> = (0..24).map(|i| stack(&format!("s{i}"))).collect();
-    store.sync_stacks(repo_id, "c1", &stacks).await.expect("sync");
+    store
+        .sync_stacks(repo_id, "c1", &stacks)
+        .await
+        .expect("sync");
     let mut queued = HashSet::new();
     for s in &stacks {
-        queued.insert(record(&store, repo_id, &s.path, &drifted("x.y")).await.expect("message"));
+        queued.insert(
+            record(&store, repo_id, &s.path, &drifted("x.y"))
+                .await
+                .expect("message"),
+        );
     }
     let claimers: Vec<_> = (0..4)
         .map(|i| {
@@ -327,14 +367,24 @@ async fn drift_status_prints_each_stack_in_the_documented_shape() {
         .sync_stacks(repo_id, "c1", &[stack("stacks/app"), stack("stacks/net")])
         .await
         .expect("sync");
-    record(&store, repo_id, "stacks/app", &drifted("null_resource.this")).await;
+    record(
+        &store,
+        repo_id,
+        "stacks/app",
+        &drifted("null_resource.this"),
+    )
+    .await;
     record(&store, repo_id, "stacks/net", &CheckResult::InSync).await;
     store.close().await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [("TIDEMARK_DATABASE_URL", db.url.as_str())];
     let out = tidemark(&["drift", "status", "--format", "json"], dir.path(), &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).expect("json");
     let keys = |v: &Value| -> Vec<String> {
         let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
@@ -360,25 +410,43 @@ async fn drift_status_prints_each_stack_in_the_documented_shape() {
         ]
     );
     let app = &stacks[0];
-    assert_eq!((app["repo"].as_str(), app["stack"].as_str()), (Some("infra"), Some("stacks/app")));
+    assert_eq!(
+        (app["repo"].as_str(), app["stack"].as_str()),
+        (Some("infra"), Some("stacks/app"))
+    );
     assert_eq!(app["state"], "drifted");
     assert_eq!(app["cause"], "changed_outside_git");
     assert_eq!(app["fingerprint"].as_str().map(str::len), Some(64));
-    assert!(app["since"].as_str().is_some_and(|s| s.parse::<chrono::DateTime<Utc>>().is_ok()));
+    assert!(
+        app["since"]
+            .as_str()
+            .is_some_and(|s| s.parse::<chrono::DateTime<Utc>>().is_ok())
+    );
     assert_eq!(
         app["resources"],
         serde_json::json!([{"address": "null_resource.this", "actions": ["delete", "create"]}])
     );
     let net = &stacks[1];
-    assert_eq!((net["state"].as_str(), &net["fingerprint"]), (Some("in_sync"), &Value::Null));
+    assert_eq!(
+        (net["state"].as_str(), &net["fingerprint"]),
+        (Some("in_sync"), &Value::Null)
+    );
     assert_eq!(net["resources"], serde_json::json!([]));
 
     let text = tidemark(&["drift", "status"], dir.path(), &env);
     let text = String::from_utf8_lossy(&text.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("repo"), "{text}");
-    assert!(lines[1].starts_with("infra") && lines[1].contains("stacks/app") && lines[1].contains("drifted"), "{text}");
-    assert!(lines[2].contains("stacks/net") && lines[2].contains("in_sync"), "{text}");
+    assert!(
+        lines[1].starts_with("infra")
+            && lines[1].contains("stacks/app")
+            && lines[1].contains("drifted"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("stacks/net") && lines[2].contains("in_sync"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -390,7 +458,10 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
     let applied = tempfile::tempdir().expect("tempdir");
     std::fs::write(applied.path().join("main.tf"), shared_state_stack(&state)).expect("write");
     terraform(applied.path(), &["init", "-no-color", "-input=false"]);
-    terraform(applied.path(), &["apply", "-auto-approve", "-no-color", "-input=false"]);
+    terraform(
+        applied.path(),
+        &["apply", "-auto-approve", "-no-color", "-input=false"],
+    );
     let git = GitFixture::new();
     git.write("stacks/synced/main.tf", &shared_state_stack(&state))
         .write("stacks/fresh/main.tf", &null_stack("f"));
@@ -418,7 +489,12 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
     };
 
     let out = run(&["--format", "json"]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["commit"], git.head());
     let by_stack = |name: &str| {
@@ -437,11 +513,22 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
     assert_eq!(fresh["outputs"], serde_json::json!(["value"]));
     assert_eq!(fresh["fingerprint"].as_str().map(str::len), Some(64));
     let synced = by_stack("stacks/synced");
-    assert_eq!((synced["state"].as_str(), &synced["resources"]), (Some("in_sync"), &serde_json::json!([])));
+    assert_eq!(
+        (synced["state"].as_str(), &synced["resources"]),
+        (Some("in_sync"), &serde_json::json!([]))
+    );
 
     let out = run(&["--stack", "stacks/synced"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "stacks/synced: in_sync\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "stacks/synced: in_sync\n"
+    );
 
     let out = run(&["--stack", "stacks/missing", "--stack", "stacks/fresh"]);
     assert_eq!(out.status.code(), Some(1), "an error wins over drift");
