@@ -5,9 +5,14 @@ ALTER TABLE stacks ADD COLUMN drift_schedule TEXT;
 ALTER TABLE stacks ADD COLUMN drift_remediation TEXT NOT NULL DEFAULT 'none'
     CHECK (drift_remediation IN ('none', 'plan', 'apply'));
 
--- At most one drift check of a stack waits in the queue, across instances.
-CREATE UNIQUE INDEX runs_one_queued_drift_per_stack ON runs (repo_id, stack_path)
-    WHERE kind = 'drift' AND status = 'queued';
+-- The last schedule tick a drift check of each stack was queued for, across instances: the
+-- first instance to move it forward queues the check (a row lock settles a race).
+CREATE TABLE drift_ticks (
+    repo_id         BIGINT NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+    stack_path      TEXT NOT NULL,
+    tick            TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (repo_id, stack_path)
+);
 
 -- One row per stack that was ever checked. `record` is the engine's whole drift record (JSON);
 -- the other columns repeat what people and queries ask for.

@@ -3,9 +3,9 @@
 //! state machine, stored with the check's history, and any message put in the outbox.
 //!
 //! Several instances run the same schedules (the jitter is a hash of the stack, so they agree
-//! on when). Double checks are avoided in the database: a drift run is queued only when none of
-//! the stack is queued or running and none was queued since the tick (`Store::enqueue_drift`),
-//! so the first instance to reach a tick queues its check and the others skip it.
+//! on when). Double checks are avoided in the database: the first instance to record a stack's
+//! tick in `drift_ticks` queues its check, and only when none of the stack is queued or running
+//! (`Store::enqueue_drift`); the others skip it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -147,9 +147,9 @@ impl Store {
     /// Queues a drift check of the stack at its tracked branch's head (the commit its row was
     /// last synced at), below plans in priority. Nothing is queued (`None`) when the stack is
     /// unknown or removed, when a drift check of it is already queued or running, or when one
-    /// was queued at or after `tick`: every instance runs the same schedule, and the first to
-    /// queue the tick's check wins. The partial unique index on queued drift runs settles two
-    /// instances racing past the check at the same instant.
+    /// was queued for `tick` or a later tick: every instance runs the same schedule, and the
+    /// first to move the stack's row in `drift_ticks` forward queues the tick's check (two
+    /// instances racing for one tick queue on the row lock, and the second finds it moved).
     pub async fn enqueue_drift(
         &self,
         repo: &str,
@@ -157,33 +157,46 @@ impl Store {
         tick: DateTime<Utc>,
         reason: &str,
     ) -> Result<Option<i64>> {
-        let inserted: Result<Option<i64>, sqlx::Error> = on_pool!(self, pool => {
-            sqlx::query_scalar(
-                "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority) \
-                 SELECT s.repo_id, s.path, s.last_commit, 'drift', 'queued', $3, $4, -1 \
-                 FROM stacks s JOIN repos p ON p.id = s.repo_id \
-                 WHERE p.name = $1 AND s.path = $2 AND s.removed = $6 AND s.last_commit IS NOT NULL \
-                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.repo_id = s.repo_id \
-                     AND r.stack_path = s.path AND r.kind = 'drift' \
-                     AND (r.status IN ('queued', 'running') OR r.created_at >= $5)) \
-                 RETURNING id",
+        let queued: Option<i64> = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let claimed: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO drift_ticks (repo_id, stack_path, tick) \
+                 SELECT s.repo_id, s.path, $3 FROM stacks s JOIN repos p ON p.id = s.repo_id \
+                 WHERE p.name = $1 AND s.path = $2 AND s.removed = $4 AND s.last_commit IS NOT NULL \
+                 ON CONFLICT (repo_id, stack_path) DO UPDATE SET tick = excluded.tick \
+                 WHERE drift_ticks.tick < excluded.tick RETURNING repo_id",
             )
             .bind(repo)
             .bind(stack)
-            .bind(reason)
-            .bind(Utc::now())
             .bind(tick)
             .bind(false)
-            .fetch_optional(pool)
-            .await
+            .fetch_optional(&mut *tx)
+            .await?;
+            let id: Option<i64> = match claimed {
+                None => None,
+                Some(repo_id) => {
+                    sqlx::query_scalar(
+                        "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority) \
+                         SELECT s.repo_id, s.path, s.last_commit, 'drift', 'queued', $3, $4, -1 FROM stacks s \
+                         WHERE s.repo_id = $1 AND s.path = $2 \
+                         AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.repo_id = s.repo_id \
+                             AND r.stack_path = s.path AND r.kind = 'drift' \
+                             AND (r.status IN ('queued', 'running') OR r.created_at >= $5)) \
+                         RETURNING id",
+                    )
+                    .bind(repo_id)
+                    .bind(stack)
+                    .bind(reason)
+                    .bind(Utc::now())
+                    .bind(tick)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+            };
+            tx.commit().await?;
+            id
         });
-        match inserted {
-            Ok(id) => Ok(id),
-            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => Ok(None),
-            Err(err) => {
-                Err(err).with_context(|| format!("queueing a drift check of {repo}:{stack}"))
-            }
-        }
+        Ok(queued)
     }
 
     /// The statuses of the given runs (those that exist).

@@ -537,3 +537,46 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
     assert!(text.contains("is not a directory at this commit"), "{text}");
     assert!(text.contains("stacks/fresh: drifted"), "{text}");
 }
+
+/// Instances reaching the same tick at once queue one check between them.
+async fn racing_ticks(store: Store) {
+    let repo_id = store
+        .upsert_repo("infra", "file:///x.git", "main", None)
+        .await
+        .expect("repo");
+    store
+        .sync_stacks(repo_id, "c1", &[stack("app")])
+        .await
+        .expect("sync");
+    let tick = Utc::now();
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .enqueue_drift("infra", "app", tick, &format!("instance {i}"))
+                    .await
+                    .expect("enqueue")
+            })
+        })
+        .collect();
+    let mut queued = Vec::new();
+    for racer in racers {
+        queued.extend(racer.await.expect("racer"));
+    }
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_instances_queue_one_check_per_tick_on_sqlite() {
+    let db = TestDb::sqlite();
+    racing_ticks(Store::open(&db.url).await.expect("store")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_instances_queue_one_check_per_tick_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        racing_ticks(Store::open(&db.url).await.expect("store")).await;
+    }
+}
