@@ -146,6 +146,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         work: Arc::new(tokio::sync::Notify::new()),
         grace: Duration::from_secs(5),
         policies: Default::default(),
+        drift: None,
     });
     let worker = Worker {
         name: "bench#0".into(),

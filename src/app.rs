@@ -13,7 +13,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, PolicyConfig};
-use crate::engine::{Policies, Poller, RepoPolicies, Worker, WorkerContext};
+use crate::engine::{
+    DriftFlow, DriftHook, Jitter, OUTBOX_LEASE, OutboxSender, Policies, Poller, RepoPolicies,
+    Worker, WorkerContext,
+};
 use crate::policy::{Level, PolicySet};
 use crate::repo::Mirror;
 use crate::runner;
@@ -72,6 +75,7 @@ impl App {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let work = Arc::new(Notify::new());
+        let stacks_changed = Arc::new(Notify::new());
         let mut nudges = HashMap::new();
         let mut mirrors = HashMap::new();
         for repo in &config.repos {
@@ -96,6 +100,7 @@ impl App {
                 nudge,
                 work: work.clone(),
                 index: Arc::new(Mutex::new(crate::stacks::Index::new())),
+                stacks_changed: stacks_changed.clone(),
             };
             tasks.spawn(poller.run(shutdown.clone()));
         }
@@ -103,6 +108,21 @@ impl App {
             Some(exe) => exe.clone(),
             None => std::env::current_exe().context("finding Tidemark's own executable")?,
         };
+        let drift_hook = start_drift(&config, &store, addr, &instance, &tasks, &shutdown)?;
+        tasks.spawn(
+            DriftFlow {
+                store: store.clone(),
+                repos: config.repos.clone(),
+                cap: config.drift_concurrency,
+                jitter: Jitter::default(),
+                stacks_changed,
+                checked: drift_hook.checked.clone(),
+                work: work.clone(),
+                reload_every: Duration::from_secs(60),
+                poll_every: Duration::from_secs(5),
+            }
+            .run(shutdown.clone()),
+        );
         let ctx = Arc::new(WorkerContext {
             exe,
             store: store.clone(),
@@ -115,6 +135,7 @@ impl App {
             work: work.clone(),
             grace: Duration::from_secs(30),
             policies,
+            drift: Some(drift_hook.clone()),
         });
         for slot in 0..config.workers {
             let worker = Worker {
@@ -186,6 +207,45 @@ impl App {
         self.stop().await;
         Ok(())
     }
+}
+
+/// The drift hook the workers call, and the outbox sender when a Slack webhook is configured
+/// (its URL must then be in the environment variable the config names).
+fn start_drift(
+    config: &Config,
+    store: &Store,
+    addr: SocketAddr,
+    instance: &str,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<DriftHook> {
+    let outbox = Arc::new(Notify::new());
+    let notify = match &config.slack_webhook_env {
+        Some(var) => {
+            let notifier = crate::notify::SlackNotifier::from_env(var)
+                .with_context(|| format!("slack_webhook_env in {}", config.file.display()))?;
+            let sender = OutboxSender {
+                store: store.clone(),
+                notifier,
+                policy: crate::notify::OutboxPolicy::default(),
+                name: format!("{instance}#outbox"),
+                wake: outbox.clone(),
+                lease: OUTBOX_LEASE,
+            };
+            tasks.spawn(sender.run(shutdown.clone()));
+            true
+        }
+        None => false,
+    };
+    Ok(DriftHook {
+        base_url: config
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+        notify,
+        outbox,
+        checked: Arc::new(Notify::new()),
+    })
 }
 
 /// Every few seconds, takes back runs whose worker's lease expired (another instance died).

@@ -55,6 +55,8 @@ pub enum Command {
     /// Runs inside a step's sandbox: forwards its loopback to the run's state socket.
     #[command(name = "__state-proxy", hide = true)]
     StateProxy(state::ProxyArgs),
+    /// Drift: check stacks of a local checkout now, or show the state the service recorded.
+    Drift(drift::Args),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -122,6 +124,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verdict(args) => gate::verdict(args),
         Command::State(args) => state::run(args),
         Command::StateProxy(args) => state::proxy(args),
+        Command::Drift(args) => drift::run(args),
     }
 }
 
@@ -139,6 +142,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 mod affected;
+mod drift;
 mod gate;
 mod graph;
 mod locks;

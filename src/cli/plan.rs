@@ -50,6 +50,15 @@ pub enum SandboxArg {
     None,
 }
 
+impl SandboxArg {
+    pub fn mode(self) -> SandboxMode {
+        match self {
+            SandboxArg::Bubblewrap => SandboxMode::Bubblewrap,
+            SandboxArg::None => SandboxMode::None,
+        }
+    }
+}
+
 /// The JSON document `--format json` prints.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -74,10 +83,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let runners = RunnerSet::load(&overrides)?;
     let def = runners.get(&args.runner)?.clone();
-    let sandbox = match args.sandbox {
-        SandboxArg::Bubblewrap => SandboxMode::Bubblewrap,
-        SandboxArg::None => SandboxMode::None,
-    };
+    let sandbox = args.sandbox.mode();
     let root = args
         .workspaces
         .clone()
@@ -208,7 +214,7 @@ fn print_text(reports: &[StackReport]) {
 }
 
 /// The repository's directory name (without `.git`), the name a plan is bound to.
-fn repo_name(path: &Path) -> String {
+pub(super) fn repo_name(path: &Path) -> String {
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let name = path
         .file_name()

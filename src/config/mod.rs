@@ -4,7 +4,7 @@
 mod raw;
 mod valid;
 
-pub use valid::{Config, PolicyConfig, RepoConfig, RunnerBlock};
+pub use valid::{Config, DEFAULT_DRIFT_SCHEDULE, PolicyConfig, RepoConfig, RunnerBlock};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -185,5 +185,52 @@ repo "infra" {
             .expect("env");
         assert_eq!(config.database, "postgres://postgres@127.0.0.1/x");
         assert_eq!(config.listen.port(), 9999);
+    }
+
+    #[test]
+    fn drift_settings_have_defaults_and_are_checked() {
+        let config = parse("repo \"a\" {\n  url = \"file:///x\"\n}\n").expect("valid");
+        assert_eq!(
+            config.repos[0].drift_schedule.as_deref(),
+            Some(DEFAULT_DRIFT_SCHEDULE)
+        );
+        assert_eq!(config.drift_concurrency, 4);
+        assert_eq!((config.slack_webhook_env, config.base_url), (None, None));
+
+        let config = parse(
+            "slack_webhook_env = \"SLACK_URL\"\ndrift_concurrency = 2\nbase_url = \"https://tm.example/\"\n\
+             repo \"a\" {\n  url = \"file:///x\"\n  drift_schedule = \"0 0 */2 * * *\"\n}\n\
+             repo \"b\" {\n  url = \"file:///y\"\n  drift_schedule = \"off\"\n}\n",
+        )
+        .expect("valid");
+        assert_eq!(config.slack_webhook_env.as_deref(), Some("SLACK_URL"));
+        assert_eq!(config.drift_concurrency, 2);
+        assert_eq!(config.base_url.as_deref(), Some("https://tm.example"));
+        assert_eq!(
+            config.repos[0].drift_schedule.as_deref(),
+            Some("0 0 */2 * * *")
+        );
+        assert_eq!(config.repos[1].drift_schedule, None);
+
+        check_err(
+            "repo \"a\" {\n  url = \"file:///x\"\n  drift_schedule = \"0 */6 * *\"\n}\n",
+            "tidemark.hcl:3: repo.a.drift_schedule: drift_schedule \"0 */6 * *\" has 4 fields: expected 5 (minute hour day month weekday), 6 (with seconds) or 7 (with year)",
+        );
+        check_err(
+            "repo \"a\" {\n  url = \"file:///x\"\n\n  drift_schedule = \"61 * * * *\"\n}\n",
+            "tidemark.hcl:4: repo.a.drift_schedule: drift_schedule \"61 * * * *\" is not a valid cron expression: Minutes must be less than 59. ('61' specified.)",
+        );
+        check_err(
+            "slack_webhook_env = \"https://hooks.slack.com/x\"\n",
+            "tidemark.hcl:1: slack_webhook_env: \"https://hooks.slack.com/x\" is not an environment variable name",
+        );
+        check_err(
+            "drift_concurrency = 0\n",
+            "tidemark.hcl:1: drift_concurrency: must be a whole number from 1 to 1024",
+        );
+        check_err(
+            "base_url = \"tm.example\"\n",
+            "tidemark.hcl:1: base_url: \"tm.example\" is not an http:// or https:// URL",
+        );
     }
 }

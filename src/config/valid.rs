@@ -13,6 +13,7 @@ use crate::policy::Level;
 
 use super::ConfigError;
 use super::raw::{RawAttr, RawBlock, RawConfig};
+use crate::engine::DriftSchedule;
 
 /// The checked server config.
 #[derive(Debug, Clone)]
@@ -34,6 +35,13 @@ pub struct Config {
     /// The environment variable holding the API token that approve, override and apply over
     /// HTTP require (they are refused when none is set).
     pub api_token_env: Option<String>,
+    /// The environment variable holding the Slack incoming-webhook URL for drift alerts
+    /// (no variable: drift is recorded, nobody is told).
+    pub slack_webhook_env: Option<String>,
+    /// At most this many drift checks queued or running at once, per instance.
+    pub drift_concurrency: usize,
+    /// The public URL of this service, for links in messages (default: the listen address).
+    pub base_url: Option<String>,
     pub repos: Vec<RepoConfig>,
     /// Policy sets that judge every repository's plans. Without any `policy` block, Tidemark's
     /// shipped policies judge at soft-mandatory.
@@ -63,6 +71,9 @@ pub struct RepoConfig {
     pub policies: Vec<PolicyConfig>,
     /// Parameters the policies read as `input.tidemark.config` (e.g. `max_deletions`).
     pub policy_params: BTreeMap<String, serde_json::Value>,
+    /// The drift schedule of its stacks that set none in `stack.hcl` (cron, 5 or 6 fields);
+    /// `None` (`drift_schedule = "off"`) checks only stacks with their own.
+    pub drift_schedule: Option<String>,
 }
 
 /// `policy "NAME" { path = "DIR", level = "soft-mandatory" }`: a directory of Rego policies
@@ -74,6 +85,9 @@ pub struct PolicyConfig {
     pub path: Option<PathBuf>,
     pub level: Level,
 }
+
+/// The drift schedule of a repository that sets none: every six hours.
+pub const DEFAULT_DRIFT_SCHEDULE: &str = "0 */6 * * *";
 
 /// A runner block as written, for the runner module to read with its own schema.
 #[derive(Debug, Clone)]
@@ -96,6 +110,9 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     let mut plan_key_env = None;
     let mut webhook_secret_env = None;
     let mut api_token_env = None;
+    let mut slack_webhook_env = None;
+    let mut drift_concurrency = 4;
+    let mut base_url = None;
     for attr in &raw.attrs {
         match attr.name.as_str() {
             "listen" => {
@@ -128,6 +145,13 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
             "plan_key_env" => plan_key_env = Some(ctx.env_name(attr, &attr.name)?),
             "webhook_secret_env" => webhook_secret_env = Some(ctx.env_name(attr, &attr.name)?),
             "api_token_env" => api_token_env = Some(ctx.env_name(attr, &attr.name)?),
+            "slack_webhook_env" => slack_webhook_env = Some(ctx.env_name(attr, &attr.name)?),
+            "drift_concurrency" => drift_concurrency = ctx.count(attr, &attr.name, 1, 1024)?,
+            "base_url" => {
+                let text = ctx.string(attr, &attr.name)?;
+                check_base_url(&text).map_err(|msg| ctx.err(attr, &attr.name, msg))?;
+                base_url = Some(text.trim_end_matches('/').to_string());
+            }
             other => return Err(ctx.err(attr, other, "unknown attribute".into())),
         }
     }
@@ -182,6 +206,9 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         plan_key_env,
         webhook_secret_env,
         api_token_env,
+        slack_webhook_env,
+        drift_concurrency,
+        base_url,
         repos,
         policies,
         runners,
@@ -273,6 +300,7 @@ fn repo(ctx: &Ctx, block: &RawBlock) -> Result<RepoConfig, ConfigError> {
     let mut token_env = None;
     let mut ssh_key_env = None;
     let mut max_concurrency = None;
+    let mut drift_schedule = Some(DEFAULT_DRIFT_SCHEDULE.to_string());
     for attr in &block.attrs {
         let path = format!("repo.{name}.{}", attr.name);
         match attr.name.as_str() {
@@ -323,6 +351,15 @@ fn repo(ctx: &Ctx, block: &RawBlock) -> Result<RepoConfig, ConfigError> {
                 };
                 policy_params = map.into_iter().collect();
             }
+            "drift_schedule" => {
+                let text = ctx.string(attr, &path)?;
+                drift_schedule = if text == "off" {
+                    None
+                } else {
+                    DriftSchedule::parse(&text).map_err(|e| ctx.err(attr, &path, e.to_string()))?;
+                    Some(text)
+                };
+            }
             _ => return Err(ctx.err(attr, &path, "unknown attribute".into())),
         }
     }
@@ -337,7 +374,26 @@ fn repo(ctx: &Ctx, block: &RawBlock) -> Result<RepoConfig, ConfigError> {
         max_concurrency,
         policies,
         policy_params,
+        drift_schedule,
     })
+}
+
+/// A link base: an http(s) URL with a host and no query; the credentials rule applies here too.
+fn check_base_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || url.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{url:?} is not a base URL like https://tidemark.example.com"
+        ));
+    }
+    if authority.contains('@') {
+        return Err("must not hold credentials".into());
+    }
+    Ok(())
 }
 
 /// Credentials never live in the file: a database URL with a password is refused.

@@ -44,7 +44,9 @@ pub async fn judge(
     digest: &str,
 ) -> Result<Verdict> {
     let settings = store.stack_settings(&run.repo, &run.stack).await?;
+    // A drift check whose plan may be applied is judged as the remediation it would be.
     let kind = match run.kind {
+        RunKind::Drift if settings.drift_remediation != "none" => policy::run_kind::REMEDIATION,
         RunKind::Drift => policy::run_kind::DRIFT,
         _ => policy::run_kind::PLAN,
     };
@@ -96,7 +98,8 @@ pub async fn facts(
             has_changes,
             on_tracked_branch: store.on_tracked_branch(&plan.repo, &plan.commit).await?,
             auto_apply: settings.auto_apply,
-            remediate_by_apply: false,
+            remediate_by_apply: plan.kind == RunKind::Drift
+                && settings.drift_remediation == "apply",
             state_serial: artifact.as_ref().and_then(|a| a.state_serial),
         },
         verdict: store.verdict(plan.id).await?,
@@ -186,6 +189,15 @@ pub async fn approve(
     reason: Option<&str>,
 ) -> Result<Requested> {
     let (run, digest) = plan_run(store, id).await?;
+    if run.kind == RunKind::Drift {
+        let settings = store.stack_settings(&run.repo, &run.stack).await?;
+        if settings.drift_remediation == "none" {
+            bail!(
+                "run {id} is a drift check of {}, whose drift_remediation is \"none\": its plan is not applied (set \"plan\" or \"apply\" in stack.hcl)",
+                run.stack
+            );
+        }
+    }
     store
         .add_approval(id, &digest, ApprovalKind::Approve, actor, reason)
         .await?;

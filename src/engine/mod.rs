@@ -1,9 +1,13 @@
 //! The reconcile loop: pollers detect new commits and queue plans for the affected stacks;
-//! workers claim runs from the store's queue and execute them in dependency order.
+//! workers claim runs from the store's queue and execute them in dependency order; the drift
+//! flow queues scheduled drift checks and records what they find; the outbox sender delivers
+//! the resulting messages.
 
 pub mod apply;
 mod drift;
+mod drift_flow;
 pub mod gate;
+mod outbox;
 mod poller;
 mod schedule;
 mod worker;
@@ -13,6 +17,8 @@ pub use drift::{
     CheckResult, Drift, DriftCause, DriftRecord, DriftState, DriftedResource, NotificationKind,
     OpenDrift, Transition, assess, transition,
 };
+pub use drift_flow::{DriftFlow, DriftHook, decide};
+pub use outbox::{OUTBOX_LEASE, OutboxSender};
 pub use poller::{PollOutcome, Poller, backoff};
 pub use schedule::{
     Completion, DriftSchedule, Due, DueCheck, Entry as ScheduleEntry, Jitter, ScheduleError,

@@ -39,6 +39,8 @@ pub struct Poller {
     pub work: Arc<Notify>,
     /// The stack index, kept warm across polls; only changed subtrees are parsed again.
     pub index: Arc<Mutex<Index>>,
+    /// Woken after the stacks table changed, so the drift scheduler reloads it.
+    pub stacks_changed: Arc<Notify>,
 }
 
 impl Poller {
@@ -128,11 +130,14 @@ impl Poller {
                 runner: s.runner.clone(),
                 auto_apply: s.auto_apply,
                 tags: s.tags.clone(),
+                drift_schedule: s.drift_schedule.clone(),
+                drift_remediation: s.drift_remediation,
             })
             .collect();
         self.store
             .sync_stacks(self.repo_id, &info.sha, &records)
             .await?;
+        self.stacks_changed.notify_one();
         let (affected, cyclic) = match affected {
             Ok(affected) => (affected, Vec::new()),
             // A cycle: the stacks on it get failed runs naming it; the rest are planned.

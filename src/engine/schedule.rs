@@ -78,7 +78,7 @@ impl DriftSchedule {
             .iter()
             .map(|form| {
                 form.parse::<cron::Schedule>()
-                    .map_err(|e| invalid(e.to_string()))
+                    .map_err(|e| invalid(cron_reason(&e.to_string())))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let parsed = Self {
@@ -115,6 +115,19 @@ impl DriftSchedule {
         let second = self.next_after(first)?;
         (second - first).to_std().ok()
     }
+}
+
+/// The `cron` crate's error in one line: it prints the expression it parsed (our translation
+/// of the user's, with a seconds field) and a caret line before the reason; only the reason
+/// means anything to the user.
+fn cron_reason(error: &str) -> String {
+    error
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(error)
+        .trim()
+        .to_string()
 }
 
 /// Translates a standard cron weekday field (0-7, Sunday is 0 and 7, names allowed) into the

@@ -41,6 +41,8 @@ pub struct WorkerContext {
     pub grace: Duration,
     /// The policies that judge each repository's plans, by repo name.
     pub policies: Policies,
+    /// Assesses finished drift runs; `None` leaves them unassessed (benchmarks).
+    pub drift: Option<super::DriftHook>,
 }
 
 /// One worker slot.
@@ -148,6 +150,11 @@ impl Worker {
         if !ctx.store.finish(run.id, &self.name, &outcome).await? {
             warn!("run was taken from this worker before it finished; outcome not recorded");
             return Ok(());
+        }
+        if let (RunKind::Drift, Some(drift)) = (run.kind, &ctx.drift)
+            && let Err(err) = drift.after_check(&ctx.store, &run, &outcome).await
+        {
+            error!(error = %format!("{err:#}"), "recording the drift check failed");
         }
         match outcome.status {
             RunStatus::Succeeded => info!("run succeeded"),
@@ -312,7 +319,12 @@ impl Worker {
             .and_then(|s| s.get("has_changes")?.as_bool())
             .unwrap_or(false);
         let settings = ctx.store.stack_settings(&run.repo, &run.stack).await?;
-        if has_changes && run.kind == RunKind::Plan && settings.auto_apply {
+        let automatic = match run.kind {
+            RunKind::Plan => settings.auto_apply,
+            RunKind::Drift => settings.drift_remediation == "apply",
+            RunKind::Apply => false,
+        };
+        if has_changes && automatic {
             let mut run = run.clone();
             run.summary_json = outcome.summary.as_ref().map(|s| s.to_string());
             let requested =

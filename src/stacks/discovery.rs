@@ -50,6 +50,7 @@ static NO_CONFIG: StackConfig = StackConfig {
     auto_apply: false,
     runner: None,
     tags: Vec::new(),
+    drift_remediation: super::DriftRemediation::None,
 };
 
 impl Config {
@@ -462,6 +463,7 @@ impl Builder<'_> {
                     drift_schedule: config.drift_schedule.clone(),
                     auto_apply: config.auto_apply,
                     tags: config.tags.clone(),
+                    drift_remediation: config.drift_remediation,
                 }
             })
             .collect();

@@ -51,6 +51,7 @@ pub struct StackConfig {
     pub auto_apply: bool,
     pub runner: Option<String>,
     pub tags: Vec<String>,
+    pub drift_remediation: super::DriftRemediation,
 }
 
 /// Everything detection needs from one file.
@@ -285,12 +286,23 @@ fn stack_config(body: &Body, lines: &Lines, facts: &mut FileFacts) {
             let key = a.key.as_str();
             let bad_type = |what: &str| format!("stack attribute {key:?} must be {what}");
             match key {
-                "name" | "drift_schedule" | "runner" => match string(&a.value) {
-                    Some(s) if key == "name" => config.name = Some(s),
-                    Some(s) if key == "runner" => config.runner = Some(s),
-                    Some(s) => config.drift_schedule = Some(s),
-                    None => error(line, bad_type("a string")),
-                },
+                "name" | "drift_schedule" | "runner" | "drift_remediation" => {
+                    match string(&a.value) {
+                        Some(s) if key == "name" => config.name = Some(s),
+                        Some(s) if key == "runner" => config.runner = Some(s),
+                        Some(s) if key == "drift_remediation" => match s.parse() {
+                            Ok(remediation) => config.drift_remediation = remediation,
+                            Err(message) => error(line, format!("drift_remediation: {message}")),
+                        },
+                        // A broken schedule is reported here, where its line is known; the
+                        // stack keeps the repository's default schedule.
+                        Some(s) => match crate::engine::DriftSchedule::parse(&s) {
+                            Ok(_) => config.drift_schedule = Some(s),
+                            Err(e) => error(line, e.to_string()),
+                        },
+                        None => error(line, bad_type("a string")),
+                    }
+                }
                 "auto_apply" => match &a.value {
                     Expression::Bool(b) => config.auto_apply = *b.value(),
                     _ => error(line, bad_type("a bool")),

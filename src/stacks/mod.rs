@@ -79,6 +79,46 @@ pub struct Stack {
     pub drift_schedule: Option<String>,
     pub auto_apply: bool,
     pub tags: Vec<String>,
+    /// What a drift check does about drift it finds.
+    pub drift_remediation: DriftRemediation,
+}
+
+/// `drift_remediation` in `stack.hcl`: what to do about drift beyond recording and reporting
+/// it (`none`), by queueing a plan of the head (`plan`), or an apply through the apply gate
+/// (`apply`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftRemediation {
+    #[default]
+    None,
+    Plan,
+    Apply,
+}
+
+impl DriftRemediation {
+    /// The setting as written and stored: `none`, `plan` or `apply`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Plan => "plan",
+            Self::Apply => "apply",
+        }
+    }
+}
+
+impl std::str::FromStr for DriftRemediation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "none" => Ok(Self::None),
+            "plan" => Ok(Self::Plan),
+            "apply" => Ok(Self::Apply),
+            other => Err(format!(
+                "{other:?} is not one of \"none\", \"plan\", \"apply\""
+            )),
+        }
+    }
 }
 
 /// A problem with one stack's configuration: broken input is data, reported next to the

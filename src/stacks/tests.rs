@@ -348,6 +348,20 @@ fn unknown_attribute_in_stack_hcl_names_file_and_line() {
 }
 
 #[test]
+fn bad_drift_settings_in_stack_hcl_name_file_and_line() {
+    check(
+        &[("a/stack.hcl", STACK)],
+        &[Write(
+            "a/stack.hcl",
+            "stack {\n  drift_schedule = \"0 */6 * *\"\n  drift_remediation = \"fix\"\n}\n",
+        )],
+        "a: file a/stack.hcl
+         ! a a/stack.hcl:2 drift_schedule \"0 */6 * *\" has 4 fields: expected 5 (minute hour day month weekday), 6 (with seconds) or 7 (with year)
+         ! a a/stack.hcl:3 drift_remediation: \"fix\" is not one of \"none\", \"plan\", \"apply\"",
+    );
+}
+
+#[test]
 fn cycle_names_every_stack_on_it() {
     check(
         &[
@@ -687,7 +701,7 @@ fn discovery_reports_stack_settings_and_edges() {
     let mut t = TestRepo::new();
     t.write(
         "app/stack.hcl",
-        "stack {\n  name = \"app\"\n  depends_on = [\"../net\"]\n  watch = [\"*.json\"]\n  drift_schedule = \"0 * * * *\"\n  auto_apply = true\n  runner = \"tofu\"\n  tags = [\"prod\"]\n}\n",
+        "stack {\n  name = \"app\"\n  depends_on = [\"../net\"]\n  watch = [\"*.json\"]\n  drift_schedule = \"0 * * * *\"\n  drift_remediation = \"plan\"\n  auto_apply = true\n  runner = \"tofu\"\n  tags = [\"prod\"]\n}\n",
     );
     t.write("net/stack.hcl", STACK);
     t.write("live/terragrunt.hcl", "");
@@ -706,6 +720,7 @@ fn discovery_reports_stack_settings_and_edges() {
             drift_schedule: Some("0 * * * *".into()),
             auto_apply: true,
             tags: vec!["prod".into()],
+            drift_remediation: DriftRemediation::Plan,
         }
     );
     assert_eq!(found.stacks[1].kind, StackKind::Terragrunt);

@@ -16,6 +16,8 @@ pub struct StackSettings {
     pub name: String,
     pub auto_apply: bool,
     pub tags: Vec<String>,
+    /// `none`, `plan` or `apply`: what a drift check's plan may become.
+    pub drift_remediation: String,
 }
 
 impl Store {
@@ -161,9 +163,10 @@ impl Store {
 
     /// The stack's settings as last discovered; defaults when the stack is not recorded.
     pub async fn stack_settings(&self, repo: &str, stack: &str) -> Result<StackSettings> {
-        let row: Option<(String, bool, String)> = on_pool!(self, pool => {
+        let row: Option<(String, bool, String, String)> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT s.name, s.auto_apply, s.tags FROM stacks s JOIN repos p ON p.id = s.repo_id \
+                "SELECT s.name, s.auto_apply, s.tags, s.drift_remediation FROM stacks s \
+                 JOIN repos p ON p.id = s.repo_id \
                  WHERE p.name = $1 AND s.path = $2",
             )
             .bind(repo)
@@ -172,12 +175,16 @@ impl Store {
             .await?
         });
         Ok(match row {
-            Some((name, auto_apply, tags)) => StackSettings {
+            Some((name, auto_apply, tags, drift_remediation)) => StackSettings {
                 name,
                 auto_apply,
                 tags: serde_json::from_str(&tags).unwrap_or_default(),
+                drift_remediation,
             },
-            None => StackSettings::default(),
+            None => StackSettings {
+                drift_remediation: "none".into(),
+                ..StackSettings::default()
+            },
         })
     }
 

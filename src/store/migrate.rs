@@ -35,6 +35,11 @@ const SQLITE: Embedded = &[
         "apply gate",
         include_str!("../../migrations/sqlite/0004_apply_gate.sql"),
     ),
+    (
+        5,
+        "drift",
+        include_str!("../../migrations/sqlite/0005_drift.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -56,6 +61,11 @@ const POSTGRES: Embedded = &[
         4,
         "apply gate",
         include_str!("../../migrations/postgres/0004_apply_gate.sql"),
+    ),
+    (
+        5,
+        "drift",
+        include_str!("../../migrations/postgres/0005_drift.sql"),
     ),
 ];
 

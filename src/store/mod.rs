@@ -5,6 +5,7 @@
 //! partial unique indexes) and run through `on_pool!`, which expands the same expression for
 //! whichever pool this store holds. Where the SQL must differ, the two variants sit side by side.
 
+mod drift;
 mod gate;
 mod locks;
 mod migrate;
@@ -13,6 +14,9 @@ mod runs;
 mod states;
 mod types;
 
+pub use drift::{
+    DriftCheck, DriftCheckRow, DriftDecision, DriftSaved, DriftStack, DriftStatus, OutboxRow,
+};
 pub use gate::StackSettings;
 pub use repos::StackRecord;
 pub use runs::Recovered;

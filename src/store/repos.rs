@@ -13,6 +13,9 @@ pub struct StackRecord {
     pub runner: Option<String>,
     pub auto_apply: bool,
     pub tags: Vec<String>,
+    /// The stack's own `drift_schedule` (`None`: the repository's default applies).
+    pub drift_schedule: Option<String>,
+    pub drift_remediation: crate::stacks::DriftRemediation,
 }
 
 impl Store {
@@ -112,11 +115,13 @@ impl Store {
                 .await?;
             for stack in stacks {
                 sqlx::query(
-                    "INSERT INTO stacks (repo_id, path, name, runner, removed, last_commit, updated_at, auto_apply, tags) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, path) DO UPDATE SET \
+                    "INSERT INTO stacks (repo_id, path, name, runner, removed, last_commit, updated_at, \
+                     auto_apply, tags, drift_schedule, drift_remediation) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (repo_id, path) DO UPDATE SET \
                      name = excluded.name, runner = excluded.runner, removed = excluded.removed, \
                      last_commit = excluded.last_commit, updated_at = excluded.updated_at, \
-                     auto_apply = excluded.auto_apply, tags = excluded.tags",
+                     auto_apply = excluded.auto_apply, tags = excluded.tags, \
+                     drift_schedule = excluded.drift_schedule, drift_remediation = excluded.drift_remediation",
                 )
                 .bind(repo_id)
                 .bind(&stack.path)
@@ -127,6 +132,8 @@ impl Store {
                 .bind(now)
                 .bind(stack.auto_apply)
                 .bind(serde_json::to_string(&stack.tags)?)
+                .bind(&stack.drift_schedule)
+                .bind(stack.drift_remediation.as_str())
                 .execute(&mut *tx)
                 .await?;
             }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod drift;
+mod drift_store;
 mod engine;
 mod gate;
 mod notify;

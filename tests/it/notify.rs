@@ -69,6 +69,11 @@ async fn hook(State(rx): State<Shared>, headers: HeaderMap, body: String) -> Res
 
 /// Starts a receiver on 127.0.0.1 and returns its webhook URL.
 pub(crate) async fn receiver(answers: &[Answer]) -> (String, Shared) {
+    receiver_on(0, answers).await
+}
+
+/// Starts a receiver on 127.0.0.1:`port` (0: any free port) and returns its webhook URL.
+pub(crate) async fn receiver_on(port: u16, answers: &[Answer]) -> (String, Shared) {
     let shared: Shared = Arc::new(Mutex::new(Receiver {
         answers: answers.iter().copied().collect(),
         requests: Vec::new(),
@@ -76,7 +81,7 @@ pub(crate) async fn receiver(answers: &[Answer]) -> (String, Shared) {
     let app = Router::new()
         .route("/services/T000/B000/token", post(hook))
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");

@@ -137,7 +137,7 @@ fn stacks_and_graph_json_and_dot() {
     let stack = |path: &str, name: &str, depends_on: Value| {
         json!({"path": path, "name": name, "kind": "terraform", "runner": null,
                "depends_on": depends_on, "watch": [], "drift_schedule": null,
-               "auto_apply": false, "tags": []})
+               "auto_apply": false, "tags": [], "drift_remediation": "none"})
     };
     let expected = json!({
         "commit": head,

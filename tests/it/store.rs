@@ -73,6 +73,8 @@ async fn story(store: Store) {
         runner: None,
         auto_apply: false,
         tags: Vec::new(),
+        drift_schedule: None,
+        drift_remediation: Default::default(),
     };
     store
         .sync_stacks(repo, "c1", &[rec("a"), rec("b")])

@@ -64,6 +64,7 @@ async fn steps_follow_dependencies_locks_and_recovery() {
             work: Default::default(),
             grace: Duration::from_secs(1),
             policies: Default::default(),
+            drift: None,
         }),
     };
     let shutdown = CancellationToken::new();
