@@ -200,6 +200,26 @@ pub(crate) fn shared_state_stack(state: &Path) -> String {
     STACK.replace("../shared.tfstate", &state.display().to_string())
 }
 
+/// Records an approval of a plan run's plan, as `tidemark approve` does.
+pub(crate) async fn approve(store: &Store, plan: i64) {
+    let digest = store
+        .artifact(plan)
+        .await
+        .expect("artifact")
+        .expect("a stored plan")
+        .digest;
+    store
+        .add_approval(
+            plan,
+            &digest,
+            tidemark::engine::gate::ApprovalKind::Approve,
+            "test",
+            None,
+        )
+        .await
+        .expect("approve");
+}
+
 /// The engine's parts for one repository, driven by hand: a worker stepped one run at a time
 /// and an outbox sender stepped one message at a time.
 struct Rig {
@@ -294,6 +314,10 @@ impl Rig {
     }
 
     async fn enqueue(&self, kind: RunKind, commit: &str, plan_run: Option<i64>) -> i64 {
+        // An apply goes through the gate when it runs: approve the plan it applies.
+        if let Some(plan) = plan_run {
+            approve(&self.store, plan).await;
+        }
         let run = NewRun {
             repo_id: self.repo_id,
             stack: "stacks/app".into(),
@@ -542,7 +566,8 @@ async fn the_scheduler_in_the_service_queues_drift_checks() {
     );
     let file = dir.path().join("tidemark.hcl");
     std::fs::write(&file, &text).expect("write config");
-    let config = tidemark::config::Config::parse(&file, &text, dir.path()).expect("config");
+    let mut config = tidemark::config::Config::parse(&file, &text, dir.path()).expect("config");
+    config.exe = Some(env!("CARGO_BIN_EXE_tidemark").into());
     let app = tidemark::app::App::start(config).await.expect("start");
 
     // The first commit's plans, then drift checks of stack a, recorded as drifted (never

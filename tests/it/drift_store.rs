@@ -15,7 +15,7 @@ use tidemark::store::{DriftCheck, NewRun, RunKind, RunOutcome, RunStatus, StackR
 
 use crate::drift::{shared_state_stack, terraform};
 use crate::notify::{Answer, fast_policy, receiver, receiver_on};
-use crate::support::{GitFixture, TestDb, Toolchain, null_stack};
+use crate::support::{GitFixture, TestDb, Toolchain};
 
 fn stack(path: &str) -> StackRecord {
     StackRecord {
@@ -467,7 +467,10 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
     );
     let git = GitFixture::new();
     git.write("stacks/synced/main.tf", &shared_state_stack(&state))
-        .write("stacks/fresh/main.tf", &null_stack("f"));
+        .write(
+            "stacks/fresh/main.tf",
+            &shared_state_stack(&state_dir.path().join("fresh.tfstate")),
+        );
     git.commit("two stacks");
     let runners = tempfile::tempdir().expect("tempdir");
     std::fs::write(
@@ -511,7 +514,10 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
     assert_eq!(fresh["state"], "drifted");
     assert_eq!(
         fresh["resources"],
-        serde_json::json!([{"address": "null_resource.this", "actions": ["create"]}])
+        serde_json::json!([
+            {"address": "null_resource.other", "actions": ["create"]},
+            {"address": "null_resource.this", "actions": ["create"]}
+        ])
     );
     assert_eq!(fresh["outputs"], serde_json::json!(["value"]));
     assert_eq!(fresh["fingerprint"].as_str().map(str::len), Some(64));

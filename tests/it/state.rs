@@ -583,6 +583,7 @@ async fn a_worker_keeps_a_stacks_state_in_tidemark() {
         plan_run,
         transitive: false,
     };
+    crate::drift::approve(&store, plan.id).await;
     let apply = store
         .enqueue(&[enqueue(RunKind::Apply, Some(plan.id))])
         .await
