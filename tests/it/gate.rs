@@ -156,9 +156,18 @@ async fn the_gate_end_to_end(database: &str) {
     assert_eq!(version.run_id, Some(applied.id));
     assert_eq!(version.resource_count, 1);
     let web = settled(&store, "stacks/web", 2).await;
+    // The deferred plan waited for the apply (timestamps from two writers prove nothing).
+    let waited: Vec<i64> = store
+        .upstream_runs(web[0].id)
+        .await
+        .expect("deps")
+        .iter()
+        .map(|r| r.id)
+        .collect();
     assert!(
-        web[0].started_at >= applied.finished_at,
-        "web was planned before app's apply finished: {web:#?} {applied:#?}"
+        waited.contains(&applied.id),
+        "web waited for {waited:?}, not apply {}",
+        applied.id
     );
     assert_eq!(web[1].status, RunStatus::Succeeded, "{web:#?}");
 
@@ -194,7 +203,14 @@ async fn the_gate_end_to_end(database: &str) {
     );
     let web = settled(&store, "stacks/web", 4).await;
     assert_eq!(web[3].status, RunStatus::Succeeded, "{web:#?}");
-    assert!(web[3].started_at >= app_runs[5].finished_at, "{web:#?}");
+    let waited: Vec<i64> = store
+        .upstream_runs(web[3].id)
+        .await
+        .expect("deps")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert!(waited.contains(&app_runs[5].id), "{waited:?} {web:#?}");
 
     // db has no auto_apply: its plan waits for an approval, given through the CLI.
     let db = settled(&store, "stacks/db", 1).await;

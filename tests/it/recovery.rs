@@ -145,8 +145,9 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
     );
     assert_eq!(retry.stack, "stacks/app");
 
-    // 2. An apply of that plan is killed mid-step.
+    // 2. An apply of that plan (approved: the gate checks every apply) is killed mid-step.
     let repos = store.repos().await.expect("repos");
+    crate::drift::approve(&store, retry.id).await;
     let apply = store
         .enqueue(&[NewRun {
             repo_id: repos[0].id,
