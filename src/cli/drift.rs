@@ -5,7 +5,6 @@
 //! `drift check` exits 0 when every stack is in sync, 2 when any drifted, 1 when any could not
 //! be checked (an error wins over drift).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -13,10 +12,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{SandboxArg, repo_name};
+use super::plan::{LocalRunArgs, repo_name};
 use super::{ConfigArg, Format, print_json, runtime};
 use crate::engine::{CheckResult, Drift, DriftCause, DriftState, DriftedResource, assess};
-use crate::runner::{self, LogLine, PlanKey, PlanRequest, RunStatus, RunnerSet, Workspace};
+use crate::runner::{self, LogLine, PlanKey, PlanRequest, RunStatus, Workspace};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -36,22 +35,9 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The git repository (a working copy or a bare repository); its HEAD commit is checked.
-    #[arg(long)]
-    pub repo: PathBuf,
-    /// A stack directory relative to the repository root; repeat for several. Default: every
-    /// stack discovery finds.
-    #[arg(long = "stack")]
-    pub stacks: Vec<String>,
-    /// The runner definition to use.
-    #[arg(long, default_value = "terraform")]
-    pub runner: String,
-    /// A directory of `*.hcl` runner definitions overriding the shipped ones.
-    #[arg(long, env = "TIDEMARK_RUNNERS_DIR")]
-    pub runners_dir: Option<PathBuf>,
-    /// `none` runs steps without bubblewrap (limits still apply); every run warns.
-    #[arg(long, value_enum, default_value_t = SandboxArg::Bubblewrap)]
-    pub sandbox: SandboxArg,
+    /// The repository, the stacks and the runner; its HEAD commit is checked.
+    #[command(flatten)]
+    pub local: LocalRunArgs,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -87,28 +73,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn check(args: CheckArgs) -> Result<ExitCode> {
-    let overrides = match &args.runners_dir {
-        Some(dir) => RunnerSet::read_dir(dir)?,
-        None => Vec::new(),
-    };
-    let def = RunnerSet::load(&overrides)?.get(&args.runner)?.clone();
-    let sandbox = args.sandbox.mode();
+    let def = args.local.runner_def()?;
+    let sandbox = args.local.sandbox.mode();
     let root = tempfile::tempdir()?;
-    let repo = crate::repo::open(&args.repo)?;
+    let repo = crate::repo::open(&args.local.repo)?;
     let commit = crate::repo::resolve_commit(&repo, "HEAD")?;
-    let stacks = if args.stacks.is_empty() {
-        let discovery = crate::stacks::discover(&repo, commit, None)?;
-        for error in &discovery.errors {
-            eprintln!(
-                "warning: {}: {}: {}",
-                error.stack, error.file, error.message
-            );
-        }
-        discovery.stacks.into_iter().map(|s| s.path).collect()
-    } else {
-        args.stacks.clone()
-    };
-    let repo_name = repo_name(&args.repo);
+    let stacks = args.local.stacks_at(&repo, commit)?;
+    let repo_name = repo_name(&args.local.repo);
     let key = PlanKey::generate();
     let rt = runtime()?;
     let cancel = CancellationToken::new();

@@ -12,18 +12,31 @@ use tokio_util::sync::CancellationToken;
 use super::{Format, print_json, runtime};
 use crate::runner::{
     self, Counts, LogLine, OutputChange, PlanKey, PlanRequest, ResourceChange, RunStatus,
-    RunnerSet, SandboxMode, Stream, Workspace,
+    RunnerDef, RunnerSet, SandboxMode, Stream, Workspace,
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The git repository to plan (a working copy or a bare repository). Only committed
-    /// files are planned.
-    #[arg(long)]
-    pub repo: PathBuf,
+    #[command(flatten)]
+    pub local: LocalRunArgs,
     /// The revision to plan.
     #[arg(long, default_value = "HEAD")]
     pub rev: String,
+    /// Where workspaces are created (default: a `tidemark-workspaces` dir in the temp dir).
+    #[arg(long)]
+    pub workspaces: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// What the commands that run stacks of a local repository without the service share: the
+/// repository, which stacks, and how they run (`tidemark plan`, `tidemark drift check`).
+#[derive(Debug, clap::Args)]
+pub struct LocalRunArgs {
+    /// The git repository (a working copy or a bare repository). Only committed files are
+    /// read.
+    #[arg(long)]
+    pub repo: PathBuf,
     /// A stack directory relative to the repository root; repeat for several. Default: every
     /// stack discovery finds.
     #[arg(long = "stack")]
@@ -37,11 +50,33 @@ pub struct Args {
     /// `none` runs steps without bubblewrap (limits still apply); every run warns.
     #[arg(long, value_enum, default_value_t = SandboxArg::Bubblewrap)]
     pub sandbox: SandboxArg,
-    /// Where workspaces are created (default: a `tidemark-workspaces` dir in the temp dir).
-    #[arg(long)]
-    pub workspaces: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+}
+
+impl LocalRunArgs {
+    /// The chosen runner definition, with the overrides of `--runners-dir` applied.
+    pub fn runner_def(&self) -> Result<RunnerDef> {
+        let overrides = match &self.runners_dir {
+            Some(dir) => RunnerSet::read_dir(dir)?,
+            None => Vec::new(),
+        };
+        Ok(RunnerSet::load(&overrides)?.get(&self.runner)?.clone())
+    }
+
+    /// The stacks named with `--stack`, else every stack discovered at `commit` (discovery
+    /// errors are printed as warnings).
+    pub fn stacks_at(&self, repo: &git2::Repository, commit: git2::Oid) -> Result<Vec<String>> {
+        if !self.stacks.is_empty() {
+            return Ok(self.stacks.clone());
+        }
+        let discovery = crate::stacks::discover(repo, commit, None)?;
+        for error in &discovery.errors {
+            eprintln!(
+                "warning: {}: {}: {}",
+                error.stack, error.file, error.message
+            );
+        }
+        Ok(discovery.stacks.into_iter().map(|s| s.path).collect())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,38 +112,18 @@ struct StackReport {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let mut overrides = Vec::new();
-    if let Some(dir) = &args.runners_dir {
-        overrides = RunnerSet::read_dir(dir)?;
-    }
-    let runners = RunnerSet::load(&overrides)?;
-    let def = runners.get(&args.runner)?.clone();
-    let sandbox = args.sandbox.mode();
+    let def = args.local.runner_def()?;
+    let sandbox = args.local.sandbox.mode();
     let root = args
         .workspaces
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("tidemark-workspaces"));
     Workspace::sweep_stale(&root)?;
 
-    let repo = crate::repo::open(&args.repo)?;
+    let repo = crate::repo::open(&args.local.repo)?;
     let commit = crate::repo::resolve_commit(&repo, &args.rev)?;
-    let stacks = if args.stacks.is_empty() {
-        let discovery = crate::stacks::discover(&repo, commit, None)?;
-        for error in &discovery.errors {
-            eprintln!(
-                "warning: {}: {}: {}",
-                error.stack, error.file, error.message
-            );
-        }
-        discovery
-            .stacks
-            .into_iter()
-            .map(|stack| stack.path)
-            .collect()
-    } else {
-        args.stacks.clone()
-    };
-    let repo_name = repo_name(&args.repo);
+    let stacks = args.local.stacks_at(&repo, commit)?;
+    let repo_name = repo_name(&args.local.repo);
     let key = PlanKey::generate();
     let rt = runtime()?;
     let cancel = CancellationToken::new();

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::gate::{self, Action, ApprovalKind, Decision, GateFacts, PlanFacts, Trigger};
 use crate::policy::{self, Blocking, PolicySet, StackInput, TidemarkInput, Verdict};
-use crate::store::{Run, RunKind, RunStatus, Store};
+use crate::store::{Run, RunKind, RunStatus, StackSettings, Store};
 
 /// The policy sets that judge one repository's plans, and the parameters they read
 /// (`input.tidemark.config`). Both come from the server config, never from the repository.
@@ -39,11 +39,11 @@ pub async fn judge(
     store: &Store,
     policies: &RepoPolicies,
     run: &Run,
+    settings: &StackSettings,
     commit: CommitFacts,
     plan_json: Value,
     digest: &str,
 ) -> Result<Verdict> {
-    let settings = store.stack_settings(&run.repo, &run.stack).await?;
     // A drift check whose plan may be applied is judged as the remediation it would be.
     let kind = match run.kind {
         RunKind::Drift if settings.drift_remediation != "none" => policy::run_kind::REMEDIATION,
@@ -54,7 +54,7 @@ pub async fn judge(
         &run.repo,
         &run.commit,
         commit.branch,
-        StackInput::new(&run.stack, &settings.name, settings.tags),
+        StackInput::new(&run.stack, &settings.name, settings.tags.iter().cloned()),
         kind,
     )
     .changed_files(commit.changed_files);
@@ -148,20 +148,35 @@ pub async fn request_for(
             store.set_gate(id, &requested.decision).await?;
             requested.apply_run = Some(id);
         }
-        Action::Replan => {
-            let reason = format!(
-                "re-plan: the state changed since plan run {} ({})",
-                plan.id,
-                requested.decision.reasons()
-            );
-            requested.replan_run = store
-                .enqueue_replan(&plan.repo, &plan.stack, &plan.commit, &reason)
-                .await?;
-        }
+        Action::Replan => requested.replan_run = replan(store, plan, &requested.decision).await?,
         Action::Refuse | Action::NothingToApply => {}
     }
     store.set_gate(plan.id, &requested.decision).await?;
     Ok(requested)
+}
+
+/// Checks the gate once more just before a worker applies: the plan may have been replaced,
+/// or the state moved, while the apply waited in the queue. Records the decision on the apply
+/// run and queues the re-plan a moved state calls for.
+pub async fn recheck(store: &Store, apply_run: i64, plan: &Run) -> Result<Decision> {
+    let decision = gate::decide(&facts(store, plan, Trigger::Execute, None).await?);
+    store.set_gate(apply_run, &decision).await?;
+    if decision.action == Action::Replan {
+        replan(store, plan, &decision).await?;
+    }
+    Ok(decision)
+}
+
+/// Queues a plan of the same commit because the state moved since `plan` (unless one is live).
+async fn replan(store: &Store, plan: &Run, decision: &Decision) -> Result<Option<i64>> {
+    let reason = format!(
+        "re-plan: the state changed since plan run {} ({})",
+        plan.id,
+        decision.reasons()
+    );
+    store
+        .enqueue_replan(&plan.repo, &plan.stack, &plan.commit, &reason)
+        .await
 }
 
 /// The plan run an approval, override or apply names: a plan or drift check with a stored plan.

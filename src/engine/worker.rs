@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::apply::{self, CommitFacts, Policies, RepoPolicies};
-use super::gate::{self, Action, Trigger};
+use super::gate::Trigger;
 use crate::runner::{self, LogLine, PlanKey, PlanRequest, RunnerSet, SandboxMode, Workspace};
 use crate::store::{Run, RunKind, RunOutcome, RunStatus, Store, StoredArtifact};
 
@@ -310,7 +310,11 @@ impl Worker {
         let none = RepoPolicies::default();
         let policies = ctx.policies.get(&run.repo).unwrap_or(&none);
         let commit = self.commit_facts(run).await?;
-        let verdict = apply::judge(&ctx.store, policies, run, commit, plan_json, digest).await?;
+        let settings = ctx.store.stack_settings(&run.repo, &run.stack).await?;
+        let verdict = apply::judge(
+            &ctx.store, policies, run, &settings, commit, plan_json, digest,
+        )
+        .await?;
         let failures = verdict.failures().count() + verdict.errors.len();
         info!(passed = verdict.passed, failures, "policy verdict");
         let has_changes = outcome
@@ -318,7 +322,6 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.get("has_changes")?.as_bool())
             .unwrap_or(false);
-        let settings = ctx.store.stack_settings(&run.repo, &run.stack).await?;
         let automatic = match run.kind {
             RunKind::Plan => settings.auto_apply,
             RunKind::Drift => settings.drift_remediation == "apply",
@@ -391,23 +394,9 @@ impl Worker {
         let plan_run = run
             .plan_run_id
             .with_context(|| format!("apply run {} names no plan run", run.id))?;
-        // The gate once more: the plan may have been replaced, or the state moved, while this
-        // apply waited in the queue.
         let plan = self.ctx.store.run(plan_run).await?;
-        let facts = apply::facts(&self.ctx.store, &plan, Trigger::Execute, None).await?;
-        let decision = gate::decide(&facts);
-        self.ctx.store.set_gate(run.id, &decision).await?;
+        let decision = apply::recheck(&self.ctx.store, run.id, &plan).await?;
         if !decision.allowed {
-            if decision.action == Action::Replan {
-                let reason = format!(
-                    "re-plan: the state changed since plan run {plan_run} ({})",
-                    decision.reasons()
-                );
-                self.ctx
-                    .store
-                    .enqueue_replan(&run.repo, &run.stack, &run.commit, &reason)
-                    .await?;
-            }
             return Ok(RunOutcome {
                 status: RunStatus::Failed,
                 exit_code: None,
