@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::BeginWrite;
 use super::{Backend, RunStatus, Store, on_pool};
 use crate::engine::{CheckResult, DriftRecord, DriftState, DriftedResource, NotificationKind};
 use crate::notify::{Delivery, DeliveryStatus};
@@ -158,7 +159,7 @@ impl Store {
         reason: &str,
     ) -> Result<Option<i64>> {
         let queued: Option<i64> = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let claimed: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO drift_ticks (repo_id, stack_path, tick) \
                  SELECT s.repo_id, s.path, $3 FROM stacks s JOIN repos p ON p.id = s.repo_id \
@@ -286,7 +287,7 @@ impl Store {
         );
         let (repo, stack) = (check.repo, check.stack);
         let saved = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let repo_id: i64 = sqlx::query_scalar("SELECT id FROM repos WHERE name = $1")
                 .bind(repo)
                 .fetch_optional(&mut *tx)

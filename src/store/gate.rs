@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
+use super::BeginWrite;
 use super::runs::insert_run;
 use super::{NewRun, RunKind, Store, on_pool};
 use crate::engine::gate::{Approval, ApprovalKind, Decision};
@@ -30,7 +31,7 @@ impl Store {
         };
         let json = serde_json::to_string(verdict)?;
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("DELETE FROM verdicts WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO verdicts (run_id, plan_digest, passed, blocking, verdict, created_at) \
@@ -232,7 +233,7 @@ impl Store {
             transitive: false,
         };
         let id = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let live: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM runs WHERE plan_run_id = $1 AND kind = 'apply' \
                  AND status IN ('queued', 'running') ORDER BY id LIMIT 1",
@@ -275,7 +276,7 @@ impl Store {
     ) -> Result<Option<i64>> {
         let now = Utc::now();
         Ok(on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let repo_id: i64 = sqlx::query_scalar("SELECT id FROM repos WHERE name = $1")
                 .bind(repo)
                 .fetch_one(&mut *tx)

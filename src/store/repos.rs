@@ -3,6 +3,7 @@
 use anyhow::Result;
 use chrono::Utc;
 
+use super::BeginWrite;
 use super::{RepoRow, StackRow, Store, on_pool};
 
 /// A stack to record as discovered at a commit.
@@ -106,7 +107,7 @@ impl Store {
     ) -> Result<()> {
         let now = Utc::now();
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("UPDATE stacks SET removed = $1, updated_at = $2 WHERE repo_id = $3")
                 .bind(true)
                 .bind(now)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
+use super::BeginWrite;
 use super::{
     CommitBatch, LogEntry, NewRun, Run, RunFilter, RunKind, RunOutcome, Store, StoredArtifact,
     on_pool,
@@ -91,7 +92,7 @@ impl Store {
         let now = Utc::now();
         let mut ids = Vec::with_capacity(runs.len());
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for run in runs {
                 let id = insert_run!(tx, run, now);
                 for upstream in &run.after {
@@ -112,7 +113,7 @@ impl Store {
         let now = Utc::now();
         let mut ids: Vec<i64> = Vec::with_capacity(batch.runs.len());
         let claimed = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let claimed = sqlx::query(
                 "INSERT INTO commits (repo_id, branch, sha, parent_sha, author, message, seen_at, processed_at, error) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) ON CONFLICT (repo_id, branch, sha) DO NOTHING",
@@ -289,7 +290,7 @@ impl Store {
                 "interrupted: its worker stopped; a retry was queued".to_string()
             };
             let retry: Option<Option<i64>> = on_pool!(self, pool => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let rows = sqlx::query(
                     "UPDATE runs SET status = 'interrupted', finished_at = $1, lease_expires_at = NULL, error = $2 \
                      WHERE id = $3 AND status = 'running'",
@@ -400,7 +401,7 @@ impl Store {
         }
         let now = Utc::now();
         on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for (step, stream, text) in lines {
                 sqlx::query("INSERT INTO run_logs (run_id, step, stream, text, created_at) VALUES ($1, $2, $3, $4, $5)")
                     .bind(run_id)

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::BeginWrite;
 use super::{Store, on_pool};
 use crate::runner::{PlanKey, Secret, StateFileError, StateSummary, summarize_state};
 
@@ -297,7 +298,7 @@ impl Store {
         let resources = serde_json::to_string(&summary.resources).context("state resources")?;
         let outputs = summary.outputs.to_string();
         let decision = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let current: Option<(String, i64, String)> = sqlx::query_as(
                 "SELECT lineage, serial, digest FROM state_versions WHERE repo_id = $1 AND stack_path = $2 \
                  AND discarded_at IS NULL ORDER BY id DESC LIMIT 1",
@@ -401,7 +402,7 @@ impl Store {
             "DELETE FROM state_locks WHERE repo_id = $1 AND stack_path = $2 AND (run_id IS NULL OR NOT ({LIVE_LOCK}))"
         );
         let taken = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(sqlx::AssertSqlSafe(stale))
                 .bind(repo_id)
                 .bind(stack)
@@ -536,7 +537,7 @@ impl Store {
     /// (the run has ended). Returns how many credentials were revoked.
     pub async fn revoke_state_credentials(&self, run_id: i64) -> anyhow::Result<u64> {
         Ok(on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let revoked = sqlx::query(
                 "UPDATE state_credentials SET revoked_at = $1 WHERE run_id = $2 AND revoked_at IS NULL",
             )
