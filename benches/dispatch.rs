@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tidemark::crypto::PlanKey;
 use tidemark::engine::{Worker, WorkerContext};
-use tidemark::runner::{PlanKey, SandboxMode};
+use tidemark::runner::SandboxMode;
 use tidemark::store::{NewRun, RunKind, RunOutcome, RunStatus, Store};
 use tokio_util::sync::CancellationToken;
 

@@ -14,9 +14,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tidemark::crypto::PlanKey;
 use tidemark::runner::{
-    self, PlanKey, PlanRequest, RunStatus, RunnerDef, RunnerSet, RunnerSource, SandboxMode,
-    StepKind, Workspace,
+    self, PlanRequest, RunStatus, RunnerDef, RunnerSet, RunnerSource, SandboxMode, StepKind,
+    Workspace,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -49,7 +49,7 @@ impl App {
         };
         // Refuse to start without bubblewrap unless the config opted out of the sandbox.
         runner::SandboxTools::find(sandbox)?;
-        let key = runner::PlanKey::load(
+        let key = crate::crypto::PlanKey::load(
             config.plan_key_env.as_deref(),
             &config.data_dir.join("plan.key"),
         )

@@ -1,15 +1,25 @@
 //! Tidemark: a GitOps runner for Terraform and OpenTofu.
 
+// Listed from the top of the layering down: a module uses only modules listed below it
+// (ARCHITECTURE.md, "Layers"; `tests/it/layers.rs` checks it).
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod crypto;
+pub mod drift;
 pub mod engine;
+pub mod gate;
 pub mod notify;
+pub mod plan;
 pub mod policy;
 pub mod repo;
+pub mod run;
 pub mod runner;
+pub mod schedule;
 pub mod stacks;
+pub mod state_backend;
+pub mod statefile;
 pub mod store;
 
 /// Installs ring as rustls's crypto provider for this process: reqwest is built without a

@@ -41,48 +41,37 @@ pub(super) async fn verdict(
     })))
 }
 
-pub(super) async fn approve(
+/// `POST /api/v1/runs/{id}/{action}`: `approve`, `override` (which needs a reason) or `apply`.
+pub(super) async fn act(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    Path((id, action)): Path<(i64, String)>,
     body: Option<Json<GateBody>>,
 ) -> Result<(StatusCode, Json<Requested>), ApiError> {
+    if !matches!(action.as_str(), "approve" | "override" | "apply") {
+        return Err(ApiError::NotFound("action"));
+    }
     let (actor, body) = authorize(&state, &headers, id, body).await?;
-    let requested = apply::approve(&state.store, id, &actor, body.reason.as_deref())
-        .await
-        .map_err(refused)?;
-    Ok(answer(&state, requested))
-}
-
-pub(super) async fn override_verdict(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    body: Option<Json<GateBody>>,
-) -> Result<(StatusCode, Json<Requested>), ApiError> {
-    let (actor, body) = authorize(&state, &headers, id, body).await?;
-    let reason = body
-        .reason
-        .ok_or_else(|| ApiError::BadRequest("an override needs a reason".into()))?;
-    let requested = apply::override_verdict(&state.store, id, &actor, &reason)
-        .await
-        .map_err(refused)?;
-    // The override is recorded either way; whether an apply followed is in the body.
-    let (_, body) = answer(&state, requested);
-    Ok((StatusCode::OK, body))
-}
-
-pub(super) async fn apply(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    body: Option<Json<GateBody>>,
-) -> Result<(StatusCode, Json<Requested>), ApiError> {
-    let (actor, _) = authorize(&state, &headers, id, body).await?;
-    let requested = apply::apply(&state.store, id, &actor)
-        .await
-        .map_err(refused)?;
-    Ok(answer(&state, requested))
+    let store = &state.store;
+    let requested = match action.as_str() {
+        "approve" => apply::approve(store, id, &actor, body.reason.as_deref()).await,
+        "override" => {
+            let reason = body
+                .reason
+                .ok_or_else(|| ApiError::BadRequest("an override needs a reason".into()))?;
+            apply::override_verdict(store, id, &actor, &reason).await
+        }
+        _ => apply::apply(store, id, &actor).await,
+    }
+    .map_err(refused)?;
+    let (status, body) = answer(&state, requested);
+    // An override is recorded either way; whether an apply followed is in the body.
+    let status = if action == "override" {
+        StatusCode::OK
+    } else {
+        status
+    };
+    Ok((status, body))
 }
 
 /// 200 when an apply was queued, 409 (with the decision) when the gate refused.

@@ -4,7 +4,6 @@
 mod dashboard;
 mod error;
 mod gate;
-pub mod state;
 mod webhook;
 
 use std::collections::HashMap;
@@ -35,11 +34,11 @@ pub struct AppState {
     /// Woken when a request queues a run.
     pub work: Arc<Notify>,
     /// Encrypts state files at rest (the state backend under `/state/`).
-    pub key: crate::runner::PlanKey,
+    pub key: crate::crypto::PlanKey,
 }
 
 pub fn router(state: AppState) -> Router {
-    let states = state::routes(state::StateApi {
+    let states = crate::state_backend::routes(crate::state_backend::StateApi {
         store: state.store.clone(),
         key: state.key.clone(),
         only: None,
@@ -51,9 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}", get(get_run))
         .route("/api/v1/runs/{id}/logs", get(run_logs))
         .route("/api/v1/runs/{id}/verdict", get(gate::verdict))
-        .route("/api/v1/runs/{id}/approve", post(gate::approve))
-        .route("/api/v1/runs/{id}/override", post(gate::override_verdict))
-        .route("/api/v1/runs/{id}/apply", post(gate::apply))
+        .route("/api/v1/runs/{id}/{action}", post(gate::act))
         .route("/api/v1/stacks", get(list_stacks))
         .route("/api/v1/repos", get(list_repos))
         .route("/api/v1/repos/{name}/poll", post(poll_repo))

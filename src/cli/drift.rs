@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{LocalRunArgs, repo_name};
 use super::{ConfigArg, Format, print_json, runtime};
-use crate::engine::{CheckResult, Drift, DriftCause, DriftState, DriftedResource, assess};
-use crate::runner::{self, LogLine, PlanKey, PlanRequest, RunStatus, Workspace};
+use crate::crypto::PlanKey;
+use crate::drift::{CheckResult, Drift, DriftCause, DriftState, DriftedResource, assess};
+use crate::runner::{self, LogLine, PlanRequest, RunStatus, Workspace};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]

@@ -9,7 +9,7 @@ use anyhow::Result;
 use super::{ConfigArg, Format, print_json};
 use crate::engine::Requested;
 use crate::engine::apply;
-use crate::engine::gate::Action;
+use crate::gate::Action;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]

@@ -10,9 +10,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{Format, print_json, runtime};
+use crate::crypto::PlanKey;
+use crate::plan::{Counts, OutputChange, ResourceChange};
 use crate::runner::{
-    self, Counts, LogLine, OutputChange, PlanKey, PlanRequest, ResourceChange, RunStatus,
-    RunnerDef, RunnerSet, SandboxMode, Stream, Workspace,
+    self, LogLine, PlanRequest, RunStatus, RunnerDef, RunnerSet, SandboxMode, Stream, Workspace,
 };
 
 #[derive(Debug, clap::Args)]

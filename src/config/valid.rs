@@ -13,7 +13,7 @@ use crate::policy::Level;
 
 use super::ConfigError;
 use super::raw::{RawAttr, RawBlock, RawConfig};
-use crate::engine::DriftSchedule;
+use crate::schedule::DriftSchedule;
 
 /// The checked server config.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::gate::{self, Action, ApprovalKind, Decision, GateFacts, PlanFacts, Trigger};
+use crate::gate::{self, Action, ApprovalKind, Decision, GateFacts, PlanFacts, Trigger};
 use crate::policy::{self, Blocking, PolicySet, StackInput, TidemarkInput, Verdict};
 use crate::store::{Run, RunKind, RunStatus, StackSettings, Store};
 

@@ -18,10 +18,11 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::drift::{CheckResult, DriftRecord, assess, transition};
-use super::schedule::{Completion, DriftSchedule, DueCheck, Entry, Jitter, Scheduler, Update};
+use super::schedule::{Completion, DueCheck, Entry, Jitter, Scheduler, Update};
 use crate::config::RepoConfig;
+use crate::drift::{CheckResult, DriftRecord, assess, transition};
 use crate::notify::{DEFAULT_MAX_ITEMS, DriftAlert, render};
+use crate::schedule::DriftSchedule;
 use crate::store::{DriftCheck, DriftDecision, DriftSaved, Run, RunOutcome, RunStatus, Store};
 
 /// What the worker needs to assess a finished drift run; cheap to clone.
@@ -51,7 +52,7 @@ impl DriftHook {
                 .artifact(run.id)
                 .await?
                 .with_context(|| format!("drift run {} stored no plan", run.id))?;
-            let json = crate::runner::decompress(&artifact.plan_json)
+            let json = crate::crypto::decompress(&artifact.plan_json)
                 .with_context(|| format!("reading the plan JSON of drift run {}", run.id))?;
             let head_applied = store
                 .head_applied(&run.repo, &run.stack, &run.commit)
@@ -302,7 +303,7 @@ impl DriftFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Drift, DriftCause, DriftState, DriftedResource, NotificationKind};
+    use crate::drift::{Drift, DriftCause, DriftState, DriftedResource, NotificationKind};
 
     fn drifted(address: &str) -> CheckResult {
         let drift = Drift {

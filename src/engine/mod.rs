@@ -4,24 +4,18 @@
 //! the resulting messages.
 
 pub mod apply;
-mod drift;
 mod drift_flow;
-pub mod gate;
+mod followup;
 mod outbox;
 mod poller;
 mod schedule;
 mod worker;
 
 pub use apply::{CommitFacts, Policies, RepoPolicies, Requested};
-pub use drift::{
-    CheckResult, Drift, DriftCause, DriftRecord, DriftState, DriftedResource, NotificationKind,
-    OpenDrift, Transition, assess, transition,
-};
 pub use drift_flow::{DriftFlow, DriftHook, decide};
 pub use outbox::{OUTBOX_LEASE, OutboxSender};
 pub use poller::{PollOutcome, Poller, backoff};
 pub use schedule::{
-    Completion, DriftSchedule, Due, DueCheck, Entry as ScheduleEntry, Jitter, ScheduleError,
-    Scheduler, Update as ScheduleUpdate,
+    Completion, Due, DueCheck, Entry as ScheduleEntry, Jitter, Scheduler, Update as ScheduleUpdate,
 };
 pub use worker::{Worker, WorkerContext};

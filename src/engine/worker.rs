@@ -1,5 +1,6 @@
 //! A worker: claims one run at a time from the store's queue, executes it through the runner
-//! in a fresh workspace, streams its log into the store, and records the outcome.
+//! in a fresh workspace, streams its log into the store, and records the outcome. What follows
+//! a run (verdicts, applies, re-plans, drift records) is decided in `followup.rs`.
 //!
 //! While a run executes, a heartbeat renews its lease. If the heartbeat finds the run is no
 //! longer ours (the lease expired and another instance recovered it), the run is cancelled:
@@ -15,9 +16,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::apply::{self, CommitFacts, Policies, RepoPolicies};
-use super::gate::Trigger;
-use crate::runner::{self, LogLine, PlanKey, PlanRequest, RunnerSet, SandboxMode, Workspace};
+use super::apply::{self, Policies};
+use super::followup::{Applied, Executed, FollowUps};
+use crate::crypto::PlanKey;
+use crate::runner::{self, LogLine, PlanRequest, RunnerSet, SandboxMode, Workspace};
 use crate::store::{Run, RunKind, RunOutcome, RunStatus, Store, StoredArtifact};
 
 /// What a worker needs to execute runs; shared by every worker of one instance.
@@ -122,9 +124,17 @@ impl Worker {
                 cancel.cancel();
             })
         };
-        let outcome = match run.kind {
+        let executed = match run.kind {
             RunKind::Plan | RunKind::Drift => self.plan(&run, log_tx, cancel.clone()).await,
             RunKind::Apply => self.apply(&run, log_tx, cancel.clone()).await,
+        };
+        let follow = self.follow_ups();
+        let outcome = match executed {
+            Ok(executed) => match follow.while_held(&executed).await {
+                Ok(()) => Ok(executed.outcome),
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
         };
         grace.abort();
         heartbeat.abort();
@@ -151,11 +161,7 @@ impl Worker {
             warn!("run was taken from this worker before it finished; outcome not recorded");
             return Ok(());
         }
-        if let (RunKind::Drift, Some(drift)) = (run.kind, &ctx.drift)
-            && let Err(err) = drift.after_check(&ctx.store, &run, &outcome).await
-        {
-            error!(error = %format!("{err:#}"), "recording the drift check failed");
-        }
+        follow.after_finish(&run, &outcome).await;
         match outcome.status {
             RunStatus::Succeeded => info!("run succeeded"),
             status => {
@@ -226,25 +232,37 @@ impl Worker {
                 socket.display()
             )
         })?;
-        let api = crate::api::state::StateApi {
+        let api = crate::state_backend::StateApi {
             store: ctx.store.clone(),
             key: ctx.key.clone(),
             only: Some((run.repo.clone(), run.stack.clone())),
         };
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(crate::api::state::serve_socket(
+        let task = tokio::spawn(crate::state_backend::serve_socket(
             listener,
             api,
             shutdown.clone(),
         ));
         let backend = runner::StateBackend {
             socket,
-            path: crate::api::state::state_path(&run.repo, &run.stack),
+            path: crate::state_backend::state_path(&run.repo, &run.stack),
             username: credential.username,
             password: credential.password,
             exe: ctx.exe.clone(),
         };
         Ok((backend, StateServer { task, shutdown }))
+    }
+
+    /// The follow-ups of this instance's runs.
+    fn follow_ups(&self) -> FollowUps<'_> {
+        let ctx = &self.ctx;
+        FollowUps {
+            store: &ctx.store,
+            policies: &ctx.policies,
+            mirrors: &ctx.mirrors,
+            drift: ctx.drift.as_ref(),
+            work: &ctx.work,
+        }
     }
 
     /// Plans the stack and stores the plan artifact.
@@ -253,7 +271,7 @@ impl Worker {
         run: &Run,
         logs: mpsc::Sender<LogLine>,
         cancel: CancellationToken,
-    ) -> Result<RunOutcome> {
+    ) -> Result<Executed> {
         let ctx = &self.ctx;
         // The run holds the stack, so no apply moves the state between this read and the plan.
         let state_serial = ctx.store.latest_state_serial(&run.repo, &run.stack).await?;
@@ -270,6 +288,7 @@ impl Worker {
             error: outcome.error,
             summary,
         };
+        let mut plan = None;
         if let Some(artifact) = &outcome.artifact {
             ctx.store
                 .save_artifact(&StoredArtifact {
@@ -285,101 +304,18 @@ impl Worker {
                 .await
                 .context("storing the plan artifact")?;
             if result.status == RunStatus::Succeeded {
-                let json = runner::decompress(&artifact.plan_json)
+                let json = crate::crypto::decompress(&artifact.plan_json)
                     .context("reading the plan JSON back")?;
                 let json: serde_json::Value =
                     serde_json::from_slice(&json).context("reading the plan JSON back")?;
-                self.judge_and_trigger(run, &result, json, &artifact.digest)
-                    .await?;
+                plan = Some((artifact.digest.clone(), json));
             }
         }
-        Ok(result)
-    }
-
-    /// Judges a finished plan with the repository's policies, then, when the stack applies on
-    /// its own, asks the gate while this worker still holds the plan run: the apply is queued
-    /// before the downstream plans waiting for this run can start, and they wait for it too.
-    async fn judge_and_trigger(
-        &self,
-        run: &Run,
-        outcome: &RunOutcome,
-        plan_json: serde_json::Value,
-        digest: &str,
-    ) -> Result<()> {
-        let ctx = &self.ctx;
-        let none = RepoPolicies::default();
-        let policies = ctx.policies.get(&run.repo).unwrap_or(&none);
-        let commit = self.commit_facts(run).await?;
-        let settings = ctx.store.stack_settings(&run.repo, &run.stack).await?;
-        let verdict = apply::judge(
-            &ctx.store, policies, run, &settings, commit, plan_json, digest,
-        )
-        .await?;
-        let failures = verdict.failures().count() + verdict.errors.len();
-        info!(passed = verdict.passed, failures, "policy verdict");
-        let has_changes = outcome
-            .summary
-            .as_ref()
-            .and_then(|s| s.get("has_changes")?.as_bool())
-            .unwrap_or(false);
-        let automatic = match run.kind {
-            RunKind::Plan => settings.auto_apply,
-            RunKind::Drift => settings.drift_remediation == "apply",
-            RunKind::Apply => false,
-        };
-        if has_changes && automatic {
-            let mut run = run.clone();
-            run.summary_json = outcome.summary.as_ref().map(|s| s.to_string());
-            let requested =
-                apply::request_for(&ctx.store, &run, Trigger::Auto, Some(RunStatus::Succeeded))
-                    .await?;
-            match requested.apply_run {
-                Some(apply) => info!(apply, "auto-apply queued"),
-                None => warn!("auto-apply refused: {}", requested.decision.reasons()),
-            }
-        }
-        Ok(())
-    }
-
-    /// The branch, author and changed files of a run's commit, for the policy input.
-    async fn commit_facts(&self, run: &Run) -> Result<CommitFacts> {
-        let ctx = &self.ctx;
-        let branch = ctx
-            .store
-            .repos()
-            .await?
-            .into_iter()
-            .find(|r| r.name == run.repo)
-            .map(|r| r.branch)
-            .unwrap_or_default();
-        let Some(mirror) = ctx.mirrors.get(&run.repo).cloned() else {
-            return Ok(CommitFacts {
-                branch,
-                ..CommitFacts::default()
-            });
-        };
-        let commit = run.commit.clone();
-        let (author, changed_files) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let repo = crate::repo::open(&mirror)?;
-            let oid = git2::Oid::from_str(&commit)?;
-            let info = crate::repo::commit_info(&repo, oid)?;
-            let new_tree = crate::repo::commit_tree(&repo, oid)?;
-            let parent = repo.find_commit(oid)?.parent_id(0).ok();
-            let changed = match parent {
-                Some(parent) => {
-                    let old_tree = crate::repo::commit_tree(&repo, parent)?;
-                    crate::repo::changed_paths(&repo, old_tree, new_tree)?
-                }
-                None => Vec::new(),
-            };
-            Ok((info.author, changed))
-        })
-        .await
-        .context("reading the commit panicked")??;
-        Ok(CommitFacts {
-            branch,
-            author: Some(author),
-            changed_files,
+        Ok(Executed {
+            run: run.clone(),
+            outcome: result,
+            plan,
+            applied: None,
         })
     }
 
@@ -390,18 +326,23 @@ impl Worker {
         run: &Run,
         logs: mpsc::Sender<LogLine>,
         cancel: CancellationToken,
-    ) -> Result<RunOutcome> {
+    ) -> Result<Executed> {
         let plan_run = run
             .plan_run_id
             .with_context(|| format!("apply run {} names no plan run", run.id))?;
         let plan = self.ctx.store.run(plan_run).await?;
         let decision = apply::recheck(&self.ctx.store, run.id, &plan).await?;
         if !decision.allowed {
-            return Ok(RunOutcome {
-                status: RunStatus::Failed,
-                exit_code: None,
-                error: Some(format!("apply gate refused: {}", decision.reasons())),
-                summary: None,
+            return Ok(Executed {
+                run: run.clone(),
+                outcome: RunOutcome {
+                    status: RunStatus::Failed,
+                    exit_code: None,
+                    error: Some(format!("apply gate refused: {}", decision.reasons())),
+                    summary: None,
+                },
+                plan: None,
+                applied: None,
             });
         }
         let stored = self
@@ -448,57 +389,23 @@ impl Worker {
         }
         let status = status(outcome.status);
         let outputs_changed = apply::outputs_change(&plan);
-        if status == RunStatus::Succeeded && outputs_changed {
-            self.replan_downstream(run, plan_run).await?;
-        }
-        Ok(RunOutcome {
-            status,
-            exit_code: outcome.exit_code,
-            error: outcome.error,
-            summary: Some(serde_json::json!({
-                "plan_run": plan_run,
-                "outputs_changed": outputs_changed,
-            })),
+        Ok(Executed {
+            run: run.clone(),
+            outcome: RunOutcome {
+                status,
+                exit_code: outcome.exit_code,
+                error: outcome.error,
+                summary: Some(serde_json::json!({
+                    "plan_run": plan_run,
+                    "outputs_changed": outputs_changed,
+                })),
+            },
+            plan: None,
+            applied: Some(Applied {
+                plan_run,
+                outputs_changed,
+            }),
         })
-    }
-
-    /// After an apply changed its stack's outputs: plans every stack that depends on it
-    /// directly, at the same commit, unless a plan of it there is already waiting (a deferred
-    /// plan queued behind this apply). Their own applies carry the change further down.
-    async fn replan_downstream(&self, run: &Run, plan_run: i64) -> Result<()> {
-        let ctx = &self.ctx;
-        let Some(mirror) = ctx.mirrors.get(&run.repo).cloned() else {
-            return Ok(());
-        };
-        let (commit, stack) = (run.commit.clone(), run.stack.clone());
-        let downstream = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
-            let repo = crate::repo::open(&mirror)?;
-            let oid = git2::Oid::from_str(&commit)?;
-            let discovery = crate::stacks::discover(&repo, oid, None)?;
-            Ok(discovery
-                .stacks
-                .iter()
-                .filter(|s| discovery.upstreams(&s.path).contains(&stack))
-                .map(|s| s.path.clone())
-                .collect())
-        })
-        .await
-        .context("stack discovery panicked")??;
-        let reason = format!(
-            "upstream {} applied with changed outputs (apply run {}, plan run {plan_run})",
-            run.stack, run.id
-        );
-        for stack in downstream {
-            if let Some(id) = ctx
-                .store
-                .enqueue_replan(&run.repo, &stack, &run.commit, &reason)
-                .await?
-            {
-                info!(downstream = %stack, run = id, "downstream re-plan queued");
-            }
-        }
-        ctx.work.notify_waiters();
-        Ok(())
     }
 }
 

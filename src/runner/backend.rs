@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::redact::Secret;
+use crate::crypto::Secret;
 
 /// The override file written into a stack that has no backend of its own.
 pub const OVERRIDE_FILE: &str = "_tidemark_backend_override.tf";

@@ -14,8 +14,8 @@ use super::process::{self, Exit, Invocation, OutputPolicy, StepRun};
 use super::redact::{Redactor, redact_plan_json, sensitive_in_stack};
 use super::sandbox::{self, SandboxMode, SandboxSpec, SandboxTools};
 use super::steps::{ApplyRequest, PlanOutcome, PlanRequest};
-use super::summary::summarize;
 use super::{LogLine, RunStatus, Stream};
+use crate::plan::summarize;
 
 /// A step that ended the run.
 #[derive(Debug)]

@@ -35,31 +35,23 @@ mod process;
 mod proxy;
 mod redact;
 mod sandbox;
-mod statefile;
 mod steps;
-mod summary;
 mod workspace;
 
-pub use artifact::{
-    ArtifactError, Binding, KeyError, PlanArtifact, PlanKey, compress, decompress, digest,
-};
+pub use artifact::{ArtifactError, Binding, PlanArtifact, digest};
 pub use backend::{OVERRIDE_FILE, StackBackend, StateBackend, stack_backend};
 pub use definition::{
     DefinitionError, ExitMeaning, Limits, Origin, RunnerDef, RunnerSet, RunnerSource,
     SandboxSettings, StepDef, StepKind,
 };
 pub use proxy::{PROXY_COMMAND, run_state_proxy};
-pub use redact::{
-    REDACTED, Redactor, Secret, StackSensitives, redact_plan_json, sensitive_in_stack,
-};
+pub use redact::{Redactor, StackSensitives, redact_plan_json, sensitive_in_stack};
 pub use sandbox::{
     SandboxError, SandboxMode, SandboxSpec, SandboxTools, command_line, find_on_path,
 };
-pub use statefile::{StateFileError, StateSummary, summarize_state};
 pub use steps::{
     ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, StepOutcome, apply, plan, run_step,
 };
-pub use summary::{Counts, OutputChange, PlanSummary, ResourceChange, SummaryError, summarize};
 pub use workspace::Workspace;
 
 use serde::Serialize;

@@ -14,39 +14,11 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// What a redacted value is replaced with.
-pub const REDACTED: &str = "(sensitive)";
+use crate::crypto::REDACTED;
 
 /// Shorter values are not replaced in free text: a sensitive `true` or `1` would otherwise
 /// blank out every log line. The plan JSON still hides them structurally.
 const MIN_TEXT_LEN: usize = 4;
-
-/// A secret value: its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The plain value, for the one place that must pass it on (the step's environment).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
 
 /// Replaces known sensitive values in text.
 #[derive(Clone, Default)]
@@ -378,6 +350,7 @@ fn literal_leaves(expr: &hcl::Expression, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Secret;
     use serde_json::json;
 
     fn check(mut plan: Value, expected: Value, learnt: &[&str]) {

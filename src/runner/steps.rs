@@ -7,15 +7,16 @@
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::artifact::{PlanArtifact, PlanKey};
+use super::artifact::PlanArtifact;
 use super::backend::StateBackend;
 use super::definition::{RunnerDef, StepKind};
 use super::job::{Job, Stop, code};
-use super::redact::Secret;
 use super::sandbox::SandboxMode;
-use super::summary::PlanSummary;
 use super::workspace::Workspace;
 use super::{LogLine, RunStatus};
+use crate::crypto::PlanKey;
+use crate::crypto::Secret;
+use crate::plan::PlanSummary;
 
 /// Everything a plan needs. The workspace is consumed: it is removed when the plan ends.
 pub struct PlanRequest {

@@ -296,7 +296,7 @@ fn stack_config(body: &Body, lines: &Lines, facts: &mut FileFacts) {
                         },
                         // A broken schedule is reported here, where its line is known; the
                         // stack keeps the repository's default schedule.
-                        Some(s) => match crate::engine::DriftSchedule::parse(&s) {
+                        Some(s) => match crate::schedule::DriftSchedule::parse(&s) {
                             Ok(_) => config.drift_schedule = Some(s),
                             Err(e) => error(line, e.to_string()),
                         },

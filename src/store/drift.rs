@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::BeginWrite;
 use super::{Backend, RunStatus, Store, on_pool};
-use crate::engine::{CheckResult, DriftRecord, DriftState, DriftedResource, NotificationKind};
+use crate::drift::{CheckResult, DriftRecord, DriftState, DriftedResource, NotificationKind};
 use crate::notify::{Delivery, DeliveryStatus};
 
 /// A stack as the drift scheduler needs it.

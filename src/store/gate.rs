@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::BeginWrite;
 use super::runs::insert_run;
 use super::{NewRun, RunKind, Store, on_pool};
-use crate::engine::gate::{Approval, ApprovalKind, Decision};
+use crate::gate::{Approval, ApprovalKind, Decision};
 use crate::policy::{Blocking, Verdict};
 
 /// A stack's settings the gate and the policy input read.

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use super::BeginWrite;
 use super::{Store, on_pool};
-use crate::runner::{PlanKey, Secret, StateFileError, StateSummary, summarize_state};
+use crate::crypto::{PlanKey, Secret};
+use crate::statefile::{StateFileError, StateSummary, summarize_state};
 
 /// A minted credential dies with its run, or after this long at the latest.
 const CREDENTIAL_TTL: Duration = Duration::from_secs(12 * 3600);

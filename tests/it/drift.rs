@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
-use tidemark::engine::{
-    CheckResult, DriftRecord, DriftState, OutboxSender, Worker, WorkerContext, assess, transition,
-};
+use tidemark::crypto::PlanKey;
+use tidemark::drift::{CheckResult, DriftRecord, DriftState, assess, transition};
+use tidemark::engine::{OutboxSender, Worker, WorkerContext};
 use tidemark::notify::{DriftAlert, OutboxPolicy, SlackNotifier, render};
-use tidemark::runner::{PlanKey, Redactor, RunnerSet, RunnerSource, SandboxMode, redact_plan_json};
+use tidemark::runner::{Redactor, RunnerSet, RunnerSource, SandboxMode, redact_plan_json};
 use tidemark::store::{NewRun, RunKind, RunStatus, StackRecord, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -212,7 +212,7 @@ pub(crate) async fn approve(store: &Store, plan: i64) {
         .add_approval(
             plan,
             &digest,
-            tidemark::engine::gate::ApprovalKind::Approve,
+            tidemark::gate::ApprovalKind::Approve,
             "test",
             None,
         )

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
-use tidemark::engine::{CheckResult, Drift, DriftCause, DriftedResource, OutboxSender, decide};
+use tidemark::drift::{CheckResult, Drift, DriftCause, DriftedResource};
+use tidemark::engine::{OutboxSender, decide};
 use tidemark::notify::{OutboxPolicy, SlackNotifier};
 use tidemark::store::{DriftCheck, NewRun, RunKind, RunOutcome, RunStatus, StackRecord, Store};
 

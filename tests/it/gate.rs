@@ -8,7 +8,7 @@ use std::process::Command;
 use tidemark::app::App;
 use tidemark::config::Config;
 use tidemark::engine::apply;
-use tidemark::engine::gate::{Action, Decision};
+use tidemark::gate::{Action, Decision};
 use tidemark::policy::Blocking;
 use tidemark::store::{Run, RunFilter, RunKind, RunStatus, Store};
 
@@ -361,7 +361,7 @@ async fn the_gate_over_http(store: &Store, blocked: i64, applied_plan: i64) {
         repos: Default::default(),
         webhook_secret: None,
         api_token: Some("s3cret-token".into()),
-        key: tidemark::runner::PlanKey::generate(),
+        key: tidemark::crypto::PlanKey::generate(),
         work: Default::default(),
     };
     let server =

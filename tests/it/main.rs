@@ -6,6 +6,7 @@ mod drift;
 mod drift_store;
 mod engine;
 mod gate;
+mod layers;
 mod notify;
 mod policy;
 mod recovery;

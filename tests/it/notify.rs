@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tidemark::engine::{Drift, DriftCause, DriftedResource, NotificationKind};
+use tidemark::drift::{CheckResult, Drift, DriftCause, DriftedResource, NotificationKind, assess};
 use tidemark::notify::{
     Delivery, DeliveryStatus, DriftAlert, OutboxPolicy, RetryPolicy, SendFailure, SlackNotifier,
     render,
 };
+use tidemark::runner::{Redactor, redact_plan_json};
 
 /// What the receiver answers, in order; the last answer repeats.
 #[derive(Clone, Copy)]
@@ -277,4 +278,53 @@ async fn https_goes_through_rustls_with_the_ring_provider() {
     assert!(message.contains("InvalidContentType"), "{message}");
     assert!(!message.contains("token"), "{message}");
     assert!(rx.lock().expect("lock").requests.is_empty());
+}
+
+/// All the text in a Slack payload, blocks and fallback, one piece a line.
+fn payload_texts(payload: &Value) -> String {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            Value::Object(m) => m.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(payload, &mut out);
+    out.join("\n")
+}
+
+#[test]
+fn sensitive_values_stay_sensitive() {
+    // A secret that reached a resource key (through `nonsensitive`) is learnt from the
+    // plan's sensitive marks and redacted by the runner; rendering keeps the mark.
+    let secret = "hunter2-very-secret";
+    let mut plan = serde_json::json!({
+        "format_version": "0.2",
+        "resource_changes": [{
+            "address": format!("null_resource.k[\"{secret}\"]"),
+            "change": {
+                "actions": ["update"],
+                "before": {"triggers": {"pw": "old-value-1"}},
+                "after": {"triggers": {"pw": secret}},
+                "before_sensitive": {"triggers": {"pw": true}},
+                "after_sensitive": {"triggers": {"pw": true}},
+            },
+        }],
+    });
+    redact_plan_json(&mut plan, &mut Redactor::default());
+    let CheckResult::Drifted { drift, .. } = assess(&plan, None, true) else {
+        panic!("expected drift");
+    };
+    let payload = render(&DriftAlert { drift, ..alert() }, 10);
+    let all = payload_texts(&payload);
+    assert!(
+        all.contains("null_resource.k[\"(sensitive)\"]"),
+        "missing in\n{all}"
+    );
+    for absent in [secret, "old-value-1"] {
+        assert!(!all.contains(absent), "unexpected {absent:?} in\n{all}");
+    }
+    assert!(!payload.to_string().contains(secret));
 }

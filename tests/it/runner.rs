@@ -5,9 +5,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tidemark::crypto::{PlanKey, Secret};
 use tidemark::runner::{
-    self, ApplyRequest, LogLine, PlanKey, PlanOutcome, PlanRequest, RunStatus, RunnerDef,
-    RunnerSet, RunnerSource, SandboxMode, Secret, Workspace,
+    self, ApplyRequest, LogLine, PlanOutcome, PlanRequest, RunStatus, RunnerDef, RunnerSet,
+    RunnerSource, SandboxMode, Workspace,
 };
 use tokio_util::sync::CancellationToken;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidemark::api::{AppState, router};
-use tidemark::runner::{PlanKey, REDACTED};
+use tidemark::crypto::{PlanKey, REDACTED};
 use tidemark::store::{NewRun, RunKind, RunStatus, StateCredential, Store};
 
 use crate::support::{GitFixture, TestDb, Toolchain, eventually, null_stack};

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidemark::crypto::PlanKey;
 use tidemark::engine::{Worker, WorkerContext};
-use tidemark::runner::{PlanKey, SandboxMode};
+use tidemark::runner::SandboxMode;
 use tidemark::store::{NewRun, RunKind, RunStatus, Store};
 use tokio_util::sync::CancellationToken;
 

@@ -17,7 +17,7 @@ use axum::routing::any;
 use base64::Engine;
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::PlanKey;
+use crate::crypto::PlanKey;
 use crate::store::{LockOutcome, StateError, StateGrant, StateLock, Store, UnlockOutcome};
 
 /// The largest state file accepted.

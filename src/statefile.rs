@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::redact::REDACTED;
+use crate::crypto::REDACTED;
 
 /// The clear-text facts of one state file. Never holds a sensitive value.
 #[derive(Debug, Clone, PartialEq)]

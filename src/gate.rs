@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Blocking, Verdict};
-use crate::store::{RunKind, RunStatus};
+use crate::run::{RunKind, RunStatus};
 
 /// What asked for the apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::runner::{SummaryError, summarize};
+use crate::plan::{SummaryError, summarize};
 
 /// A stack's drift state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
