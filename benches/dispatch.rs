@@ -148,6 +148,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         grace: Duration::from_secs(5),
         policies: Default::default(),
         drift: None,
+        variables: Vec::new(),
     });
     let worker = Worker {
         name: "bench#0".into(),

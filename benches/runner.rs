@@ -47,6 +47,7 @@ fn main() {
             tools.cli_config().display().to_string(),
         )],
         secrets: Vec::new(),
+        files: Vec::new(),
         repo: "bench".into(),
         commit: commit.clone(),
         key: PlanKey::generate(),
@@ -94,6 +95,9 @@ fn main() {
             tools.prefix.join("providers"),
         ],
         ro_binds_try: Vec::new(),
+        // As the shipped runner does: the system view with the host's accounts file standing
+        // in for the generated one.
+        system: runner::system_view(Path::new("/etc/passwd"), Path::new("/etc/group")),
         network: false,
         limits: def.sandbox.limits.clone(),
     };

@@ -48,6 +48,11 @@ runner "terraform" {
   }
 
   sandbox {
+    # A read-only view of the host's system: /usr (and the merged-/usr links /bin, /lib, ...),
+    # certificates, /etc/alternatives and a generated /etc/passwd naming only the run's user,
+    # so local-exec, the external data source and providers that call aws, kubectl or jq work.
+    # The rest of /etc, home directories and Tidemark's data dir stay invisible.
+    system            = true
     network           = false
     address_space_mib = 4096 # terraform dies at start below 768
     cpu_seconds       = 1800

@@ -136,6 +136,7 @@ impl App {
             grace: Duration::from_secs(30),
             policies,
             drift: Some(drift_hook.clone()),
+            variables: config.variables.clone(),
         });
         for slot in 0..config.workers {
             let worker = Worker {

@@ -21,6 +21,7 @@ pub mod stacks;
 pub mod state_backend;
 pub mod statefile;
 pub mod store;
+pub mod variables;
 
 /// Installs ring as rustls's crypto provider for this process: reqwest is built without a
 /// default one (to keep aws-lc out of the build) and panics on its first client otherwise.

@@ -103,6 +103,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             sandbox,
             variables: Vec::new(),
             secrets: Vec::new(),
+            files: Vec::new(),
             repo: repo_name.clone(),
             commit: commit.to_string(),
             key: key.clone(),

@@ -57,6 +57,8 @@ pub enum Command {
     StateProxy(state::ProxyArgs),
     /// Drift: check stacks of a local checkout now, or show the state the service recorded.
     Drift(drift::Args),
+    /// The variable sets a stack's runs get, per phase, and the names they set.
+    Vars(vars::Args),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -125,6 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::State(args) => state::run(args),
         Command::StateProxy(args) => state::proxy(args),
         Command::Drift(args) => drift::run(args),
+        Command::Vars(args) => vars::run(args),
     }
 }
 
@@ -154,4 +157,5 @@ mod runs;
 mod serve;
 mod stacks;
 mod state;
+mod vars;
 mod version;

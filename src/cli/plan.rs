@@ -147,6 +147,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             sandbox,
             variables: Vec::new(),
             secrets: Vec::new(),
+            files: Vec::new(),
             repo: repo_name.clone(),
             commit: commit.to_string(),
             key: key.clone(),

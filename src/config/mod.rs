@@ -3,6 +3,7 @@
 
 mod raw;
 mod valid;
+mod variables;
 
 pub use valid::{Config, DEFAULT_DRIFT_SCHEDULE, PolicyConfig, RepoConfig, RunnerBlock};
 

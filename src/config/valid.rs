@@ -14,6 +14,7 @@ use crate::policy::Level;
 use super::ConfigError;
 use super::raw::{RawAttr, RawBlock, RawConfig};
 use crate::schedule::DriftSchedule;
+use crate::variables::VariableSet;
 
 /// The checked server config.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// `runner "name" { ... }` blocks that override or add runner definitions.
     pub runners: Vec<RunnerBlock>,
+    /// `variables "name" { ... }` blocks, in the order they apply (later ones win).
+    pub variables: Vec<VariableSet>,
     /// The Tidemark executable that runs the state proxy inside each step's sandbox; `None`
     /// is this process's own executable. Not a config file setting: tests that run the service
     /// inside a test binary point it at the built `tidemark`.
@@ -158,8 +161,18 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     let mut repos: Vec<RepoConfig> = Vec::new();
     let mut runners = Vec::new();
     let mut policies: Vec<PolicyConfig> = Vec::new();
+    let mut variables: Vec<VariableSet> = Vec::new();
     for block in &raw.blocks {
         match block.kind.as_str() {
+            "variables" => {
+                let set = super::variables::variable_set(&ctx, block)?;
+                if variables.iter().any(|v| v.name == set.name) {
+                    return Err(
+                        ctx.block_err(block, format!("variables {:?} is declared twice", set.name))
+                    );
+                }
+                variables.push(set);
+            }
             "policy" => {
                 let policy = policy(&ctx, block)?;
                 if policies.iter().any(|p| p.name == policy.name) {
@@ -212,6 +225,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         repos,
         policies,
         runners,
+        variables,
         exe: None,
     })
 }
@@ -441,16 +455,16 @@ fn check_git_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-struct Ctx<'a> {
-    file: &'a Path,
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn err(&self, attr: &RawAttr, name: &str, message: String) -> ConfigError {
+    pub(super) fn err(&self, attr: &RawAttr, name: &str, message: String) -> ConfigError {
         ConfigError::new(self.file, attr.line, name, message)
     }
 
-    fn block_err(&self, block: &RawBlock, message: String) -> ConfigError {
+    pub(super) fn block_err(&self, block: &RawBlock, message: String) -> ConfigError {
         let name = std::iter::once(block.kind.as_str())
             .chain(block.labels.iter().map(String::as_str))
             .collect::<Vec<_>>()
@@ -488,10 +502,7 @@ impl Ctx<'_> {
 
     fn env_name(&self, attr: &RawAttr, name: &str) -> Result<String, ConfigError> {
         let text = self.string(attr, name)?;
-        let valid = !text.is_empty()
-            && !text.starts_with(|c: char| c.is_ascii_digit())
-            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if valid {
+        if super::variables::valid_env_name(&text) {
             Ok(text)
         } else {
             Err(self.err(

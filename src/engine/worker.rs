@@ -21,6 +21,7 @@ use super::followup::{Applied, Executed, FollowUps};
 use crate::crypto::PlanKey;
 use crate::runner::{self, LogLine, PlanRequest, RunnerSet, SandboxMode, Workspace};
 use crate::store::{Run, RunKind, RunOutcome, RunStatus, Store, StoredArtifact};
+use crate::variables::{self, Phase, Resolved, Target, VariableSet};
 
 /// What a worker needs to execute runs; shared by every worker of one instance.
 pub struct WorkerContext {
@@ -45,6 +46,8 @@ pub struct WorkerContext {
     pub policies: Policies,
     /// Assesses finished drift runs; `None` leaves them unassessed (benchmarks).
     pub drift: Option<super::DriftHook>,
+    /// The variable sets of the server config, in the order they apply.
+    pub variables: Vec<VariableSet>,
 }
 
 /// One worker slot.
@@ -174,8 +177,13 @@ impl Worker {
     /// Exports the run's commit into a fresh workspace and builds the runner request for it,
     /// with the run's state backend: a credential for this stack only, and the stack's state
     /// routes served on a Unix socket in the workspace for as long as the returned server lives.
-    async fn request(&self, run: &Run) -> Result<(PlanRequest, StateServer)> {
+    async fn request(
+        &self,
+        run: &Run,
+        logs: &mpsc::Sender<LogLine>,
+    ) -> Result<(PlanRequest, StateServer)> {
         let ctx = &self.ctx;
+        let vars = self.variables(run, logs).await?;
         let mirror = ctx
             .mirrors
             .get(&run.repo)
@@ -201,14 +209,64 @@ impl Worker {
             stack: run.stack.clone(),
             runner,
             sandbox: ctx.sandbox,
-            variables: Vec::new(),
-            secrets: Vec::new(),
+            variables: vars.variables,
+            secrets: vars.secrets,
+            files: vars.files,
             repo: run.repo.clone(),
             commit: run.commit.clone(),
             key: ctx.key.clone(),
             state: Some(state),
         };
         Ok((request, server))
+    }
+
+    /// The variable sets that match the run (its stack, tags and phase), with their secrets
+    /// read now, so a rotated secret needs no restart. The run log names the sets and the
+    /// variables they set, never a value; a missing secret fails this run only.
+    async fn variables(&self, run: &Run, logs: &mpsc::Sender<LogLine>) -> Result<Resolved> {
+        let ctx = &self.ctx;
+        if ctx.variables.is_empty() {
+            return Ok(Resolved::default());
+        }
+        let settings = ctx.store.stack_settings(&run.repo, &run.stack).await?;
+        let phase = match run.kind {
+            RunKind::Apply => Phase::Apply,
+            RunKind::Plan | RunKind::Drift => Phase::Plan,
+        };
+        let target = Target {
+            stack: &run.stack,
+            tags: &settings.tags,
+            environment: None,
+            phase,
+            pull_request: false,
+        };
+        let sets = variables::matching(&ctx.variables, &target);
+        let resolved = variables::resolve(
+            &sets,
+            |name| std::env::var(name).ok(),
+            |path| {
+                std::fs::File::open(path)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .with_context(|| format!("stack {}", run.stack))?;
+        if !sets.is_empty() {
+            let names: Vec<String> = sets
+                .iter()
+                .map(|s| format!("{} ({})", s.name, s.names().join(", ")))
+                .collect();
+            let text = format!("variable sets for {}: {}", phase.as_str(), names.join("; "));
+            info!("{text}");
+            let _ = logs
+                .send(LogLine {
+                    step: "variables".into(),
+                    stream: runner::Stream::System,
+                    text,
+                })
+                .await;
+        }
+        Ok(resolved)
     }
 
     /// Mints the run's state credential and serves its stack's state routes on a Unix socket
@@ -275,7 +333,7 @@ impl Worker {
         let ctx = &self.ctx;
         // The run holds the stack, so no apply moves the state between this read and the plan.
         let state_serial = ctx.store.latest_state_serial(&run.repo, &run.stack).await?;
-        let (request, _server) = self.request(run).await?;
+        let (request, _server) = self.request(run, &logs).await?;
         let outcome = runner::plan(request, logs, cancel).await;
         let summary = outcome
             .summary
@@ -358,7 +416,7 @@ impl Worker {
             binding: serde_json::from_str(&stored.binding)
                 .context("reading the stored plan's binding")?,
         };
-        let (request, _server) = self.request(run).await?;
+        let (request, _server) = self.request(run, &logs).await?;
         let outcome = runner::apply(
             runner::ApplyRequest {
                 run: request,

@@ -11,9 +11,10 @@ use super::artifact::{Binding, PlanArtifact};
 use super::backend::{self, StackBackend, StateBackend};
 use super::definition::{ExitMeaning, RunnerDef, StepKind};
 use super::process::{self, Exit, Invocation, OutputPolicy, StepRun};
-use super::redact::{Redactor, redact_plan_json, sensitive_in_stack};
+use super::redact::{Redactor, redact_plan_json, secret_file_values, sensitive_in_stack};
 use super::sandbox::{self, SandboxMode, SandboxSpec, SandboxTools};
 use super::steps::{ApplyRequest, PlanOutcome, PlanRequest};
+use super::system::{self, SystemMount};
 use super::{LogLine, RunStatus, Stream};
 use crate::plan::summarize;
 
@@ -45,6 +46,8 @@ pub(super) struct Job {
     plan_file: PathBuf,
     env: Vec<(String, String)>,
     ro_binds: Vec<PathBuf>,
+    /// The read-only system view; empty without bubblewrap or with `system = false`.
+    system: Vec<SystemMount>,
     redactor: Redactor,
     logs: mpsc::Sender<LogLine>,
     cancel: CancellationToken,
@@ -115,15 +118,26 @@ impl Job {
 
         let mut ro_binds = vec![program.clone()];
         ro_binds.extend(helpers);
+        ro_binds.extend(req.files.iter().cloned());
         if let Some(var) = &def.cli_config_env
             && let Some((_, file)) = env.iter().rev().find(|(k, _)| k == var)
         {
             ro_binds.extend(cli_config_binds(Path::new(file)));
         }
 
+        let system = if def.sandbox.system && tools.bwrap.is_some() {
+            system::prepare(req.workspace.path(), &req.workspace.home())
+                .map_err(|e| Stop::failed(format!("preparing the sandbox's system view: {e:#}")))?
+        } else {
+            Vec::new()
+        };
+
         let stack_secrets = sensitive_in_stack(&cwd);
         let mut redactor = Redactor::new(req.secrets.iter().map(|(_, s)| s.expose().to_string()));
         redactor.extend(stack_secrets.values);
+        for file in &req.files {
+            redactor.extend(secret_file_values(file));
+        }
         redactor.extend(req.variables.iter().filter_map(|(k, v)| {
             let name = k.strip_prefix("TF_VAR_")?;
             stack_secrets.names.contains(name).then(|| v.clone())
@@ -164,6 +178,7 @@ impl Job {
             cwd,
             env,
             ro_binds,
+            system,
             redactor,
             logs,
             cancel,
@@ -281,7 +296,7 @@ impl Job {
             runner: self.def.name.clone(),
             tool_version,
             lock_hash: hex::encode(Sha256::digest(&lock)),
-            vars_hash: req.key.vars_hash(&req.variables, &req.secrets),
+            vars_hash: terraform_inputs_hash(req),
         })
     }
 
@@ -319,6 +334,7 @@ impl Job {
             args: argv_args,
             ro_binds: self.ro_binds.clone(),
             ro_binds_try,
+            system: self.system.clone(),
             network: step.network,
             limits: self.def.sandbox.limits.clone(),
         };
@@ -479,6 +495,27 @@ fn normalize_stack(stack: &str) -> String {
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
     parts.join("/")
+}
+
+/// The keyed hash of the values Terraform takes as input variables (`TF_VAR_*`), which the
+/// plan file carries: an apply with other values would not be the reviewed plan. Other
+/// variables (provider credentials, which a variable set may give plans and applies
+/// differently) are not part of the plan and not bound.
+fn terraform_inputs_hash(req: &PlanRequest) -> String {
+    let input = |name: &String| name.starts_with("TF_VAR_");
+    let variables: Vec<(String, String)> = req
+        .variables
+        .iter()
+        .filter(|(k, _)| input(k))
+        .cloned()
+        .collect();
+    let secrets: Vec<(String, crate::crypto::Secret)> = req
+        .secrets
+        .iter()
+        .filter(|(k, _)| input(k))
+        .cloned()
+        .collect();
+    req.key.vars_hash(&variables, &secrets)
 }
 
 /// The stack's directory inside the exported tree; a path leaving the tree is refused.

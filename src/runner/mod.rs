@@ -36,6 +36,7 @@ mod proxy;
 mod redact;
 mod sandbox;
 mod steps;
+mod system;
 mod workspace;
 
 pub use artifact::{ArtifactError, Binding, PlanArtifact, digest};
@@ -52,6 +53,7 @@ pub use sandbox::{
 pub use steps::{
     ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, StepOutcome, apply, plan, run_step,
 };
+pub use system::{SystemMount, accounts, system_view};
 pub use workspace::Workspace;
 
 use serde::Serialize;

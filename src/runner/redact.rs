@@ -347,6 +347,39 @@ fn literal_leaves(expr: &hcl::Expression, out: &mut Vec<String>) {
     }
 }
 
+/// What to redact of a secret file: its whole text and each of its lines (a key file's
+/// lines, a JSON credential's values), for files up to 1 MiB. A file that cannot be read here
+/// was already refused when the run resolved its variables.
+pub(super) fn secret_file_values(file: &Path) -> Vec<String> {
+    const MAX: u64 = 1 << 20;
+    let small = std::fs::metadata(file).is_ok_and(|m| m.len() <= MAX);
+    let Some(text) = small.then(|| std::fs::read_to_string(file).ok()).flatten() else {
+        return Vec::new();
+    };
+    let mut values: Vec<String> = text
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').trim_matches('"').to_string())
+        .collect();
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) {
+        json_strings(&json, &mut values);
+    }
+    values.push(text.trim().to_string());
+    values.retain(|v| v.len() >= 8);
+    values
+}
+
+fn json_strings(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => {
+            out.push(s.clone());
+            out.extend(s.lines().map(|l| l.trim().to_string()));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| json_strings(v, out)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::definition::Limits;
+use super::system::SystemMount;
 
 /// Whether steps run inside bubblewrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +87,8 @@ pub struct SandboxSpec {
     pub ro_binds: Vec<PathBuf>,
     /// Host paths bound read-only when they exist.
     pub ro_binds_try: Vec<PathBuf>,
+    /// The read-only system view ([`super::system`]); empty when the runner turns it off.
+    pub system: Vec<SystemMount>,
     pub network: bool,
     pub limits: Limits,
 }
@@ -130,19 +133,37 @@ pub fn command_line(prlimit: &Path, bwrap: Option<&Path>, spec: &SandboxSpec) ->
         // The fresh mounts come first: binds below /tmp (a workspace under the system temp
         // dir) must land on top of the new /tmp, not be hidden by it.
         argv.extend(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"].map(OsString::from));
+        for mount in &spec.system {
+            let [flag, source, dest]: [&std::ffi::OsStr; 3] = match mount {
+                SystemMount::Bind(dir) => ["--ro-bind".as_ref(), dir.as_ref(), dir.as_ref()],
+                SystemMount::BindTry(path) => {
+                    ["--ro-bind-try".as_ref(), path.as_ref(), path.as_ref()]
+                }
+                SystemMount::Symlink { target, link } => {
+                    ["--symlink".as_ref(), target.as_ref(), link.as_ref()]
+                }
+                SystemMount::File { source, dest } => {
+                    ["--ro-bind".as_ref(), source.as_ref(), dest.as_ref()]
+                }
+            };
+            argv.extend([flag.into(), source.into(), dest.into()]);
+        }
+        // What the system view shows already is not bound twice (under a recreated link it
+        // could not be).
+        let shown = |path: &Path| spec.system.iter().any(|m| m.covers(path));
         let mut bind = |flag: &str, path: &Path| {
             argv.extend([flag.into(), path.into(), path.into()]);
         };
         bind("--bind", &spec.workspace);
-        for path in &spec.ro_binds {
+        for path in spec.ro_binds.iter().filter(|p| !shown(p)) {
             bind("--ro-bind", path);
         }
-        for path in &spec.ro_binds_try {
+        for path in spec.ro_binds_try.iter().filter(|p| !shown(p)) {
             bind("--ro-bind-try", path);
         }
         if spec.network {
-            for file in NETWORK_FILES {
-                bind("--ro-bind-try", Path::new(file));
+            for file in NETWORK_FILES.iter().map(Path::new).filter(|p| !shown(p)) {
+                bind("--ro-bind-try", file);
             }
         }
         argv.extend(["--chdir".into(), spec.cwd.clone().into(), "--".into()]);
@@ -164,6 +185,7 @@ mod tests {
             args: vec!["plan".into(), "-out=/tmp/ws/out/plan".into()],
             ro_binds: vec!["/opt/tf/terraform".into(), "/opt/mirror".into()],
             ro_binds_try: vec!["/usr".into()],
+            system: Vec::new(),
             network,
             limits: Limits {
                 address_space_bytes: 1 << 32,
@@ -213,6 +235,43 @@ mod tests {
         );
         let offline = command_line(Path::new("prlimit"), Some(Path::new("bwrap")), &spec(false));
         assert!(!offline.iter().any(|a| a == "--share-net"));
+    }
+
+    #[test]
+    fn the_system_view_comes_first_and_is_not_bound_twice() {
+        let mut spec = spec(true);
+        spec.ro_binds_try = vec!["/usr/lib".into(), "/lib64".into(), "/opt/extra".into()];
+        spec.system = vec![
+            SystemMount::Bind("/usr".into()),
+            SystemMount::Symlink {
+                target: "usr/lib64".into(),
+                link: "/lib64".into(),
+            },
+            SystemMount::BindTry("/etc/ssl".into()),
+            SystemMount::File {
+                source: "/tmp/ws/system/passwd".into(),
+                dest: "/etc/passwd".into(),
+            },
+        ];
+        let argv: Vec<String> = command_line(Path::new("prlimit"), Some(Path::new("bwrap")), &spec)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let text = argv.join(" ");
+        assert!(
+            text.contains(
+                "--tmpfs /tmp --ro-bind /usr /usr --symlink usr/lib64 /lib64 \
+                 --ro-bind-try /etc/ssl /etc/ssl --ro-bind /tmp/ws/system/passwd /etc/passwd \
+                 --bind /tmp/ws /tmp/ws"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("--ro-bind-try /opt/extra /opt/extra"),
+            "{text}"
+        );
+        assert!(!text.contains("/usr/lib /usr/lib"), "{text}");
+        assert!(!text.contains("--ro-bind-try /lib64"), "{text}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct PlanRequest {
     pub variables: Vec<(String, String)>,
     /// Secret environment variables: passed to the steps, redacted from everything.
     pub secrets: Vec<(String, Secret)>,
+    /// Secret files: bound read-only into the sandbox at their own path (a variable names
+    /// them); their contents are redacted from everything.
+    pub files: Vec<std::path::PathBuf>,
     /// Binding fields: the repository's name and the planned commit.
     pub repo: String,
     pub commit: String,
@@ -56,6 +59,7 @@ impl std::fmt::Debug for PlanRequest {
                 "secrets",
                 &names(self.secrets.iter().map(|(k, _)| k).collect()),
             )
+            .field("files", &self.files)
             .field("repo", &self.repo)
             .field("commit", &self.commit)
             .field("state", &self.state.as_ref().map(|s| &s.path))
@@ -221,6 +225,7 @@ mod tests {
             sandbox: SandboxMode::Bubblewrap,
             variables: vec![("TF_VAR_region".into(), "eu-west-1".into())],
             secrets: vec![("TF_VAR_pw".into(), Secret::new("hunter2"))],
+            files: Vec::new(),
             repo: "infra".into(),
             commit: "abc".into(),
             key: PlanKey::generate(),

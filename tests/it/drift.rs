@@ -280,6 +280,7 @@ impl Rig {
                 outbox: outbox.clone(),
                 checked: Arc::new(tokio::sync::Notify::new()),
             }),
+            variables: Vec::new(),
         });
         let sender = OutboxSender {
             store: store.clone(),

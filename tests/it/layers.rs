@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "state_backend",
     "runner",
     "store",
+    "variables",
     "notify",
     "gate",
     "drift",

@@ -16,4 +16,5 @@ mod stacks;
 mod state;
 mod store;
 mod support;
+mod variables;
 mod worker;

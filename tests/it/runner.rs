@@ -94,6 +94,7 @@ impl Stack {
                 Toolchain::get().cli_config().display().to_string(),
             )],
             secrets: Vec::new(),
+            files: Vec::new(),
             repo: "infra".into(),
             commit: self.commit.clone(),
             key: PlanKey::generate(),
@@ -164,7 +165,8 @@ fn require_bwrap() {
 const OUTSIDE_STACK: &str = r#"
 variable "planted" { type = string }
 output "planted_exists" { value = fileexists(var.planted) }
-output "passwd_exists" { value = fileexists("/etc/passwd") }
+output "shadow_exists" { value = fileexists("/etc/shadow") }
+output "passwd" { value = fileexists("/etc/passwd") ? file("/etc/passwd") : "" }
 "#;
 
 #[tokio::test]
@@ -190,15 +192,19 @@ async fn a_plan_cannot_see_files_outside_the_workspace() {
             );
             let json = plan_json(&outcome);
             let value = |name: &str| json["planned_values"]["outputs"][name]["value"].clone();
-            (value("planted_exists"), value("passwd_exists"))
+            let passwd = value("passwd").as_str().unwrap_or_default().to_string();
+            (value("planted_exists"), value("shadow_exists"), passwd)
         }
     };
-    assert_eq!(
-        outputs(SandboxMode::Bubblewrap).await,
-        (false.into(), false.into())
-    );
-    // The same plan without the sandbox sees both: the check above is not vacuous.
-    assert_eq!(outputs(SandboxMode::None).await, (true.into(), true.into()));
+    // The system view shows a generated /etc/passwd naming only the run's user.
+    let (planted, shadow, passwd) = outputs(SandboxMode::Bubblewrap).await;
+    assert_eq!((planted, shadow), (false.into(), false.into()));
+    assert!(passwd.contains(":Tidemark run:"), "{passwd}");
+    assert_eq!(passwd.lines().count(), 2, "{passwd}");
+    // The same plan without the sandbox sees the host's files: the check above is not vacuous.
+    let (planted, shadow, passwd) = outputs(SandboxMode::None).await;
+    assert_eq!((planted, shadow), (true.into(), true.into()));
+    assert!(!passwd.contains(":Tidemark run:"), "{passwd}");
     stack.assert_no_workspace_left();
 }
 
@@ -778,4 +784,106 @@ esac"#,
         host.path().join("plan.tfplan").exists(),
         "cleanup must not follow the link"
     );
+}
+
+/// A `local-exec` runs under the shipped runner's default system view: `/bin/sh` and the
+/// host's tools work, yet a planted host file, `/etc/shadow` and the host's accounts stay
+/// invisible.
+#[tokio::test]
+async fn local_exec_runs_under_the_system_view_and_host_files_stay_hidden() {
+    require_bwrap();
+    let outside = tempfile::tempdir_in("/var/tmp").expect("tempdir outside /tmp");
+    let planted = outside.path().join("planted.txt");
+    std::fs::write(&planted, "host-data-4b7c").expect("plant");
+    let command = format!(
+        "echo tools-ok $(printf abc | tr a-c x-z); \
+         cat {} || echo planted-hidden; \
+         test -e /etc/shadow && echo shadow-visible || echo shadow-hidden; \
+         grep -c : /etc/passwd",
+        planted.display()
+    );
+    let main = format!(
+        r#"{}
+resource "null_resource" "tools" {{
+  provisioner "local-exec" {{
+    command = "{}"
+  }}
+}}
+"#,
+        null_stack("v"),
+        command.replace('"', "\\\"")
+    );
+    let stack = Stack::new(&[("stacks/s/main.tf", &main)]);
+    let req = stack.request(terraform_def(""));
+    let key = req.key.clone();
+    let (outcome, lines) = plan(req, CancellationToken::new()).await;
+    assert_eq!(
+        outcome.status,
+        RunStatus::Succeeded,
+        "{:?}\n{}",
+        outcome.error,
+        log_text(&lines)
+    );
+    let mut apply_req = stack.request(terraform_def(""));
+    apply_req.key = key;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let collector = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        lines
+    });
+    let applied = runner::apply(
+        ApplyRequest {
+            run: apply_req,
+            artifact: outcome.artifact.expect("artifact"),
+        },
+        tx,
+        CancellationToken::new(),
+    )
+    .await;
+    let log = log_text(&collector.await.expect("collector"));
+    assert_eq!(
+        applied.status,
+        RunStatus::Succeeded,
+        "{:?}\n{log}",
+        applied.error
+    );
+    assert!(log.contains("tools-ok xyz"), "{log}");
+    assert!(log.contains("planted-hidden"), "{log}");
+    assert!(!log.contains("host-data-4b7c"), "{log}");
+    assert!(log.contains("shadow-hidden"), "{log}");
+    assert!(log.contains("(local-exec): 2"), "two accounts only: {log}");
+    stack.assert_no_workspace_left();
+}
+
+/// `system = false` turns the view off: the same `local-exec` finds no shell, as before.
+#[tokio::test]
+async fn without_the_system_view_a_local_exec_has_no_shell() {
+    require_bwrap();
+    let main = format!(
+        "{}\nresource \"null_resource\" \"tools\" {{\n  provisioner \"local-exec\" {{\n    command = \"echo hi\"\n  }}\n}}\n",
+        null_stack("v")
+    );
+    let stack = Stack::new(&[("stacks/s/main.tf", &main)]);
+    let def = || terraform_def("  sandbox {\n    system = false\n  }\n");
+    let req = stack.request(def());
+    let key = req.key.clone();
+    let (outcome, lines) = plan(req, CancellationToken::new()).await;
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{}", log_text(&lines));
+    let mut apply_req = stack.request(def());
+    apply_req.key = key;
+    let applied = runner::apply(
+        ApplyRequest {
+            run: apply_req,
+            artifact: outcome.artifact.expect("artifact"),
+        },
+        tokio::sync::mpsc::channel(1024).0,
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(applied.status, RunStatus::Failed);
+    let error = applied.error.unwrap_or_default();
+    assert!(error.contains("/bin/sh"), "{error}");
 }

@@ -66,6 +66,7 @@ async fn steps_follow_dependencies_locks_and_recovery() {
             grace: Duration::from_secs(1),
             policies: Default::default(),
             drift: None,
+            variables: Vec::new(),
         }),
     };
     let shutdown = CancellationToken::new();

@@ -176,6 +176,9 @@ pub struct SandboxSettings {
     /// Extra host paths bound read-only at their own path when they exist (e.g. `/usr` for a
     /// dynamically linked tool).
     pub ro_paths: Vec<PathBuf>,
+    /// The read-only system view (`/usr`, the merged-`/usr` links, certificates, a generated
+    /// `/etc/passwd`; see `runner::system`): on unless the definition says `system = false`.
+    pub system: bool,
 }
 
 /// One step: its arguments (`{plan_file}` is replaced by the plan file's path) and how its

@@ -132,6 +132,7 @@ impl Ctx<'_> {
                 "output_cap_kib" => s.output_cap_kib = Some(self.number(attr)?),
                 "timeout" => s.timeout = Some(self.string(attr)?),
                 "ro_paths" => s.ro_paths = Some(self.strings(attr)?),
+                "system" => s.system = Some(self.bool(attr)?),
                 other => return Err(self.unknown(attr, other)),
             }
         }

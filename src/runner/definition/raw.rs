@@ -38,6 +38,7 @@ pub(super) struct RawSandbox {
     pub(super) output_cap_kib: Option<At<u64>>,
     pub(super) timeout: Option<At<String>>,
     pub(super) ro_paths: Option<At<Vec<String>>>,
+    pub(super) system: Option<At<bool>>,
 }
 
 /// A `runner` block as written, before merging and checking.
@@ -89,6 +90,7 @@ impl RawRunner {
                 output_cap_kib: o.output_cap_kib.or(b.output_cap_kib),
                 timeout: o.timeout.or(b.timeout),
                 ro_paths: o.ro_paths.or(b.ro_paths),
+                system: o.system.or(b.system),
             },
         }
     }
@@ -167,6 +169,7 @@ impl RawRunner {
                 .as_ref()
                 .map(|p| p.value.iter().map(PathBuf::from).collect())
                 .unwrap_or_default(),
+            system: s.system.as_ref().is_none_or(|v| v.value),
         })
     }
 }
