@@ -86,7 +86,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     let mut reports = Vec::new();
     for stack in stacks {
-        let workspace = Workspace::export(root.path(), &repo, commit)?;
+        let workspace = Workspace::export_stack(root.path(), &repo, commit, &stack)?;
         // A stack that keeps its state in Tidemark's backend has none here: planned against an
         // empty state, everything would look drifted. The service checks those.
         if runner::stack_backend(&workspace.tree().join(&stack)) == runner::StackBackend::None {

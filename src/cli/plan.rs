@@ -139,7 +139,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let mut reports = Vec::new();
     for stack in stacks {
-        let workspace = Workspace::export(&root, &repo, commit)?;
+        let workspace = Workspace::export_stack(&root, &repo, commit, &stack)?;
         let req = PlanRequest {
             workspace,
             stack: stack.clone(),
