@@ -143,10 +143,11 @@ pub fn export(repo: &Repository, commit: Oid, dest: &Path, what: &Export) -> Res
                 format!("{root}/")
             };
             let mut keep = |rel: &str, is_tree: bool| {
-                is_tree || (set.is_match(rel) && !written.contains(rel) && {
-                    top.insert(first_component(rel).to_string());
-                    written.insert(rel.to_string())
-                })
+                is_tree
+                    || (set.is_match(rel) && !written.contains(rel) && {
+                        top.insert(first_component(rel).to_string());
+                        written.insert(rel.to_string())
+                    })
             };
             write_tree(repo, &sub, &base, dest, &mut keep)?;
         }

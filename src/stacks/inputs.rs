@@ -60,8 +60,12 @@ impl Snapshot {
         selection.globs.dedup();
         // Nested stacks below an exported directory are not part of it, unless exported too.
         for stack in &self.stacks {
-            let nested = paths::ancestors(paths::parent(&stack.path))
-                .any(|d| selection.dirs.binary_search_by(|x| x.as_str().cmp(d)).is_ok());
+            let nested = paths::ancestors(paths::parent(&stack.path)).any(|d| {
+                selection
+                    .dirs
+                    .binary_search_by(|x| x.as_str().cmp(d))
+                    .is_ok()
+            });
             let selected = selection
                 .dirs
                 .binary_search_by(|x| x.as_str().cmp(&stack.path))
@@ -191,7 +195,11 @@ mod tests {
         files.sort();
         assert_eq!(
             files,
-            ["modules/x/main.tf", "stacks/a/files/x.json", "stacks/a/main.tf"]
+            [
+                "modules/x/main.tf",
+                "stacks/a/files/x.json",
+                "stacks/a/main.tf"
+            ]
         );
         assert_eq!(done.files, 3);
         assert_eq!(done.top, ["modules", "stacks"]);
