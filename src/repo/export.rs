@@ -76,7 +76,7 @@ pub fn export(repo: &Repository, commit: Oid, dest: &Path, what: &Export) -> Res
         .tree()?;
     let selection = match what {
         Export::Full => {
-            let files = write_tree(repo, &tree, "", dest, &mut |_, _| true)?;
+            let files = write_tree(repo, &tree, "", dest, true, &mut |_, _| true)?;
             return Ok(Exported {
                 files,
                 top: Vec::new(),
@@ -106,7 +106,7 @@ pub fn export(repo: &Repository, commit: Oid, dest: &Path, what: &Export) -> Res
             }
             written.insert(rel.to_string())
         };
-        write_tree(repo, &sub, &base, dest, &mut keep)?;
+        write_tree(repo, &sub, &base, dest, true, &mut keep)?;
         top.insert(first_component(dir).to_string());
     }
     for file in &selection.files {
@@ -118,7 +118,8 @@ pub fn export(repo: &Repository, commit: Oid, dest: &Path, what: &Export) -> Res
         };
         if entry.kind() == Some(ObjectType::Blob) {
             let blob = repo.find_blob(entry.id())?;
-            write_entry(dest, file, blob.content(), entry.filemode())
+            make_parent(dest, file)
+                .and_then(|()| write_entry(dest, file, blob.content(), entry.filemode()))
                 .with_context(|| format!("exporting {file}"))?;
             written.insert(file.clone());
             top.insert(first_component(file).to_string());
@@ -149,7 +150,7 @@ pub fn export(repo: &Repository, commit: Oid, dest: &Path, what: &Export) -> Res
                         written.insert(rel.to_string())
                     })
             };
-            write_tree(repo, &sub, &base, dest, &mut keep)?;
+            write_tree(repo, &sub, &base, dest, false, &mut keep)?;
         }
     }
     Ok(Exported {
@@ -194,12 +195,15 @@ pub fn export_tree(repo: &Repository, commit: Oid, dest: &Path) -> Result<()> {
 
 /// Writes the blobs of `tree` (found at `base`, `""` or ending in `/`) below `dest` that `keep`
 /// accepts; `keep` is asked about each directory too (`false` skips it) with its path and a
-/// trailing `/`. Parent directories are created as files need them. Returns the files written.
+/// trailing `/`. With `mkdir`, each kept directory is created as it is met (`base` must exist);
+/// without, parent directories are created as files need them (for sparse matches). Returns the
+/// files written.
 fn write_tree(
     repo: &Repository,
     tree: &Tree<'_>,
     base: &str,
     dest: &Path,
+    mkdir: bool,
     keep: &mut dyn FnMut(&str, bool) -> bool,
 ) -> Result<usize> {
     let mut failure: Option<anyhow::Error> = None;
@@ -215,10 +219,22 @@ fn write_tree(
                     if !keep(&format!("{rel}/"), true) {
                         return Ok(TreeWalkResult::Skip);
                     }
+                    if mkdir {
+                        // Selected directories may overlap (a module inside a stack).
+                        match fs::create_dir(dest.join(&rel)) {
+                            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                                return Err(e.into());
+                            }
+                            _ => {}
+                        }
+                    }
                 }
                 Some(ObjectType::Blob) => {
                     if keep(&rel, false) {
                         let blob = repo.find_blob(entry.id())?;
+                        if !mkdir {
+                            make_parent(dest, &rel)?;
+                        }
                         write_entry(dest, &rel, blob.content(), entry.filemode())?;
                         count += 1;
                     }
@@ -242,11 +258,15 @@ fn write_tree(
     }
 }
 
-fn write_entry(dest: &Path, rel: &str, content: &[u8], mode: i32) -> Result<()> {
-    let path = dest.join(rel);
-    if let Some(parent) = path.parent() {
+fn make_parent(dest: &Path, rel: &str) -> Result<()> {
+    if let Some(parent) = dest.join(rel).parent() {
         fs::create_dir_all(parent)?;
     }
+    Ok(())
+}
+
+fn write_entry(dest: &Path, rel: &str, content: &[u8], mode: i32) -> Result<()> {
+    let path = dest.join(rel);
     match mode {
         0o120000 => write_symlink(dest, rel, content),
         mode => write_file(&path, content, mode == 0o100755),

@@ -180,8 +180,16 @@ mod tests {
     #[test]
     fn an_export_writes_only_the_selection_at_its_place() {
         let mut repo = TestRepo::new();
-        repo.write("stacks/a/main.tf", &module("../../modules/x"));
+        repo.write(
+            "stacks/a/main.tf",
+            &format!(
+                "{}{}",
+                module("../../modules/x"),
+                module("./mods/m").replace("\"m\"", "\"n\"")
+            ),
+        );
         repo.write("stacks/a/files/x.json", "{}");
+        repo.write("stacks/a/mods/m/main.tf", "");
         repo.write("stacks/a/inner/main.tf", "");
         repo.write("modules/x/main.tf", "");
         repo.write("big/data.txt", "unrelated");
@@ -189,6 +197,10 @@ mod tests {
         let what = export_of(&repo.repo, head, "stacks/a", None)
             .unwrap()
             .unwrap();
+        let Export::Only(selection) = &what else {
+            panic!("a selection");
+        };
+        assert!(selection.dirs.contains(&"stacks/a/mods/m".to_string()));
         let dest = tempfile::tempdir().unwrap();
         let done = crate::repo::export(&repo.repo, head, dest.path(), &what).unwrap();
         let mut files: Vec<String> = walkdir(dest.path());
@@ -198,12 +210,13 @@ mod tests {
             [
                 "modules/x/main.tf",
                 "stacks/a/files/x.json",
-                "stacks/a/main.tf"
+                "stacks/a/main.tf",
+                "stacks/a/mods/m/main.tf"
             ]
         );
-        assert_eq!(done.files, 3);
+        assert_eq!(done.files, 4);
         assert_eq!(done.top, ["modules", "stacks"]);
-        assert!(done.describe().contains("3 files under modules, stacks"));
+        assert!(done.describe().contains("4 files under modules, stacks"));
     }
 
     fn walkdir(root: &std::path::Path) -> Vec<String> {
