@@ -229,15 +229,13 @@ fn write_tree(
                         }
                     }
                 }
-                Some(ObjectType::Blob) => {
-                    if keep(&rel, false) {
-                        let blob = repo.find_blob(entry.id())?;
-                        if !mkdir {
-                            make_parent(dest, &rel)?;
-                        }
-                        write_entry(dest, &rel, blob.content(), entry.filemode())?;
-                        count += 1;
+                Some(ObjectType::Blob) if keep(&rel, false) => {
+                    let blob = repo.find_blob(entry.id())?;
+                    if !mkdir {
+                        make_parent(dest, &rel)?;
                     }
+                    write_entry(dest, &rel, blob.content(), entry.filemode())?;
+                    count += 1;
                 }
                 _ => {}
             }

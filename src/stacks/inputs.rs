@@ -129,7 +129,11 @@ mod tests {
         assert_eq!(got.dirs, ["modules/x", "modules/y", "stacks/a"]);
         assert_eq!(got.globs, ["shared/*.json"]);
         assert!(got.files.is_empty());
-        assert!(export_of(&repo.repo, head, "nope", None).unwrap().is_none());
+        assert!(
+            export_of(&repo.repo, head, "nope", None)
+                .expect("ok")
+                .is_none()
+        );
     }
 
     #[test]
@@ -166,13 +170,13 @@ mod tests {
         repo.write("b/main.tf", "");
         repo.write("b/stack.hcl", "stack {\n  export = \"most\"\n}\n");
         let head = repo.commit();
-        let got = export_of(&repo.repo, head, "a", None).unwrap();
+        let got = export_of(&repo.repo, head, "a", None).expect("ok");
         assert_eq!(got, Some(Export::Full));
-        let found = super::super::discover(&repo.repo, head, None).unwrap();
+        let found = super::super::discover(&repo.repo, head, None).expect("ok");
         assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
         assert!(found.errors[0].message.contains("export"));
         assert!(matches!(
-            export_of(&repo.repo, head, "b", None).unwrap(),
+            export_of(&repo.repo, head, "b", None).expect("ok"),
             Some(Export::Only(_))
         ));
     }
@@ -195,14 +199,14 @@ mod tests {
         repo.write("big/data.txt", "unrelated");
         let head = repo.commit();
         let what = export_of(&repo.repo, head, "stacks/a", None)
-            .unwrap()
-            .unwrap();
+            .expect("ok")
+            .expect("ok");
         let Export::Only(selection) = &what else {
             panic!("a selection");
         };
         assert!(selection.dirs.contains(&"stacks/a/mods/m".to_string()));
-        let dest = tempfile::tempdir().unwrap();
-        let done = crate::repo::export(&repo.repo, head, dest.path(), &what).unwrap();
+        let dest = tempfile::tempdir().expect("ok");
+        let done = crate::repo::export(&repo.repo, head, dest.path(), &what).expect("ok");
         let mut files: Vec<String> = walkdir(dest.path());
         files.sort();
         assert_eq!(
@@ -223,12 +227,12 @@ mod tests {
         let mut out = Vec::new();
         let mut dirs = vec![root.to_path_buf()];
         while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
+            for entry in std::fs::read_dir(&dir).expect("ok") {
+                let path = entry.expect("ok").path();
                 if path.is_dir() {
                     dirs.push(path);
                 } else {
-                    let rel = path.strip_prefix(root).unwrap();
+                    let rel = path.strip_prefix(root).expect("ok");
                     out.push(rel.to_string_lossy().into_owned());
                 }
             }
