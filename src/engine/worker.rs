@@ -192,7 +192,7 @@ impl Worker {
         let workspace = tokio::task::spawn_blocking(move || -> Result<Workspace> {
             let repo = crate::repo::open(&mirror)?;
             let oid = git2::Oid::from_str(&commit).with_context(|| format!("commit {commit}"))?;
-            Workspace::export_stack(&root, &repo, oid, &stack)
+            Workspace::export_stack(&root, &repo, oid, &stack, None)
         })
         .await
         .context("workspace export panicked")??;

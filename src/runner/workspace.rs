@@ -61,14 +61,16 @@ impl Workspace {
     }
 
     /// Creates a workspace holding what a run of `stack` reads at `commit` (its closure, or the
-    /// whole tree for `export = "full"` or a stack the commit does not have).
+    /// whole tree for `export = "full"` or a stack the commit does not have). Pass one
+    /// [`crate::stacks::Index`] across the stacks of a commit: the commit is analysed once.
     pub fn export_stack(
         root: &Path,
         repo: &git2::Repository,
         commit: git2::Oid,
         stack: &str,
+        index: Option<&mut crate::stacks::Index>,
     ) -> Result<Workspace> {
-        let what = crate::stacks::export_of(repo, commit, stack, None)?
+        let what = crate::stacks::export_of(repo, commit, stack, index)?
             .unwrap_or(crate::repo::Export::Full);
         Workspace::export_only(root, repo, commit, &what)
     }

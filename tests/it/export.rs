@@ -36,7 +36,7 @@ fn fixture(stack_hcl: Option<&str>) -> (GitFixture, String) {
 fn workspace(fixture: &GitFixture, commit: &str, root: &std::path::Path) -> Workspace {
     let repo = tidemark::repo::open(&fixture.work()).expect("open");
     let oid = git2::Oid::from_str(commit).expect("oid");
-    Workspace::export_stack(root, &repo, oid, "stacks/s").expect("export")
+    Workspace::export_stack(root, &repo, oid, "stacks/s", None).expect("export")
 }
 
 async fn plan(ws: Workspace, commit: &str) -> (runner::PlanOutcome, Vec<LogLine>) {
