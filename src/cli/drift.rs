@@ -85,8 +85,11 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     let cancel = CancellationToken::new();
     let mut reports = Vec::new();
+    // One analysis of the commit for every stack's export.
+    let mut index = crate::stacks::Index::new();
     for stack in stacks {
-        let workspace = Workspace::export(root.path(), &repo, commit)?;
+        let workspace =
+            Workspace::export_stack(root.path(), &repo, commit, &stack, Some(&mut index))?;
         // A stack that keeps its state in Tidemark's backend has none here: planned against an
         // empty state, everything would look drifted. The service checks those.
         if runner::stack_backend(&workspace.tree().join(&stack)) == runner::StackBackend::None {

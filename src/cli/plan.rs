@@ -138,8 +138,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     });
 
     let mut reports = Vec::new();
+    // One analysis of the commit for every stack's export.
+    let mut index = crate::stacks::Index::new();
     for stack in stacks {
-        let workspace = Workspace::export(&root, &repo, commit)?;
+        let workspace = Workspace::export_stack(&root, &repo, commit, &stack, Some(&mut index))?;
         let req = PlanRequest {
             workspace,
             stack: stack.clone(),

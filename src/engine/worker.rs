@@ -174,7 +174,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Exports the run's commit into a fresh workspace and builds the runner request for it,
+    /// Exports what the run's stack reads of its commit into a fresh workspace and builds the runner request for it,
     /// with the run's state backend: a credential for this stack only, and the stack's state
     /// routes served on a Unix socket in the workspace for as long as the returned server lives.
     async fn request(
@@ -196,10 +196,11 @@ impl Worker {
             .with_context(|| format!("stack {}", run.stack))?
             .clone();
         let (mirror, root, commit) = (mirror.clone(), ctx.workspaces.clone(), run.commit.clone());
+        let stack = run.stack.clone();
         let workspace = tokio::task::spawn_blocking(move || -> Result<Workspace> {
             let repo = crate::repo::open(&mirror)?;
             let oid = git2::Oid::from_str(&commit).with_context(|| format!("commit {commit}"))?;
-            Workspace::export(&root, &repo, oid)
+            Workspace::export_stack(&root, &repo, oid, &stack, None)
         })
         .await
         .context("workspace export panicked")??;

@@ -6,7 +6,7 @@ mod export;
 mod mirror;
 mod tree;
 
-pub use export::export_tree;
+pub use export::{Export, Exported, Selection, export, export_tree};
 pub use mirror::{FetchError, Mirror};
 pub use tree::{EntryKind, TreeItem, changed_paths, commit_tree, diff_trees, read_blob, read_tree};
 

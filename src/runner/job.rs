@@ -406,6 +406,14 @@ impl Job {
         }
     }
 
+    /// Says in the log what the workspace holds of the commit (a system line of the `init`
+    /// step, the first to read it).
+    pub(super) async fn note_export(&self, workspace: &super::workspace::Workspace) {
+        if let Some(exported) = workspace.exported() {
+            self.system(StepKind::Init, exported.describe()).await;
+        }
+    }
+
     async fn system(&self, kind: StepKind, text: String) {
         let line = LogLine {
             step: kind.name().to_string(),

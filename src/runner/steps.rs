@@ -108,6 +108,7 @@ pub async fn plan(
         Ok(job) => job,
         Err(stop) => return PlanOutcome::stopped(stop),
     };
+    job.note_export(&req.workspace).await;
     let result = job.plan(&req).await;
     // The workspace (and with it the plan file) goes when `req` drops at the end of this call.
     match result {
@@ -126,6 +127,7 @@ pub async fn apply(
         Ok(job) => job,
         Err(stop) => return ApplyOutcome::stopped(stop),
     };
+    job.note_export(&req.run.workspace).await;
     match job.apply(&req).await {
         Ok((code, state)) => ApplyOutcome {
             status: RunStatus::Succeeded,

@@ -1,5 +1,5 @@
-//! Workspaces: a fresh directory per run holding the commit's whole tree (stacks reach
-//! `../modules`), the plan file and a private HOME. Dropping a workspace removes it, so a run
+//! Workspaces: a fresh directory per run holding the part of the commit's tree the run reads
+//! (the stack's closure at its place in the tree, so `../modules` resolves; or all of it), the plan file and a private HOME. Dropping a workspace removes it, so a run
 //! that ends in any way (finished, failed, cancelled, panicked) cleans up after itself; a
 //! process that died without dropping is handled by [`Workspace::sweep_stale`] at the next
 //! start.
@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 #[derive(Debug)]
 pub struct Workspace {
     path: PathBuf,
+    exported: Option<crate::repo::Exported>,
 }
 
 impl Workspace {
@@ -29,7 +30,10 @@ impl Workspace {
         let path = root.join(format!("ws-{pid}-{started}-{suffix:016x}"));
         std::fs::create_dir(&path)
             .with_context(|| format!("creating workspace {}", path.display()))?;
-        let workspace = Workspace { path };
+        let workspace = Workspace {
+            path,
+            exported: None,
+        };
         for dir in [workspace.tree(), workspace.out(), workspace.home()] {
             std::fs::create_dir(&dir)
                 .with_context(|| format!("creating workspace {}", dir.display()))?;
@@ -39,10 +43,41 @@ impl Workspace {
 
     /// Creates a workspace holding `commit`'s whole tree.
     pub fn export(root: &Path, repo: &git2::Repository, commit: git2::Oid) -> Result<Workspace> {
-        let workspace = Workspace::create(root)?;
-        crate::repo::export_tree(repo, commit, &workspace.tree())
+        Workspace::export_only(root, repo, commit, &crate::repo::Export::Full)
+    }
+
+    /// Creates a workspace holding `what` of `commit`'s tree.
+    pub fn export_only(
+        root: &Path,
+        repo: &git2::Repository,
+        commit: git2::Oid,
+        what: &crate::repo::Export,
+    ) -> Result<Workspace> {
+        let mut workspace = Workspace::create(root)?;
+        let exported = crate::repo::export(repo, commit, &workspace.tree(), what)
             .with_context(|| format!("exporting commit {commit} into a workspace"))?;
+        workspace.exported = Some(exported);
         Ok(workspace)
+    }
+
+    /// Creates a workspace holding what a run of `stack` reads at `commit` (its closure, or the
+    /// whole tree for `export = "full"` or a stack the commit does not have). Pass one
+    /// [`crate::stacks::Index`] across the stacks of a commit: the commit is analysed once.
+    pub fn export_stack(
+        root: &Path,
+        repo: &git2::Repository,
+        commit: git2::Oid,
+        stack: &str,
+        index: Option<&mut crate::stacks::Index>,
+    ) -> Result<Workspace> {
+        let what = crate::stacks::export_of(repo, commit, stack, index)?
+            .unwrap_or(crate::repo::Export::Full);
+        Workspace::export_only(root, repo, commit, &what)
+    }
+
+    /// What was exported into the workspace, when it was exported.
+    pub fn exported(&self) -> Option<&crate::repo::Exported> {
+        self.exported.as_ref()
     }
 
     /// The workspace directory: the only path a sandboxed step may write.

@@ -36,6 +36,10 @@ pub(crate) struct Snapshot {
     pub watch: GlobSet,
     /// The stack each glob in `watch` belongs to.
     pub watch_owner: Vec<usize>,
+    /// Per stack: `export = "full"` in its `stack.hcl`.
+    pub export_full: Vec<bool>,
+    /// Per stack: the Terragrunt files it includes or reads.
+    pub included: Vec<Vec<String>>,
 }
 
 /// A stack's `stack.hcl` analysis, shared with the index rather than copied.
@@ -51,6 +55,7 @@ static NO_CONFIG: StackConfig = StackConfig {
     runner: None,
     tags: Vec::new(),
     drift_remediation: super::DriftRemediation::None,
+    export_full: false,
 };
 
 impl Config {
@@ -444,6 +449,8 @@ impl Builder<'_> {
             }
         }
         let (watch, watch_owner) = self.watch_globs(&found, &configs);
+        let export_full = configs.iter().map(|c| c.get().export_full).collect();
+        let included = tg.into_iter().map(|t| t.included).collect();
         let stacks = found
             .iter()
             .zip(&configs)
@@ -480,6 +487,8 @@ impl Builder<'_> {
             include_users,
             watch,
             watch_owner,
+            export_full,
+            included,
         }
     }
 

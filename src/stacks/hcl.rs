@@ -52,6 +52,8 @@ pub struct StackConfig {
     pub runner: Option<String>,
     pub tags: Vec<String>,
     pub drift_remediation: super::DriftRemediation,
+    /// `export = "full"`: a run of this stack gets the commit's whole tree.
+    pub export_full: bool,
 }
 
 /// Everything detection needs from one file.
@@ -303,6 +305,11 @@ fn stack_config(body: &Body, lines: &Lines, facts: &mut FileFacts) {
                         None => error(line, bad_type("a string")),
                     }
                 }
+                "export" => match string(&a.value).as_deref() {
+                    Some("full") => config.export_full = true,
+                    Some("closure") => config.export_full = false,
+                    _ => error(line, bad_type("\"closure\" or \"full\"")),
+                },
                 "auto_apply" => match &a.value {
                     Expression::Bool(b) => config.auto_apply = *b.value(),
                     _ => error(line, bad_type("a bool")),

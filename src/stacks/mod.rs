@@ -25,6 +25,7 @@ mod graph;
 mod hash;
 mod hcl;
 mod index;
+mod inputs;
 mod paths;
 mod resolve;
 mod state;
@@ -41,6 +42,7 @@ use serde::Serialize;
 
 pub use affected::{Affected, AffectedError, AffectedStack, Reason, ReasonKind, affected};
 pub use index::Index;
+pub use inputs::export_of;
 
 use discovery::Snapshot;
 

@@ -5,6 +5,7 @@ mod cli;
 mod drift;
 mod drift_store;
 mod engine;
+mod export;
 mod gate;
 mod layers;
 mod notify;

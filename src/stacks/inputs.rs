@@ -1,0 +1,242 @@
+//! What a run of one stack reads: the paths change detection already attributes to it (its own
+//! directory, its local modules, Terragrunt includes, watch globs), plus what its Terragrunt
+//! dependencies read (Terragrunt parses them for their outputs) and the directories of the
+//! stacks whose state it reads. A run's workspace holds only these.
+
+use anyhow::Result;
+use git2::{Oid, Repository};
+
+use super::discovery::Snapshot;
+use super::hash::Set;
+use super::{EdgeKind, Index, paths, snapshot};
+use crate::repo::{Export, Selection};
+
+impl Snapshot {
+    /// What a run of stack `i` must have on disk. Pure: a function of the snapshot.
+    pub(crate) fn export_of(&self, i: usize) -> Export {
+        let mut seen: Set<usize> = Set::default();
+        let mut queue = vec![i];
+        let mut stacks = Vec::new();
+        while let Some(s) = queue.pop() {
+            if !seen.insert(s) {
+                continue;
+            }
+            if self.export_full[s] {
+                return Export::Full;
+            }
+            stacks.push(s);
+            for (up, kind) in &self.upstreams[s] {
+                if *kind == EdgeKind::Dependency {
+                    queue.push(*up);
+                }
+            }
+        }
+        let mut selection = Selection::default();
+        for &s in &stacks {
+            selection.dirs.push(self.stacks[s].path.clone());
+            selection.files.extend(self.included[s].iter().cloned());
+            for (up, kind) in &self.upstreams[s] {
+                if *kind == EdgeKind::RemoteState {
+                    selection.dirs.push(self.stacks[*up].path.clone());
+                }
+            }
+            let dir = &self.stacks[s].path;
+            for pattern in &self.stacks[s].watch {
+                if let Ok(glob) = paths::join(dir, pattern) {
+                    selection.globs.push(glob);
+                }
+            }
+        }
+        for (module, users) in self.module_users.iter() {
+            if users.iter().any(|u| seen.contains(u)) {
+                selection.dirs.push(module.clone());
+            }
+        }
+        selection.dirs.sort_unstable();
+        selection.dirs.dedup();
+        selection.files.sort_unstable();
+        selection.files.dedup();
+        selection.globs.sort_unstable();
+        selection.globs.dedup();
+        // Nested stacks below an exported directory are not part of it, unless exported too.
+        for stack in &self.stacks {
+            let nested = paths::ancestors(paths::parent(&stack.path)).any(|d| {
+                selection
+                    .dirs
+                    .binary_search_by(|x| x.as_str().cmp(d))
+                    .is_ok()
+            });
+            let selected = selection
+                .dirs
+                .binary_search_by(|x| x.as_str().cmp(&stack.path))
+                .is_ok();
+            if stack.path != paths::ROOT && nested && !selected {
+                selection.prune.insert(stack.path.clone());
+            }
+        }
+        Export::Only(selection)
+    }
+}
+
+/// What a run of `stack` at `commit` must have on disk, or `None` when `commit` has no such
+/// stack. Pass the repository's [`Index`] to reuse earlier work.
+pub fn export_of(
+    repo: &Repository,
+    commit: Oid,
+    stack: &str,
+    index: Option<&mut Index>,
+) -> Result<Option<Export>> {
+    let mut scratch = Index::new();
+    let index = index.unwrap_or(&mut scratch);
+    let tree = crate::repo::commit_tree(repo, commit)?;
+    let snap = snapshot(repo, tree, index)?;
+    let stack = stack.trim_end_matches('/');
+    let stack = if stack.is_empty() { paths::ROOT } else { stack };
+    Ok(snap.by_path.get(stack).map(|&i| snap.export_of(i)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::TestRepo;
+    use super::*;
+
+    fn module(source: &str) -> String {
+        format!("module \"m\" {{\n  source = \"{source}\"\n}}\n")
+    }
+
+    fn selection(repo: &TestRepo, commit: Oid, stack: &str) -> Selection {
+        match export_of(&repo.repo, commit, stack, None).expect("export_of") {
+            Some(Export::Only(selection)) => selection,
+            other => panic!("expected a selection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stack_exports_its_directory_modules_recursively_and_watch_globs() {
+        let mut repo = TestRepo::new();
+        repo.write("stacks/a/main.tf", &module("../../modules/x"));
+        repo.write(
+            "stacks/a/stack.hcl",
+            "stack {\n  watch = [\"../../shared/*.json\"]\n}\n",
+        );
+        repo.write("stacks/b/main.tf", &module("../../modules/z"));
+        repo.write("modules/x/main.tf", &module("../y"));
+        repo.write("modules/y/main.tf", "");
+        repo.write("modules/z/main.tf", "");
+        repo.write("big/data.txt", "unrelated");
+        let head = repo.commit();
+        let got = selection(&repo, head, "stacks/a");
+        assert_eq!(got.dirs, ["modules/x", "modules/y", "stacks/a"]);
+        assert_eq!(got.globs, ["shared/*.json"]);
+        assert!(got.files.is_empty());
+        assert!(
+            export_of(&repo.repo, head, "nope", None)
+                .expect("ok")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn terragrunt_includes_and_dependencies_are_exported() {
+        let mut repo = TestRepo::new();
+        repo.write("live/root.hcl", "locals {}\n");
+        repo.write(
+            "live/app/terragrunt.hcl",
+            "include \"root\" {\n  path = find_in_parent_folders(\"root.hcl\")\n}\n\
+             terraform {\n  source = \"../../modules/app\"\n}\n\
+             dependency \"net\" {\n  config_path = \"../net\"\n}\n",
+        );
+        repo.write(
+            "live/net/terragrunt.hcl",
+            "terraform {\n  source = \"../../modules/net\"\n}\n",
+        );
+        repo.write("live/other/terragrunt.hcl", "");
+        repo.write("modules/app/main.tf", "");
+        repo.write("modules/net/main.tf", "");
+        let head = repo.commit();
+        let got = selection(&repo, head, "live/app");
+        assert_eq!(
+            got.dirs,
+            ["live/app", "live/net", "modules/app", "modules/net"]
+        );
+        assert_eq!(got.files, ["live/root.hcl"]);
+    }
+
+    #[test]
+    fn export_full_is_the_escape_hatch_and_bad_values_are_errors() {
+        let mut repo = TestRepo::new();
+        repo.write("a/main.tf", "");
+        repo.write("a/stack.hcl", "stack {\n  export = \"full\"\n}\n");
+        repo.write("b/main.tf", "");
+        repo.write("b/stack.hcl", "stack {\n  export = \"most\"\n}\n");
+        let head = repo.commit();
+        let got = export_of(&repo.repo, head, "a", None).expect("ok");
+        assert_eq!(got, Some(Export::Full));
+        let found = super::super::discover(&repo.repo, head, None).expect("ok");
+        assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
+        assert!(found.errors[0].message.contains("export"));
+        assert!(matches!(
+            export_of(&repo.repo, head, "b", None).expect("ok"),
+            Some(Export::Only(_))
+        ));
+    }
+
+    #[test]
+    fn an_export_writes_only_the_selection_at_its_place() {
+        let mut repo = TestRepo::new();
+        repo.write(
+            "stacks/a/main.tf",
+            &format!(
+                "{}{}",
+                module("../../modules/x"),
+                module("./mods/m").replace("\"m\"", "\"n\"")
+            ),
+        );
+        repo.write("stacks/a/files/x.json", "{}");
+        repo.write("stacks/a/mods/m/main.tf", "");
+        repo.write("stacks/a/inner/main.tf", "");
+        repo.write("modules/x/main.tf", "");
+        repo.write("big/data.txt", "unrelated");
+        let head = repo.commit();
+        let what = export_of(&repo.repo, head, "stacks/a", None)
+            .expect("ok")
+            .expect("ok");
+        let Export::Only(selection) = &what else {
+            panic!("a selection");
+        };
+        assert!(selection.dirs.contains(&"stacks/a/mods/m".to_string()));
+        let dest = tempfile::tempdir().expect("ok");
+        let done = crate::repo::export(&repo.repo, head, dest.path(), &what).expect("ok");
+        let mut files: Vec<String> = walkdir(dest.path());
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "modules/x/main.tf",
+                "stacks/a/files/x.json",
+                "stacks/a/main.tf",
+                "stacks/a/mods/m/main.tf"
+            ]
+        );
+        assert_eq!(done.files, 4);
+        assert_eq!(done.top, ["modules", "stacks"]);
+        assert!(done.describe().contains("4 files under modules, stacks"));
+    }
+
+    fn walkdir(root: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("ok") {
+                let path = entry.expect("ok").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let rel = path.strip_prefix(root).expect("ok");
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
+    }
+}
