@@ -82,6 +82,8 @@ pub fn analyze(bytes: &[u8], role: Role) -> FileFacts {
         });
         return facts;
     };
+    let protected = protect_heredocs(text);
+    let text = protected.as_deref().unwrap_or(text);
     let (body, text) = match parse_lenient(text) {
         Ok(parsed) => parsed,
         Err(error) => {
@@ -128,6 +130,57 @@ fn parse_lenient(text: &str) -> Result<(Body, String), FileError> {
         }
     }
     unreachable!("the loop returns on its last attempt")
+}
+
+/// hcl-edit ends a heredoc at any line that starts with its marker followed by a character that
+/// cannot continue an identifier (`EOF" >> /tmp/out`); Terraform ends it only at a line that is
+/// the marker alone (indented or not). In a copy of the text, such content lines get the
+/// marker's first character replaced by one of the same length, so offsets and line numbers stay
+/// and the parser reads on; detection never looks inside heredoc content. `None`: nothing to do.
+fn protect_heredocs(text: &str) -> Option<String> {
+    if !text.contains("<<") {
+        return None;
+    }
+    let mut out: Option<String> = None;
+    let mut marker: Option<&str> = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let body = line.trim_end_matches(['\n', '\r']);
+        let Some(m) = marker else {
+            marker = heredoc_start(body);
+            continue;
+        };
+        let trimmed = body.trim_start_matches([' ', '\t']);
+        let Some(rest) = trimmed.strip_prefix(m) else {
+            continue;
+        };
+        if rest.trim_end_matches([' ', '\t']).is_empty() {
+            marker = None;
+        } else if !rest.starts_with(is_id_continue) {
+            let at = start + (body.len() - trimmed.len());
+            let first = m.chars().next().unwrap_or('x');
+            let stand_in = if first == 'x' { "y" } else { "x" }.repeat(first.len_utf8());
+            out.get_or_insert_with(|| text.to_string())
+                .replace_range(at..at + first.len_utf8(), &stand_in);
+        }
+    }
+    out
+}
+
+/// The marker of a heredoc that opens at the end of this line (`<<EOF`, `<<-EOT`).
+fn heredoc_start(line: &str) -> Option<&str> {
+    let at = line.rfind("<<")?;
+    let rest = &line[at + 2..];
+    let rest = rest.strip_prefix('-').unwrap_or(rest).trim_end_matches([' ', '\t']);
+    let first = rest.chars().next()?;
+    let valid = (first.is_alphabetic() || first == '_') && rest.chars().all(is_id_continue);
+    valid.then_some(rest)
+}
+
+fn is_id_continue(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
 }
 
 /// Byte offsets to one-based line numbers.

@@ -762,3 +762,5 @@ fn root_stack_is_dot() {
         ".: file main.tf, file other/x.txt",
     );
 }
+
+mod fidelity;
