@@ -322,6 +322,16 @@ impl Builder<'_> {
             }
             for r in &facts.modules {
                 match local_source(&r.expr, &scope, false) {
+                    // Invalid in Terraform; the directory stays a stack and says so.
+                    Some(Ok(module)) if module == dir => tf.problems.push((
+                        file.clone(),
+                        FileError {
+                            line: Some(r.line),
+                            message: "module source is the module's own directory (it calls \
+                                      itself)"
+                                .to_string(),
+                        },
+                    )),
                     Some(Ok(module)) => tf.modules.push(ModuleUse {
                         dir: module,
                         file: file.clone(),

@@ -28,3 +28,23 @@ fn indented_heredoc_forms_end_only_at_their_marker_line() {
         "app: module modules/m/main.tf via modules/m",
     );
 }
+
+#[test]
+fn module_calling_itself_stays_a_stack_with_an_error() {
+    let main = "resource \"null_resource\" \"x\" {}\n\nmodule \"again\" {\n  source = \"./\"\n}\n";
+    check(
+        &[("app/main.tf", main)],
+        &[Write("app/extra.tf", "# c\n")],
+        "app: file app/extra.tf
+         ! app app/main.tf:4 module source is the module's own directory (it calls itself)",
+    );
+    check(
+        &[
+            ("a/stack.hcl", STACK),
+            ("a/main.tf", "module \"me\" {\n  source = \"../a\"\n}\n"),
+        ],
+        &[Write("a/main.tf", "module \"me\" {\n  source = \"../a/\"\n}\n")],
+        "a: file a/main.tf
+         ! a a/main.tf:2 module source is the module's own directory (it calls itself)",
+    );
+}
