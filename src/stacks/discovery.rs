@@ -36,6 +36,8 @@ pub(crate) struct Snapshot {
     pub watch: GlobSet,
     /// The stack each glob in `watch` belongs to.
     pub watch_owner: Vec<usize>,
+    /// Followed symbolic links as (target, link): a change under a target is seen at the link.
+    pub links: Vec<(String, String)>,
 }
 
 /// A stack's `stack.hcl` analysis, shared with the index rather than copied.
@@ -119,11 +121,31 @@ impl Builder<'_> {
                 .map(|(dir, _)| dir.to_string())
                 .collect();
             self.load_tf_dirs(&tf.iter().map(String::as_str).collect::<Vec<_>>())?;
-            let used: Set<&str> = self
+            let mut used: Set<&str> = self
                 .tf_dirs
                 .values()
                 .flat_map(|d| d.modules.iter().map(|m| m.dir.as_str()))
                 .collect();
+            // What links share is part of the directories holding the links: a linked
+            // directory, and a directory whose Terraform files are all linked from elsewhere.
+            let linked: Set<&str> = self
+                .files
+                .links
+                .iter()
+                .filter_map(|l| l.target.as_deref().ok())
+                .collect();
+            for dir in &tf {
+                let mut tf_files = self
+                    .files
+                    .in_dir(dir)
+                    .filter(|(n, _)| paths::is_terraform(n))
+                    .peekable();
+                let shared = tf_files.peek().is_some()
+                    && tf_files.all(|(n, _)| linked.contains(paths::child(dir, n).as_str()));
+                if linked.contains(dir.as_str()) || shared {
+                    used.insert(dir.as_str());
+                }
+            }
             found = tf
                 .iter()
                 .filter(|dir| !used.contains(dir.as_str()))
@@ -477,6 +499,20 @@ impl Builder<'_> {
                 }
             })
             .collect();
+        let mut links = Vec::new();
+        for link in &self.files.links {
+            match &link.target {
+                Ok(target) => links.push((target.clone(), link.path.clone())),
+                Err(message) => {
+                    let owner = paths::ancestors(paths::parent(&link.path))
+                        .find(|d| by_path.contains_key(*d));
+                    if let Some(owner) = owner {
+                        self.errors
+                            .push(StackError::at(owner, &link.path, None, message));
+                    }
+                }
+            }
+        }
         let mut errors = self.errors;
         errors.sort();
         errors.dedup();
@@ -490,6 +526,7 @@ impl Builder<'_> {
             include_users,
             watch,
             watch_owner,
+            links,
         }
     }
 

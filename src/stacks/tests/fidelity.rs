@@ -48,3 +48,44 @@ fn module_calling_itself_stays_a_stack_with_an_error() {
          ! a a/main.tf:2 module source is the module's own directory (it calls itself)",
     );
 }
+
+#[test]
+fn symlinked_tf_file_inside_the_tree_is_its_target() {
+    let shared = "variable \"region\" {}\n\nmodule \"net\" {\n  source = \"../../modules/net\"\n}\n";
+    check_linked(
+        &[
+            ("shared/variables-common.tf", shared),
+            ("deploy/a/main.tf", ""),
+            ("deploy/b/main.tf", ""),
+            ("modules/net/main.tf", ""),
+            ("deploy/c/main.tf", ""),
+        ],
+        &[
+            ("deploy/a/variables-common.tf", "../../shared/variables-common.tf"),
+            ("deploy/b/variables-common.tf", "../../shared/variables-common.tf"),
+            ("deploy/c/outside.tf", "../../../elsewhere/x.tf"),
+        ],
+        &[Write("shared/variables-common.tf", &format!("{shared}# c\n"))],
+        "deploy/a: file shared/variables-common.tf
+         deploy/b: file shared/variables-common.tf
+         ! deploy/c deploy/c/outside.tf symbolic link to ../../../elsewhere/x.tf leaves the repository",
+    );
+}
+
+#[test]
+fn symlinked_module_directory_is_traced_to_its_target() {
+    check_linked(
+        &[
+            ("app/stack.hcl", STACK),
+            ("app/main.tf", "module \"m\" {\n  source = \"../vendor/m\"\n}\n"),
+            ("modules/m/main.tf", ""),
+            ("other/stack.hcl", STACK),
+            ("other/main.tf", "module \"o\" {\n  source = \"./gone\"\n}\n"),
+        ],
+        &[("vendor/m", "../modules/m"), ("other/gone", "/etc")],
+        &[Write("modules/m/main.tf", "# c\n")],
+        "app: module modules/m/main.tf via vendor/m
+         ! other other/gone symbolic link to /etc leaves the repository
+         ! other other/main.tf:2 module source other/gone: no such directory",
+    );
+}
