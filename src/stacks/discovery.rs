@@ -70,6 +70,7 @@ struct TgStack {
     included: Vec<String>,
     modules: Vec<String>,
     dependencies: Vec<(String, String, u32)>,
+    unresolved: Vec<super::UnresolvedInput>,
 }
 
 struct Builder<'a> {
@@ -249,6 +250,13 @@ impl Builder<'_> {
                         Some(Err(message)) => error(Some(r.line), message),
                         None => {}
                     }
+                }
+                for (line, expression) in &facts.unresolved {
+                    out[i].unresolved.push(super::UnresolvedInput {
+                        file: file.clone(),
+                        line: *line,
+                        expression: expression.clone(),
+                    });
                 }
                 for r in &facts.dependencies {
                     match resolve(&r.expr, &scope) {
@@ -496,6 +504,7 @@ impl Builder<'_> {
                     auto_apply: config.auto_apply,
                     tags: config.tags.clone(),
                     drift_remediation: config.drift_remediation,
+                    unresolved_inputs: tg[i].unresolved.clone(),
                 }
             })
             .collect();

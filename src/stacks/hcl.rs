@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use hcl::edit::Span;
 use hcl::edit::expr::{Expression, FuncCall, ObjectKey};
 use hcl::edit::structure::{Attribute, Block, Body};
+use hcl::edit::template::Element;
 use hcl::edit::visit::{Visit, visit_func_call};
 
 use super::eval::PathExpr;
@@ -67,6 +68,8 @@ pub struct FileFacts {
     /// Terragrunt `dependency` config paths and `dependencies` paths.
     pub dependencies: Vec<PathRef>,
     pub stack: Option<StackConfig>,
+    /// Inputs written as expressions Tidemark cannot evaluate: (line, expression as written).
+    pub unresolved: Vec<(u32, String)>,
 }
 
 /// Keys renamed to get past a repeated object key (see [`parse_lenient`]) carry this prefix.
@@ -247,7 +250,6 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
     for block in body.blocks() {
         let refs = match block.ident.as_str() {
             "include" => vec![("path", &mut facts.includes)],
-            "terraform" => vec![("source", &mut facts.modules)],
             "dependency" => vec![("config_path", &mut facts.dependencies)],
             _ => vec![],
         };
@@ -260,6 +262,11 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
                     line: lines.of(a),
                 });
             }
+        }
+        if block.ident.as_str() == "terraform"
+            && let Some(a) = attr(&block.body, "source")
+        {
+            terragrunt_source(a, lines, facts);
         }
         if block.ident.as_str() == "dependencies"
             && let Some(a) = attr(&block.body, "paths")
@@ -281,6 +288,42 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
     };
     reads.visit_body(body);
     facts.includes.extend(reads.found);
+}
+
+/// `terraform { source }`: every value a conditional can yield is a source (`cond ? "git::..." :
+/// "../modules//app"`, bare or inside `"${...}"`); a value that cannot be evaluated is an
+/// unresolved input, never dropped in silence.
+fn terragrunt_source(a: &Attribute, lines: &Lines, facts: &mut FileFacts) {
+    let line = lines.of(a);
+    let mut unresolved = false;
+    let mut branches = vec![&a.value];
+    while let Some(expr) = branches.pop() {
+        match expr {
+            Expression::Conditional(c) => {
+                branches.push(&c.false_expr);
+                branches.push(&c.true_expr);
+            }
+            Expression::Parenthesis(p) => branches.push(p.inner()),
+            Expression::StringTemplate(t) if t.len() == 1 => match t.iter().next() {
+                Some(Element::Interpolation(i)) => branches.push(&i.expr),
+                _ => lower_or_flag(expr, line, facts, &mut unresolved),
+            },
+            _ => lower_or_flag(expr, line, facts, &mut unresolved),
+        }
+    }
+    if unresolved {
+        facts
+            .unresolved
+            .push((line, format!("source = {}", a.value.to_string().trim())));
+    }
+}
+
+/// Records a lowered path; flags what cannot be lowered.
+fn lower_or_flag(expr: &Expression, line: u32, facts: &mut FileFacts, unresolved: &mut bool) {
+    match PathExpr::lower(expr) {
+        Some(expr) => facts.modules.push(PathRef { expr, line }),
+        None => *unresolved = true,
+    }
 }
 
 /// Collects `read_terragrunt_config("...")` calls wherever they appear (usually in `locals`).

@@ -747,6 +747,7 @@ fn discovery_reports_stack_settings_and_edges() {
             auto_apply: true,
             tags: vec!["prod".into()],
             drift_remediation: DriftRemediation::Plan,
+            unresolved_inputs: vec![],
         }
     );
     assert_eq!(found.stacks[1].kind, StackKind::Terragrunt);

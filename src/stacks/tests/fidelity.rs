@@ -89,3 +89,60 @@ fn symlinked_module_directory_is_traced_to_its_target() {
          ! other other/main.tf:2 module source other/gone: no such directory",
     );
 }
+
+const CONDITIONAL_SOURCE: &str = "locals {\n  local = true\n}\n\nterraform {\n  source = local.local ? \"../../modules//app\" : \"git::https://example.test/m.git//app?ref=v1\"\n}\n";
+const TEMPLATED_SOURCE: &str = "terraform {\n  source = \"${get_env(\"LOCAL\", \"\") != \"\" ? \"../../modules//db\" : \"git::https://example.test/m.git//db?ref=v1\"}\"\n}\n";
+
+#[test]
+fn terragrunt_conditional_source_yields_every_local_literal() {
+    check(
+        &[
+            ("live/app/terragrunt.hcl", CONDITIONAL_SOURCE),
+            ("live/db/terragrunt.hcl", TEMPLATED_SOURCE),
+            ("modules/app/main.tf", ""),
+            ("modules/db/main.tf", ""),
+        ],
+        &[
+            Write("modules/app/main.tf", "# c\n"),
+            Write("modules/db/main.tf", "# c\n"),
+        ],
+        "live/app: module modules/app/main.tf via modules/app
+         live/db: module modules/db/main.tf via modules/db",
+    );
+}
+
+#[test]
+fn terragrunt_source_that_cannot_be_evaluated_is_an_unresolved_input() {
+    let mut t = TestRepo::new();
+    t.write(
+        "live/app/terragrunt.hcl",
+        "terraform {\n  source = var.local ? local.path : \"../../modules//app\"\n}\n",
+    );
+    t.write("live/db/terragrunt.hcl", CONDITIONAL_SOURCE);
+    t.write("modules/app/main.tf", "");
+    let head = t.commit();
+    let found = discover(&t.repo, head, None).expect("discover");
+    assert_eq!(
+        found.stacks[0].unresolved_inputs,
+        [UnresolvedInput {
+            file: "live/app/terragrunt.hcl".into(),
+            line: 2,
+            expression: "source = var.local ? local.path : \"../../modules//app\"".into(),
+        }]
+    );
+    assert_eq!(found.stacks[1].unresolved_inputs, []);
+    let json = serde_json::to_value(&found.stacks[0]).expect("json");
+    assert_eq!(json["unresolved_inputs"][0]["line"], 2);
+    // The literal branch is still a source.
+    check(
+        &[
+            (
+                "live/app/terragrunt.hcl",
+                "terraform {\n  source = var.local ? local.path : \"../../modules//app\"\n}\n",
+            ),
+            ("modules/app/main.tf", ""),
+        ],
+        &[Write("modules/app/main.tf", "# c\n")],
+        "live/app: module modules/app/main.tf via modules/app",
+    );
+}
