@@ -95,6 +95,7 @@ pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<S
     let found = b.find_stacks()?;
     let configs = b.stack_configs(&found)?;
     let tg = b.terragrunt(&found)?;
+    let (found, configs, tg) = b.without_parent_configs(found, configs, tg);
     let mut roots: Vec<&str> = found.iter().map(|(dir, _)| dir.as_str()).collect();
     roots.extend(tg.iter().flat_map(|t| t.modules.iter().map(String::as_str)));
     b.load_tf_dirs(&roots)?;
@@ -268,6 +269,55 @@ impl Builder<'_> {
             frontier = next;
         }
         Ok(out)
+    }
+
+    /// A `terragrunt.hcl` that other units include and that has no `terraform` block is their
+    /// configuration, not a unit of its own (unless a `stack.hcl` makes it one): dropped, with
+    /// the errors reported in its name.
+    fn without_parent_configs(
+        &mut self,
+        found: Vec<(String, StackKind)>,
+        configs: Vec<Config>,
+        tg: Vec<TgStack>,
+    ) -> (Vec<(String, StackKind)>, Vec<Config>, Vec<TgStack>) {
+        let included: Set<&str> = tg
+            .iter()
+            .flat_map(|t| t.included.iter().map(String::as_str))
+            .collect();
+        let parent: Vec<bool> = found
+            .iter()
+            .zip(&configs)
+            .map(|((dir, kind), config)| {
+                let file = paths::child(dir, "terragrunt.hcl");
+                *kind == StackKind::Terragrunt
+                    && config.0.is_none()
+                    && included.contains(file.as_str())
+                    && self
+                        .files
+                        .blob(&file)
+                        .and_then(|id| self.index.facts(id, Role::Terragrunt))
+                        .is_some_and(|facts| !facts.terraform_block)
+            })
+            .collect();
+        if !parent.contains(&true) {
+            return (found, configs, tg);
+        }
+        let dropped: Set<String> = found
+            .iter()
+            .zip(&parent)
+            .filter(|(_, p)| **p)
+            .map(|((dir, _), _)| dir.clone())
+            .collect();
+        self.errors.retain(|e| !dropped.contains(&e.stack));
+        let mut out = (Vec::new(), Vec::new(), Vec::new());
+        for (((stack, config), t), parent) in found.into_iter().zip(configs).zip(tg).zip(parent) {
+            if !parent {
+                out.0.push(stack);
+                out.1.push(config);
+                out.2.push(t);
+            }
+        }
+        out
     }
 
     /// Analyses the Terraform files of these directories and, transitively, of the local

@@ -70,6 +70,8 @@ pub struct FileFacts {
     pub stack: Option<StackConfig>,
     /// Inputs written as expressions Tidemark cannot evaluate: (line, expression as written).
     pub unresolved: Vec<(u32, String)>,
+    /// A Terragrunt file with a `terraform` block of its own.
+    pub terraform_block: bool,
 }
 
 /// Keys renamed to get past a repeated object key (see [`parse_lenient`]) carry this prefix.
@@ -263,6 +265,7 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
                 });
             }
         }
+        facts.terraform_block |= block.ident.as_str() == "terraform";
         if block.ident.as_str() == "terraform"
             && let Some(a) = attr(&block.body, "source")
         {

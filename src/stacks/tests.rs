@@ -650,8 +650,8 @@ fn terragrunt_find_in_parent_folders_without_argument_and_read_config() {
             ),
         ],
         &[Write("live/common.hcl", "locals { x = 1 }\n")],
-        "live: file live/common.hcl
-         live/a: include live/common.hcl
+        // live/terragrunt.hcl is live/a's parent configuration, not a unit (issue 14, item 7).
+        "live/a: include live/common.hcl
          live/b (indirect): dependency live/a",
     );
 }

@@ -146,3 +146,43 @@ fn terragrunt_source_that_cannot_be_evaluated_is_an_unresolved_input() {
         "live/app: module modules/app/main.tf via modules/app",
     );
 }
+
+#[test]
+fn parent_terragrunt_config_without_terraform_block_is_not_a_unit() {
+    let files = [
+        (
+            "live/terragrunt.hcl",
+            "remote_state {\n  backend = \"s3\"\n}\n",
+        ),
+        ("live/LICENSE", "MIT"),
+        (
+            "live/app/terragrunt.hcl",
+            "include \"root\" {\n  path = find_in_parent_folders()\n}\n\nterraform {\n  source = \"../../modules//app\"\n}\n",
+        ),
+        ("modules/app/main.tf", ""),
+        // Included too, but a unit: it has a terraform block of its own.
+        (
+            "live/net/terragrunt.hcl",
+            "terraform {\n  source = \"../../modules//app\"\n}\n",
+        ),
+        (
+            "live/net/sub/terragrunt.hcl",
+            "include \"net\" {\n  path = find_in_parent_folders()\n}\n",
+        ),
+    ];
+    check(
+        &files,
+        &[Write("live/LICENSE", "Apache-2.0")],
+        "",
+    );
+    check(
+        &files,
+        &[Write("live/terragrunt.hcl", "remote_state {\n  backend = \"gcs\"\n}\n")],
+        "live/app: include live/terragrunt.hcl",
+    );
+    check(
+        &files,
+        &[Write("live/net/x.hcl", "")],
+        "live/net: file live/net/x.hcl",
+    );
+}
