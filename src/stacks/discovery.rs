@@ -221,8 +221,11 @@ impl Builder<'_> {
                 };
                 let files = self.files;
                 let exists = |p: &str| files.exists(p);
+                // Terragrunt merges an included file into the unit: its relative paths are the
+                // unit's, and only get_parent_terragrunt_dir() names the file's own directory.
                 let scope = Scope {
-                    file_dir: paths::parent(&file),
+                    file_dir: stack_dir,
+                    included_dir: paths::parent(&file),
                     stack_dir,
                     exists: &exists,
                 };
@@ -385,6 +388,7 @@ impl Builder<'_> {
         let exists = |_: &str| false;
         let scope = Scope {
             file_dir: dir,
+            included_dir: dir,
             stack_dir: dir,
             exists: &exists,
         };

@@ -186,3 +186,35 @@ fn parent_terragrunt_config_without_terraform_block_is_not_a_unit() {
         "live/net: file live/net/x.hcl",
     );
 }
+
+#[test]
+fn paths_in_an_included_terragrunt_file_are_the_including_units() {
+    let envcommon = "locals {\n  env = read_terragrunt_config(\"../env.hcl\")\n}\n\ndependency \"vpc\" {\n  config_path = \"../vpc\"\n}\n\nterraform {\n  source = \"${get_parent_terragrunt_dir()}/../../modules//app\"\n}\n";
+    let unit = "include \"envcommon\" {\n  path = \"${dirname(find_in_parent_folders(\"root.hcl\"))}/_envcommon/app.hcl\"\n}\n";
+    let files = [
+        ("live/root.hcl", "remote_state {\n  backend = \"s3\"\n}\n"),
+        ("live/_envcommon/app.hcl", envcommon),
+        ("live/prod/env.hcl", "locals {}\n"),
+        ("live/prod/app/terragrunt.hcl", unit),
+        (
+            "live/prod/vpc/terragrunt.hcl",
+            "terraform {\n  source = \"../../../modules//vpc\"\n}\n",
+        ),
+        ("modules/app/main.tf", ""),
+        ("modules/vpc/main.tf", ""),
+    ];
+    check(
+        &files,
+        &[Write("modules/vpc/main.tf", "# c\n")],
+        "live/prod/vpc: module modules/vpc/main.tf via modules/vpc
+         live/prod/app (indirect): dependency live/prod/vpc",
+    );
+    check(
+        &files,
+        &[
+            Write("live/prod/env.hcl", "locals { x = 1 }\n"),
+            Write("modules/app/main.tf", "# c\n"),
+        ],
+        "live/prod/app: module modules/app/main.tf via modules/app, include live/prod/env.hcl",
+    );
+}
