@@ -281,12 +281,7 @@ fn attribute(snapshot: &Snapshot, path: &str, found: &mut dyn FnMut(usize, Reaso
 
 /// [`attribute`] for a path `seen` where it is used (itself, or through a symbolic link); the
 /// reasons name the `path` that changed.
-fn attribute_at(
-    snapshot: &Snapshot,
-    seen: &str,
-    path: &str,
-    found: &mut dyn FnMut(usize, Reason),
-) {
+fn attribute_at(snapshot: &Snapshot, seen: &str, path: &str, found: &mut dyn FnMut(usize, Reason)) {
     let markdown = paths::is_markdown(path);
     if !markdown {
         let dir = paths::parent(seen);

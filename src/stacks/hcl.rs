@@ -178,7 +178,10 @@ fn protect_heredocs(text: &str) -> Option<String> {
 fn heredoc_start(line: &str) -> Option<&str> {
     let at = line.rfind("<<")?;
     let rest = &line[at + 2..];
-    let rest = rest.strip_prefix('-').unwrap_or(rest).trim_end_matches([' ', '\t']);
+    let rest = rest
+        .strip_prefix('-')
+        .unwrap_or(rest)
+        .trim_end_matches([' ', '\t']);
     let first = rest.chars().next()?;
     let valid = (first.is_alphabetic() || first == '_') && rest.chars().all(is_id_continue);
     valid.then_some(rest)

@@ -47,10 +47,13 @@ struct Cached<T> {
 pub struct Files {
     /// A directory's tree id is `None` when symbolic links changed what it holds: its contents
     /// then depend on more than the tree, so nothing is cached by it.
-    dirs: Map<String, (Option<Oid>, Arc<[TreeItem]>)>,
+    dirs: Map<String, DirFiles>,
     /// Every symbolic link, with what it resolves to.
     pub links: Vec<Link>,
 }
+
+/// A directory's tree id (see [`Files::tree_id`]) and entries.
+type DirFiles = (Option<Oid>, Arc<[TreeItem]>);
 
 /// A symbolic link in the tree. Links that stay inside the tree are followed: a link to a file
 /// is that file's blob under the link's name, a link to a directory is that directory's files
@@ -105,7 +108,9 @@ impl Files {
         let mut pending: Vec<(String, String)> = Vec::new();
         for (path, blob) in raw {
             let bytes = read_blob(repo, blob)?;
-            let text = String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_string();
+            let text = String::from_utf8_lossy(&bytes)
+                .trim_end_matches('\n')
+                .to_string();
             let inside = if text.starts_with('/') {
                 None
             } else {
@@ -151,7 +156,9 @@ impl Files {
         for (path, target) in pending {
             self.links.push(Link {
                 path,
-                target: Err(format!("symbolic link to {target}: no such file or directory")),
+                target: Err(format!(
+                    "symbolic link to {target}: no such file or directory"
+                )),
             });
         }
         Ok(())
@@ -177,7 +184,7 @@ impl Files {
     }
 
     fn alias_dir(&mut self, link: &str, target: &str) {
-        let copies: Vec<(String, (Option<Oid>, Arc<[TreeItem]>))> = self
+        let copies: Vec<(String, DirFiles)> = self
             .dirs
             .iter()
             .filter_map(|(d, v)| {

@@ -7,10 +7,7 @@ use super::*;
 fn heredoc_line_starting_with_its_marker_is_content() {
     let main = "resource \"null_resource\" \"x\" {\n  provisioner \"local-exec\" {\n    command = <<EOF\necho \"\nEOF\" >> /tmp/out\nEOF\n  }\n}\n\nmodule \"m\" {\n  source = \"../modules/m\"\n}\n";
     check(
-        &[
-            ("app/main.tf", main),
-            ("modules/m/main.tf", ""),
-        ],
+        &[("app/main.tf", main), ("modules/m/main.tf", "")],
         &[Write("modules/m/main.tf", "# c\n")],
         "app: module modules/m/main.tf via modules/m",
     );
@@ -20,10 +17,7 @@ fn heredoc_line_starting_with_its_marker_is_content() {
 fn indented_heredoc_forms_end_only_at_their_marker_line() {
     let main = "locals {\n  a = <<-EOT\n    EOT2 is not the end\n    EOT-ish\n    EOT\" >> ${path.module}/out\n    EOT\n  b = <<EOT\nEOTX\nEOT\n}\n\nmodule \"m\" {\n  source = \"../modules/m\"\n}\n";
     check(
-        &[
-            ("app/main.tf", main),
-            ("modules/m/main.tf", ""),
-        ],
+        &[("app/main.tf", main), ("modules/m/main.tf", "")],
         &[Write("modules/m/main.tf", "# c\n")],
         "app: module modules/m/main.tf via modules/m",
     );
@@ -43,7 +37,10 @@ fn module_calling_itself_stays_a_stack_with_an_error() {
             ("a/stack.hcl", STACK),
             ("a/main.tf", "module \"me\" {\n  source = \"../a\"\n}\n"),
         ],
-        &[Write("a/main.tf", "module \"me\" {\n  source = \"../a/\"\n}\n")],
+        &[Write(
+            "a/main.tf",
+            "module \"me\" {\n  source = \"../a/\"\n}\n",
+        )],
         "a: file a/main.tf
          ! a a/main.tf:2 module source is the module's own directory (it calls itself)",
     );
@@ -51,7 +48,8 @@ fn module_calling_itself_stays_a_stack_with_an_error() {
 
 #[test]
 fn symlinked_tf_file_inside_the_tree_is_its_target() {
-    let shared = "variable \"region\" {}\n\nmodule \"net\" {\n  source = \"../../modules/net\"\n}\n";
+    let shared =
+        "variable \"region\" {}\n\nmodule \"net\" {\n  source = \"../../modules/net\"\n}\n";
     check_linked(
         &[
             ("shared/variables-common.tf", shared),
@@ -77,10 +75,16 @@ fn symlinked_module_directory_is_traced_to_its_target() {
     check_linked(
         &[
             ("app/stack.hcl", STACK),
-            ("app/main.tf", "module \"m\" {\n  source = \"../vendor/m\"\n}\n"),
+            (
+                "app/main.tf",
+                "module \"m\" {\n  source = \"../vendor/m\"\n}\n",
+            ),
             ("modules/m/main.tf", ""),
             ("other/stack.hcl", STACK),
-            ("other/main.tf", "module \"o\" {\n  source = \"./gone\"\n}\n"),
+            (
+                "other/main.tf",
+                "module \"o\" {\n  source = \"./gone\"\n}\n",
+            ),
         ],
         &[("vendor/m", "../modules/m"), ("other/gone", "/etc")],
         &[Write("modules/m/main.tf", "# c\n")],
@@ -170,14 +174,13 @@ fn parent_terragrunt_config_without_terraform_block_is_not_a_unit() {
             "include \"net\" {\n  path = find_in_parent_folders()\n}\n",
         ),
     ];
+    check(&files, &[Write("live/LICENSE", "Apache-2.0")], "");
     check(
         &files,
-        &[Write("live/LICENSE", "Apache-2.0")],
-        "",
-    );
-    check(
-        &files,
-        &[Write("live/terragrunt.hcl", "remote_state {\n  backend = \"gcs\"\n}\n")],
+        &[Write(
+            "live/terragrunt.hcl",
+            "remote_state {\n  backend = \"gcs\"\n}\n",
+        )],
         "live/app: include live/terragrunt.hcl",
     );
     check(
