@@ -195,22 +195,23 @@ impl Builder<'_> {
     fn terragrunt(&mut self, found: &[(String, StackKind)]) -> Result<Vec<TgStack>> {
         let mut out: Vec<TgStack> = found.iter().map(|_| TgStack::default()).collect();
         let mut seen: Set<(usize, String)> = Set::default();
-        let mut frontier: Vec<(usize, String)> = found
+        // (stack, file, the directory the file's relative paths are joined onto)
+        let mut frontier: Vec<(usize, String, String)> = found
             .iter()
             .enumerate()
             .filter(|(_, (_, kind))| *kind == StackKind::Terragrunt)
-            .map(|(i, (dir, _))| (i, paths::child(dir, "terragrunt.hcl")))
+            .map(|(i, (dir, _))| (i, paths::child(dir, "terragrunt.hcl"), dir.clone()))
             .collect();
-        seen.extend(frontier.iter().cloned());
+        seen.extend(frontier.iter().map(|(i, file, _)| (*i, file.clone())));
         while !frontier.is_empty() {
             let wanted: Vec<(Oid, Role)> = frontier
                 .iter()
-                .filter_map(|(_, file)| self.files.blob(file))
+                .filter_map(|(_, file, _)| self.files.blob(file))
                 .map(|id| (id, Role::Terragrunt))
                 .collect();
             self.index.ensure(self.repo, &wanted)?;
             let mut next = Vec::new();
-            for (i, file) in frontier {
+            for (i, file, base) in frontier {
                 let stack_dir = found[i].0.as_str();
                 let Some(facts) = self
                     .files
@@ -223,8 +224,9 @@ impl Builder<'_> {
                 let exists = |p: &str| files.exists(p);
                 // Terragrunt merges an included file into the unit: its relative paths are the
                 // unit's, and only get_parent_terragrunt_dir() names the file's own directory.
+                // A file read by read_terragrunt_config keeps its own directory.
                 let scope = Scope {
-                    file_dir: stack_dir,
+                    file_dir: &base,
                     included_dir: paths::parent(&file),
                     stack_dir,
                     exists: &exists,
@@ -236,12 +238,18 @@ impl Builder<'_> {
                 for e in &facts.errors {
                     error(e.line, e.message.clone());
                 }
-                for r in &facts.includes {
+                let includes = facts.includes.iter().map(|r| (r, true));
+                for (r, merged) in includes.chain(facts.reads.iter().map(|r| (r, false))) {
                     match resolve(&r.expr, &scope) {
                         Ok(path) if files.exists(&path) => {
                             if seen.insert((i, path.clone())) {
                                 out[i].included.push(path.clone());
-                                next.push((i, path));
+                                let base = if merged {
+                                    base.clone()
+                                } else {
+                                    paths::parent(&path).to_string()
+                                };
+                                next.push((i, path, base));
                             }
                         }
                         Ok(path) => error(Some(r.line), format!("included file {path} not found")),

@@ -63,8 +63,10 @@ pub struct FileFacts {
     pub modules: Vec<PathRef>,
     pub backend: Option<Backend>,
     pub remote_states: Vec<Backend>,
-    /// Terragrunt `include` paths and `read_terragrunt_config` arguments.
+    /// Terragrunt `include` paths (merged into the unit).
     pub includes: Vec<PathRef>,
+    /// Terragrunt `read_terragrunt_config` arguments (read as files of their own).
+    pub reads: Vec<PathRef>,
     /// Terragrunt `dependency` config paths and `dependencies` paths.
     pub dependencies: Vec<PathRef>,
     pub stack: Option<StackConfig>,
@@ -293,7 +295,7 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
         found: vec![],
     };
     reads.visit_body(body);
-    facts.includes.extend(reads.found);
+    facts.reads = reads.found;
 }
 
 /// `terraform { source }`: every value a conditional can yield is a source (`cond ? "git::..." :

@@ -221,3 +221,22 @@ fn paths_in_an_included_terragrunt_file_are_the_including_units() {
         "live/prod/app: module modules/app/main.tf via modules/app, include live/prod/env.hcl",
     );
 }
+
+#[test]
+fn a_file_read_by_read_terragrunt_config_keeps_its_own_directory() {
+    check(
+        &[
+            (
+                "live/prod/app/terragrunt.hcl",
+                "locals {\n  env = read_terragrunt_config(\"../env.hcl\")\n}\n",
+            ),
+            (
+                "live/prod/env.hcl",
+                "locals {\n  region = read_terragrunt_config(\"./region.hcl\")\n}\n",
+            ),
+            ("live/prod/region.hcl", "locals {}\n"),
+        ],
+        &[Write("live/prod/region.hcl", "locals { r = 1 }\n")],
+        "live/prod/app: include live/prod/region.hcl",
+    );
+}
