@@ -44,6 +44,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 if !stack.depends_on.is_empty() {
                     println!("  depends on {}", stack.depends_on.join(", "));
                 }
+                for input in &stack.unresolved_inputs {
+                    println!(
+                        "  unresolved input {}:{} {} (changes to it are not detected; add a watch)",
+                        input.file, input.line, input.expression
+                    );
+                }
             }
             print_errors(&found.errors);
         }

@@ -12,6 +12,8 @@ use git2::{ObjectType, Oid, Repository};
 pub enum EntryKind {
     File,
     Dir,
+    /// A symbolic link (mode 120000): a blob holding the target path.
+    Link,
     /// Submodules and anything else that has no content in this repository.
     Other,
 }
@@ -42,6 +44,7 @@ pub fn read_tree(repo: &Repository, tree: Oid) -> Result<Vec<TreeItem>> {
     for entry in tree.iter() {
         let Ok(name) = entry.name() else { continue };
         let kind = match entry.kind() {
+            Some(ObjectType::Blob) if entry.filemode() == 0o120000 => EntryKind::Link,
             Some(ObjectType::Blob) => EntryKind::File,
             Some(ObjectType::Tree) => EntryKind::Dir,
             _ => EntryKind::Other,
@@ -131,7 +134,9 @@ fn diff_into(
         }
         let path = format!("{prefix}{name}");
         let tree = |i: Option<&TreeItem>| i.filter(|i| i.kind == EntryKind::Dir).map(|i| i.id);
-        let file = |i: Option<&TreeItem>| i.is_some_and(|i| i.kind == EntryKind::File);
+        let file = |i: Option<&TreeItem>| {
+            i.is_some_and(|i| matches!(i.kind, EntryKind::File | EntryKind::Link))
+        };
         if file(before) || file(after) {
             out.push(path.clone());
         }

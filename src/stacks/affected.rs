@@ -269,9 +269,22 @@ fn orphans(now: &Snapshot, before: &Snapshot) -> Vec<(usize, Reason)> {
 /// directory above it), through a local module directory above it (up to that stack), as an
 /// included Terragrunt file, or through a watch glob. Markdown is never a stack's file.
 fn attribute(snapshot: &Snapshot, path: &str, found: &mut dyn FnMut(usize, Reason)) {
+    attribute_at(snapshot, path, path, found);
+    for (target, link) in &snapshot.links {
+        if let Some(rest) = path.strip_prefix(target.as_str())
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            attribute_at(snapshot, &format!("{link}{rest}"), path, found);
+        }
+    }
+}
+
+/// [`attribute`] for a path `seen` where it is used (itself, or through a symbolic link); the
+/// reasons name the `path` that changed.
+fn attribute_at(snapshot: &Snapshot, seen: &str, path: &str, found: &mut dyn FnMut(usize, Reason)) {
     let markdown = paths::is_markdown(path);
     if !markdown {
-        let dir = paths::parent(path);
+        let dir = paths::parent(seen);
         let owner = paths::ancestors(dir).find_map(|d| snapshot.by_path.get(d).copied());
         for d in paths::ancestors(dir) {
             for &user in snapshot.module_users.get(d).into_iter().flatten() {
@@ -291,10 +304,10 @@ fn attribute(snapshot: &Snapshot, path: &str, found: &mut dyn FnMut(usize, Reaso
             }
         }
     }
-    for &user in snapshot.include_users.get(path).into_iter().flatten() {
+    for &user in snapshot.include_users.get(seen).into_iter().flatten() {
         found(user, Reason::file(ReasonKind::Include, path));
     }
-    for glob in snapshot.watch.matches(path) {
+    for glob in snapshot.watch.matches(seen) {
         found(
             snapshot.watch_owner[glob],
             Reason::file(ReasonKind::Watch, path),

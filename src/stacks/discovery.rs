@@ -40,6 +40,8 @@ pub(crate) struct Snapshot {
     pub export_full: Vec<bool>,
     /// Per stack: the Terragrunt files it includes or reads.
     pub included: Vec<Vec<String>>,
+    /// Followed symbolic links as (target, link): a change under a target is seen at the link.
+    pub links: Vec<(String, String)>,
 }
 
 /// A stack's `stack.hcl` analysis, shared with the index rather than copied.
@@ -73,6 +75,7 @@ struct TgStack {
     included: Vec<String>,
     modules: Vec<String>,
     dependencies: Vec<(String, String, u32)>,
+    unresolved: Vec<super::UnresolvedInput>,
 }
 
 struct Builder<'a> {
@@ -97,6 +100,7 @@ pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<S
     let found = b.find_stacks()?;
     let configs = b.stack_configs(&found)?;
     let tg = b.terragrunt(&found)?;
+    let (found, configs, tg) = b.without_parent_configs(found, configs, tg);
     let mut roots: Vec<&str> = found.iter().map(|(dir, _)| dir.as_str()).collect();
     roots.extend(tg.iter().flat_map(|t| t.modules.iter().map(String::as_str)));
     b.load_tf_dirs(&roots)?;
@@ -124,11 +128,31 @@ impl Builder<'_> {
                 .map(|(dir, _)| dir.to_string())
                 .collect();
             self.load_tf_dirs(&tf.iter().map(String::as_str).collect::<Vec<_>>())?;
-            let used: Set<&str> = self
+            let mut used: Set<&str> = self
                 .tf_dirs
                 .values()
                 .flat_map(|d| d.modules.iter().map(|m| m.dir.as_str()))
                 .collect();
+            // What links share is part of the directories holding the links: a linked
+            // directory, and a directory whose Terraform files are all linked from elsewhere.
+            let linked: Set<&str> = self
+                .files
+                .links
+                .iter()
+                .filter_map(|l| l.target.as_deref().ok())
+                .collect();
+            for dir in &tf {
+                let mut tf_files = self
+                    .files
+                    .in_dir(dir)
+                    .filter(|(n, _)| paths::is_terraform(n))
+                    .peekable();
+                let shared = tf_files.peek().is_some()
+                    && tf_files.all(|(n, _)| linked.contains(paths::child(dir, n).as_str()));
+                if linked.contains(dir.as_str()) || shared {
+                    used.insert(dir.as_str());
+                }
+            }
             found = tf
                 .iter()
                 .filter(|dir| !used.contains(dir.as_str()))
@@ -176,22 +200,23 @@ impl Builder<'_> {
     fn terragrunt(&mut self, found: &[(String, StackKind)]) -> Result<Vec<TgStack>> {
         let mut out: Vec<TgStack> = found.iter().map(|_| TgStack::default()).collect();
         let mut seen: Set<(usize, String)> = Set::default();
-        let mut frontier: Vec<(usize, String)> = found
+        // (stack, file, the directory the file's relative paths are joined onto)
+        let mut frontier: Vec<(usize, String, String)> = found
             .iter()
             .enumerate()
             .filter(|(_, (_, kind))| *kind == StackKind::Terragrunt)
-            .map(|(i, (dir, _))| (i, paths::child(dir, "terragrunt.hcl")))
+            .map(|(i, (dir, _))| (i, paths::child(dir, "terragrunt.hcl"), dir.clone()))
             .collect();
-        seen.extend(frontier.iter().cloned());
+        seen.extend(frontier.iter().map(|(i, file, _)| (*i, file.clone())));
         while !frontier.is_empty() {
             let wanted: Vec<(Oid, Role)> = frontier
                 .iter()
-                .filter_map(|(_, file)| self.files.blob(file))
+                .filter_map(|(_, file, _)| self.files.blob(file))
                 .map(|id| (id, Role::Terragrunt))
                 .collect();
             self.index.ensure(self.repo, &wanted)?;
             let mut next = Vec::new();
-            for (i, file) in frontier {
+            for (i, file, base) in frontier {
                 let stack_dir = found[i].0.as_str();
                 let Some(facts) = self
                     .files
@@ -202,8 +227,12 @@ impl Builder<'_> {
                 };
                 let files = self.files;
                 let exists = |p: &str| files.exists(p);
+                // Terragrunt merges an included file into the unit: its relative paths are the
+                // unit's, and only get_parent_terragrunt_dir() names the file's own directory.
+                // A file read by read_terragrunt_config keeps its own directory.
                 let scope = Scope {
-                    file_dir: paths::parent(&file),
+                    file_dir: &base,
+                    included_dir: paths::parent(&file),
                     stack_dir,
                     exists: &exists,
                 };
@@ -214,12 +243,18 @@ impl Builder<'_> {
                 for e in &facts.errors {
                     error(e.line, e.message.clone());
                 }
-                for r in &facts.includes {
+                let includes = facts.includes.iter().map(|r| (r, true));
+                for (r, merged) in includes.chain(facts.reads.iter().map(|r| (r, false))) {
                     match resolve(&r.expr, &scope) {
                         Ok(path) if files.exists(&path) => {
                             if seen.insert((i, path.clone())) {
                                 out[i].included.push(path.clone());
-                                next.push((i, path));
+                                let base = if merged {
+                                    base.clone()
+                                } else {
+                                    paths::parent(&path).to_string()
+                                };
+                                next.push((i, path, base));
                             }
                         }
                         Ok(path) => error(Some(r.line), format!("included file {path} not found")),
@@ -233,6 +268,13 @@ impl Builder<'_> {
                         None => {}
                     }
                 }
+                for (line, expression) in &facts.unresolved {
+                    out[i].unresolved.push(super::UnresolvedInput {
+                        file: file.clone(),
+                        line: *line,
+                        expression: expression.clone(),
+                    });
+                }
                 for r in &facts.dependencies {
                     match resolve(&r.expr, &scope) {
                         Ok(dir) => out[i].dependencies.push((dir, file.clone(), r.line)),
@@ -243,6 +285,55 @@ impl Builder<'_> {
             frontier = next;
         }
         Ok(out)
+    }
+
+    /// A `terragrunt.hcl` that other units include and that has no `terraform` block is their
+    /// configuration, not a unit of its own (unless a `stack.hcl` makes it one): dropped, with
+    /// the errors reported in its name.
+    fn without_parent_configs(
+        &mut self,
+        found: Vec<(String, StackKind)>,
+        configs: Vec<Config>,
+        tg: Vec<TgStack>,
+    ) -> (Vec<(String, StackKind)>, Vec<Config>, Vec<TgStack>) {
+        let included: Set<&str> = tg
+            .iter()
+            .flat_map(|t| t.included.iter().map(String::as_str))
+            .collect();
+        let parent: Vec<bool> = found
+            .iter()
+            .zip(&configs)
+            .map(|((dir, kind), config)| {
+                let file = paths::child(dir, "terragrunt.hcl");
+                *kind == StackKind::Terragrunt
+                    && config.0.is_none()
+                    && included.contains(file.as_str())
+                    && self
+                        .files
+                        .blob(&file)
+                        .and_then(|id| self.index.facts(id, Role::Terragrunt))
+                        .is_some_and(|facts| !facts.terraform_block)
+            })
+            .collect();
+        if !parent.contains(&true) {
+            return (found, configs, tg);
+        }
+        let dropped: Set<String> = found
+            .iter()
+            .zip(&parent)
+            .filter(|(_, p)| **p)
+            .map(|((dir, _), _)| dir.clone())
+            .collect();
+        self.errors.retain(|e| !dropped.contains(&e.stack));
+        let mut out = (Vec::new(), Vec::new(), Vec::new());
+        for (((stack, config), t), parent) in found.into_iter().zip(configs).zip(tg).zip(parent) {
+            if !parent {
+                out.0.push(stack);
+                out.1.push(config);
+                out.2.push(t);
+            }
+        }
+        out
     }
 
     /// Analyses the Terraform files of these directories and, transitively, of the local
@@ -310,6 +401,7 @@ impl Builder<'_> {
         let exists = |_: &str| false;
         let scope = Scope {
             file_dir: dir,
+            included_dir: dir,
             stack_dir: dir,
             exists: &exists,
         };
@@ -327,6 +419,16 @@ impl Builder<'_> {
             }
             for r in &facts.modules {
                 match local_source(&r.expr, &scope, false) {
+                    // Invalid in Terraform; the directory stays a stack and says so.
+                    Some(Ok(module)) if module == dir => tf.problems.push((
+                        file.clone(),
+                        FileError {
+                            line: Some(r.line),
+                            message: "module source is the module's own directory (it calls \
+                                      itself)"
+                                .to_string(),
+                        },
+                    )),
                     Some(Ok(module)) => tf.modules.push(ModuleUse {
                         dir: module,
                         file: file.clone(),
@@ -450,7 +552,7 @@ impl Builder<'_> {
         }
         let (watch, watch_owner) = self.watch_globs(&found, &configs);
         let export_full = configs.iter().map(|c| c.get().export_full).collect();
-        let included = tg.into_iter().map(|t| t.included).collect();
+        let included = tg.iter().map(|t| t.included.clone()).collect();
         let stacks = found
             .iter()
             .zip(&configs)
@@ -471,9 +573,24 @@ impl Builder<'_> {
                     auto_apply: config.auto_apply,
                     tags: config.tags.clone(),
                     drift_remediation: config.drift_remediation,
+                    unresolved_inputs: tg[i].unresolved.clone(),
                 }
             })
             .collect();
+        let mut links = Vec::new();
+        for link in &self.files.links {
+            match &link.target {
+                Ok(target) => links.push((target.clone(), link.path.clone())),
+                Err(message) => {
+                    let owner = paths::ancestors(paths::parent(&link.path))
+                        .find(|d| by_path.contains_key(*d));
+                    if let Some(owner) = owner {
+                        self.errors
+                            .push(StackError::at(owner, &link.path, None, message));
+                    }
+                }
+            }
+        }
         let mut errors = self.errors;
         errors.sort();
         errors.dedup();
@@ -489,6 +606,7 @@ impl Builder<'_> {
             watch_owner,
             export_full,
             included,
+            links,
         }
     }
 

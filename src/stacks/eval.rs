@@ -22,6 +22,8 @@ pub enum PathExpr {
     StackDir,
     /// `get_repo_root()`.
     RepoRoot,
+    /// `get_parent_terragrunt_dir()`: the directory of the included file being read.
+    IncludedDir,
     /// `find_in_parent_folders(name?, fallback?)`.
     FindInParent(Option<Box<PathExpr>>, Option<Box<PathExpr>>),
     /// `dirname(x)`.
@@ -31,7 +33,11 @@ pub enum PathExpr {
 /// Where an expression is evaluated: the directories it is relative to, and the files that
 /// exist at the commit (for `find_in_parent_folders`).
 pub struct Scope<'a> {
+    /// What relative paths are joined onto: the file's directory, or for Terragrunt (which
+    /// merges an included file into the unit) the unit's directory.
     pub file_dir: &'a str,
+    /// The directory of the file being read, for `get_parent_terragrunt_dir()`.
+    pub included_dir: &'a str,
     pub stack_dir: &'a str,
     pub exists: &'a dyn Fn(&str) -> bool,
 }
@@ -73,6 +79,7 @@ impl PathExpr {
                         Some(PathExpr::StackDir)
                     }
                     ("get_repo_root", 0) => Some(PathExpr::RepoRoot),
+                    ("get_parent_terragrunt_dir", 0) => Some(PathExpr::IncludedDir),
                     ("find_in_parent_folders", 0..=2) => {
                         Some(PathExpr::FindInParent(arg(0)?, arg(1)?))
                     }
@@ -109,6 +116,7 @@ impl PathExpr {
             PathExpr::Module => rooted(scope.file_dir),
             PathExpr::StackDir => rooted(scope.stack_dir),
             PathExpr::RepoRoot => "/".to_string(),
+            PathExpr::IncludedDir => rooted(scope.included_dir),
             PathExpr::Dirname(inner) => {
                 let value = inner.eval(scope)?;
                 match value.trim_end_matches('/').rfind('/') {
@@ -179,6 +187,7 @@ mod tests {
         let exists = |p: &str| files.contains(&p);
         let scope = Scope {
             file_dir,
+            included_dir: file_dir,
             stack_dir,
             exists: &exists,
         };

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use hcl::edit::Span;
 use hcl::edit::expr::{Expression, FuncCall, ObjectKey};
 use hcl::edit::structure::{Attribute, Block, Body};
+use hcl::edit::template::Element;
 use hcl::edit::visit::{Visit, visit_func_call};
 
 use super::eval::PathExpr;
@@ -64,11 +65,17 @@ pub struct FileFacts {
     pub modules: Vec<PathRef>,
     pub backend: Option<Backend>,
     pub remote_states: Vec<Backend>,
-    /// Terragrunt `include` paths and `read_terragrunt_config` arguments.
+    /// Terragrunt `include` paths (merged into the unit).
     pub includes: Vec<PathRef>,
+    /// Terragrunt `read_terragrunt_config` arguments (read as files of their own).
+    pub reads: Vec<PathRef>,
     /// Terragrunt `dependency` config paths and `dependencies` paths.
     pub dependencies: Vec<PathRef>,
     pub stack: Option<StackConfig>,
+    /// Inputs written as expressions Tidemark cannot evaluate: (line, expression as written).
+    pub unresolved: Vec<(u32, String)>,
+    /// A Terragrunt file with a `terraform` block of its own.
+    pub terraform_block: bool,
 }
 
 /// Keys renamed to get past a repeated object key (see [`parse_lenient`]) carry this prefix.
@@ -84,6 +91,8 @@ pub fn analyze(bytes: &[u8], role: Role) -> FileFacts {
         });
         return facts;
     };
+    let protected = protect_heredocs(text);
+    let text = protected.as_deref().unwrap_or(text);
     let (body, text) = match parse_lenient(text) {
         Ok(parsed) => parsed,
         Err(error) => {
@@ -130,6 +139,60 @@ fn parse_lenient(text: &str) -> Result<(Body, String), FileError> {
         }
     }
     unreachable!("the loop returns on its last attempt")
+}
+
+/// hcl-edit ends a heredoc at any line that starts with its marker followed by a character that
+/// cannot continue an identifier (`EOF" >> /tmp/out`); Terraform ends it only at a line that is
+/// the marker alone (indented or not). In a copy of the text, such content lines get the
+/// marker's first character replaced by one of the same length, so offsets and line numbers stay
+/// and the parser reads on; detection never looks inside heredoc content. `None`: nothing to do.
+fn protect_heredocs(text: &str) -> Option<String> {
+    if !text.contains("<<") {
+        return None;
+    }
+    let mut out: Option<String> = None;
+    let mut marker: Option<&str> = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let body = line.trim_end_matches(['\n', '\r']);
+        let Some(m) = marker else {
+            marker = heredoc_start(body);
+            continue;
+        };
+        let trimmed = body.trim_start_matches([' ', '\t']);
+        let Some(rest) = trimmed.strip_prefix(m) else {
+            continue;
+        };
+        if rest.trim_end_matches([' ', '\t']).is_empty() {
+            marker = None;
+        } else if !rest.starts_with(is_id_continue) {
+            let at = start + (body.len() - trimmed.len());
+            let first = m.chars().next().unwrap_or('x');
+            let stand_in = if first == 'x' { "y" } else { "x" }.repeat(first.len_utf8());
+            out.get_or_insert_with(|| text.to_string())
+                .replace_range(at..at + first.len_utf8(), &stand_in);
+        }
+    }
+    out
+}
+
+/// The marker of a heredoc that opens at the end of this line (`<<EOF`, `<<-EOT`).
+fn heredoc_start(line: &str) -> Option<&str> {
+    let at = line.rfind("<<")?;
+    let rest = &line[at + 2..];
+    let rest = rest
+        .strip_prefix('-')
+        .unwrap_or(rest)
+        .trim_end_matches([' ', '\t']);
+    let first = rest.chars().next()?;
+    let valid = (first.is_alphabetic() || first == '_') && rest.chars().all(is_id_continue);
+    valid.then_some(rest)
+}
+
+fn is_id_continue(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
 }
 
 /// Byte offsets to one-based line numbers.
@@ -196,7 +259,6 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
     for block in body.blocks() {
         let refs = match block.ident.as_str() {
             "include" => vec![("path", &mut facts.includes)],
-            "terraform" => vec![("source", &mut facts.modules)],
             "dependency" => vec![("config_path", &mut facts.dependencies)],
             _ => vec![],
         };
@@ -209,6 +271,12 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
                     line: lines.of(a),
                 });
             }
+        }
+        facts.terraform_block |= block.ident.as_str() == "terraform";
+        if block.ident.as_str() == "terraform"
+            && let Some(a) = attr(&block.body, "source")
+        {
+            terragrunt_source(a, lines, facts);
         }
         if block.ident.as_str() == "dependencies"
             && let Some(a) = attr(&block.body, "paths")
@@ -229,7 +297,43 @@ fn terragrunt(body: &Body, lines: &Lines, facts: &mut FileFacts) {
         found: vec![],
     };
     reads.visit_body(body);
-    facts.includes.extend(reads.found);
+    facts.reads = reads.found;
+}
+
+/// `terraform { source }`: every value a conditional can yield is a source (`cond ? "git::..." :
+/// "../modules//app"`, bare or inside `"${...}"`); a value that cannot be evaluated is an
+/// unresolved input, never dropped in silence.
+fn terragrunt_source(a: &Attribute, lines: &Lines, facts: &mut FileFacts) {
+    let line = lines.of(a);
+    let mut unresolved = false;
+    let mut branches = vec![&a.value];
+    while let Some(expr) = branches.pop() {
+        match expr {
+            Expression::Conditional(c) => {
+                branches.push(&c.false_expr);
+                branches.push(&c.true_expr);
+            }
+            Expression::Parenthesis(p) => branches.push(p.inner()),
+            Expression::StringTemplate(t) if t.len() == 1 => match t.iter().next() {
+                Some(Element::Interpolation(i)) => branches.push(&i.expr),
+                _ => lower_or_flag(expr, line, facts, &mut unresolved),
+            },
+            _ => lower_or_flag(expr, line, facts, &mut unresolved),
+        }
+    }
+    if unresolved {
+        facts
+            .unresolved
+            .push((line, format!("source = {}", a.value.to_string().trim())));
+    }
+}
+
+/// Records a lowered path; flags what cannot be lowered.
+fn lower_or_flag(expr: &Expression, line: u32, facts: &mut FileFacts, unresolved: &mut bool) {
+    match PathExpr::lower(expr) {
+        Some(expr) => facts.modules.push(PathRef { expr, line }),
+        None => *unresolved = true,
+    }
 }
 
 /// Collects `read_terragrunt_config("...")` calls wherever they appear (usually in `locals`).

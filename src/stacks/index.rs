@@ -45,7 +45,24 @@ struct Cached<T> {
 /// index's cached tree listings rather than copying names.
 #[derive(Debug, Default)]
 pub struct Files {
-    dirs: Map<String, (Oid, Arc<[TreeItem]>)>,
+    /// A directory's tree id is `None` when symbolic links changed what it holds: its contents
+    /// then depend on more than the tree, so nothing is cached by it.
+    dirs: Map<String, DirFiles>,
+    /// Every symbolic link, with what it resolves to.
+    pub links: Vec<Link>,
+}
+
+/// A directory's tree id (see [`Files::tree_id`]) and entries.
+type DirFiles = (Option<Oid>, Arc<[TreeItem]>);
+
+/// A symbolic link in the tree. Links that stay inside the tree are followed: a link to a file
+/// is that file's blob under the link's name, a link to a directory is that directory's files
+/// under the link's path.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub path: String,
+    /// The path it points to inside the tree, or why it points nowhere there.
+    pub target: Result<String, String>,
 }
 
 impl Files {
@@ -59,7 +76,7 @@ impl Files {
 
     /// The tree id of a directory that holds files.
     pub fn tree_id(&self, dir: &str) -> Option<Oid> {
-        self.dirs.get(dir).map(|(id, _)| *id)
+        self.dirs.get(dir).and_then(|(id, _)| *id)
     }
 
     /// Every directory that holds files, with those files.
@@ -84,6 +101,103 @@ impl Files {
 
     pub fn exists(&self, path: &str) -> bool {
         self.blob(path).is_some()
+    }
+
+    /// Resolves symbolic links (`(path, blob)`) in rounds, since a link may point at a link.
+    fn follow_links(&mut self, repo: &Repository, raw: Vec<(String, Oid)>) -> Result<()> {
+        let mut pending: Vec<(String, String)> = Vec::new();
+        for (path, blob) in raw {
+            let bytes = read_blob(repo, blob)?;
+            let text = String::from_utf8_lossy(&bytes)
+                .trim_end_matches('\n')
+                .to_string();
+            let inside = if text.starts_with('/') {
+                None
+            } else {
+                paths::join(paths::parent(&path), &text).ok()
+            };
+            match inside {
+                Some(target) => pending.push((path, target)),
+                None => self.links.push(Link {
+                    path,
+                    target: Err(format!("symbolic link to {text} leaves the repository")),
+                }),
+            }
+        }
+        for _ in 0..8 {
+            let before = pending.len();
+            let mut dirs = Vec::new();
+            let mut followed = Vec::new();
+            pending.retain(|(path, target)| match self.blob(target) {
+                Some(blob) => {
+                    self.add_file(path, blob);
+                    followed.push((path.clone(), target.clone()));
+                    false
+                }
+                None if self.holds_dir(target) => {
+                    dirs.push((path.clone(), target.clone()));
+                    false
+                }
+                None => true,
+            });
+            for (path, target) in &dirs {
+                self.alias_dir(path, target);
+            }
+            for (path, target) in followed.into_iter().chain(dirs) {
+                self.links.push(Link {
+                    path,
+                    target: Ok(target),
+                });
+            }
+            if pending.len() == before {
+                break;
+            }
+        }
+        for (path, target) in pending {
+            self.links.push(Link {
+                path,
+                target: Err(format!(
+                    "symbolic link to {target}: no such file or directory"
+                )),
+            });
+        }
+        Ok(())
+    }
+
+    fn add_file(&mut self, path: &str, blob: Oid) {
+        let entry = self
+            .dirs
+            .entry(paths::parent(path).to_string())
+            .or_insert_with(|| (None, Arc::from(Vec::new())));
+        let mut items = entry.1.to_vec();
+        items.push(TreeItem {
+            name: paths::file_name(path).to_string(),
+            id: blob,
+            kind: EntryKind::File,
+        });
+        *entry = (None, items.into());
+    }
+
+    fn holds_dir(&self, dir: &str) -> bool {
+        let prefix = format!("{dir}/");
+        self.dirs.keys().any(|d| d == dir || d.starts_with(&prefix))
+    }
+
+    fn alias_dir(&mut self, link: &str, target: &str) {
+        let copies: Vec<(String, DirFiles)> = self
+            .dirs
+            .iter()
+            .filter_map(|(d, v)| {
+                let rest = match d.strip_prefix(target) {
+                    Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+                    _ => return None,
+                };
+                Some((format!("{link}{rest}"), v.clone()))
+            })
+            .collect();
+        for (dir, value) in copies {
+            self.dirs.entry(dir).or_insert(value);
+        }
     }
 }
 
@@ -137,6 +251,7 @@ impl Index {
     pub(crate) fn list(&mut self, repo: &Repository, root: Oid) -> Result<Files> {
         let mut files = Files::default();
         let mut pending = vec![(root, paths::ROOT.to_string())];
+        let mut links = Vec::new();
         while let Some((tree, dir)) = pending.pop() {
             let items = self.tree(repo, tree)?;
             let mut has_files = false;
@@ -144,12 +259,16 @@ impl Index {
                 match item.kind {
                     EntryKind::File => has_files = true,
                     EntryKind::Dir => pending.push((item.id, paths::child(&dir, &item.name))),
+                    EntryKind::Link => links.push((paths::child(&dir, &item.name), item.id)),
                     EntryKind::Other => {}
                 }
             }
             if has_files {
-                files.dirs.insert(dir, (tree, items));
+                files.dirs.insert(dir, (Some(tree), items));
             }
+        }
+        if !links.is_empty() {
+            files.follow_links(repo, links)?;
         }
         Ok(files)
     }

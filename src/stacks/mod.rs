@@ -83,6 +83,19 @@ pub struct Stack {
     pub tags: Vec<String>,
     /// What a drift check does about drift it finds.
     pub drift_remediation: DriftRemediation,
+    /// Inputs written as expressions Tidemark cannot evaluate (a path computed from
+    /// variables): a change to what they name is not detected, so add a `watch` for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved_inputs: Vec<UnresolvedInput>,
+}
+
+/// One input of a stack that cannot be evaluated, where it is written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct UnresolvedInput {
+    pub file: String,
+    pub line: u32,
+    /// The expression as written (`source = var.x ? ... : ...`).
+    pub expression: String,
 }
 
 /// `drift_remediation` in `stack.hcl`: what to do about drift beyond recording and reporting

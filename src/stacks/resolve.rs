@@ -85,6 +85,7 @@ pub(crate) fn closure<'a>(
         for read in &tf.remote_states {
             let scope = Scope {
                 file_dir: current,
+                included_dir: current,
                 stack_dir: dir,
                 exists: &exists,
             };
@@ -95,6 +96,7 @@ pub(crate) fn closure<'a>(
     }
     let scope = Scope {
         file_dir: dir,
+        included_dir: dir,
         stack_dir: dir,
         exists: &exists,
     };

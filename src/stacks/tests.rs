@@ -20,6 +20,8 @@ pub(super) struct TestRepo {
     _dir: tempfile::TempDir,
     pub repo: Repository,
     files: BTreeMap<String, String>,
+    /// Paths among `files` written as symbolic links (their content is the target).
+    links: std::collections::BTreeSet<String>,
     head: Option<Oid>,
 }
 
@@ -31,12 +33,18 @@ impl TestRepo {
             _dir: dir,
             repo,
             files: BTreeMap::new(),
+            links: Default::default(),
             head: None,
         }
     }
 
     pub(super) fn write(&mut self, path: &str, content: &str) {
         self.files.insert(path.to_string(), content.to_string());
+    }
+
+    pub(super) fn link(&mut self, path: &str, target: &str) {
+        self.write(path, target);
+        self.links.insert(path.to_string());
     }
 
     pub(super) fn remove(&mut self, path: &str) {
@@ -76,7 +84,12 @@ impl TestRepo {
                 }
                 None => {
                     let blob = self.repo.blob(content.as_bytes()).expect("blob");
-                    builder.insert(rest, blob, 0o100644).expect("insert");
+                    let mode = if self.links.contains(path) {
+                        0o120000
+                    } else {
+                        0o100644
+                    };
+                    builder.insert(rest, blob, mode).expect("insert");
                 }
             }
         }
@@ -120,9 +133,22 @@ fn render(affected: &Affected) -> String {
 
 /// Commits `files`, then `change`, and compares the affected set between the two commits.
 fn check(files: &[(&str, &str)], change: &[Edit<'_>], expected: &str) {
+    check_linked(files, &[], change, expected);
+}
+
+/// [`check`] with symbolic links (path, target) among the base files.
+fn check_linked(
+    files: &[(&str, &str)],
+    links: &[(&str, &str)],
+    change: &[Edit<'_>],
+    expected: &str,
+) {
     let mut t = TestRepo::new();
     for (path, content) in files {
         t.write(path, content);
+    }
+    for (path, target) in links {
+        t.link(path, target);
     }
     let base = t.commit();
     for edit in change {
@@ -624,8 +650,8 @@ fn terragrunt_find_in_parent_folders_without_argument_and_read_config() {
             ),
         ],
         &[Write("live/common.hcl", "locals { x = 1 }\n")],
-        "live: file live/common.hcl
-         live/a: include live/common.hcl
+        // live/terragrunt.hcl is live/a's parent configuration, not a unit (issue 14, item 7).
+        "live/a: include live/common.hcl
          live/b (indirect): dependency live/a",
     );
 }
@@ -721,6 +747,7 @@ fn discovery_reports_stack_settings_and_edges() {
             auto_apply: true,
             tags: vec!["prod".into()],
             drift_remediation: DriftRemediation::Plan,
+            unresolved_inputs: vec![],
         }
     );
     assert_eq!(found.stacks[1].kind, StackKind::Terragrunt);
@@ -762,3 +789,5 @@ fn root_stack_is_dot() {
         ".: file main.tf, file other/x.txt",
     );
 }
+
+mod fidelity;

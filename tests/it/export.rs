@@ -56,6 +56,7 @@ async fn plan(ws: Workspace, commit: &str) -> (runner::PlanOutcome, Vec<LogLine>
             Toolchain::get().cli_config().display().to_string(),
         )],
         secrets: Vec::new(),
+        files: Vec::new(),
         repo: "infra".into(),
         commit: commit.to_string(),
         key: PlanKey::generate(),
