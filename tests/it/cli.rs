@@ -138,3 +138,84 @@ fn poll_asks_the_running_service_and_says_when_none_answers() {
         serde_json::json!({ "repo": "infra", "poll": "requested" })
     );
 }
+
+/// `tidemark vars` shows which sets a stack's plans and applies get and the names they set,
+/// in order, without reading a secret (the secret's variable is not even set here); a bad
+/// glob is a config error naming the file, line and attribute.
+#[test]
+fn vars_lists_the_matching_sets_and_names_per_phase() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("tidemark.hcl");
+    let config = format!(
+        r#"data_dir = "{}"
+repo "infra" {{
+  url = "file:///srv/infra.git"
+}}
+variables "aws-prod" {{
+  stacks     = ["stacks/prod/**"]
+  terraform  = {{ region = "eu-west-1" }}
+  secret_env = {{ AWS_SECRET_ACCESS_KEY = "TIDEMARK_TEST_NEVER_SET" }}
+}}
+variables "dev" {{
+  stacks = ["stacks/dev/**"]
+  env    = {{ AWS_PROFILE = "dev" }}
+}}
+variables "write" {{
+  phases = ["apply"]
+  tags   = ["critical"]
+  env    = {{ MODE = "read-write" }}
+}}
+"#,
+        dir.path().join("data").display()
+    );
+    std::fs::write(&file, &config).expect("write");
+    let path = file.to_str().expect("utf-8");
+    let out = tidemark(
+        &[
+            "vars",
+            "stacks/prod/app",
+            "--config",
+            path,
+            "--tag",
+            "critical",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        json["plan"],
+        serde_json::json!([{"set": "aws-prod", "names": ["AWS_SECRET_ACCESS_KEY", "TF_VAR_region"]}])
+    );
+    assert_eq!(
+        json["apply"][1],
+        serde_json::json!({"set": "write", "names": ["MODE"]})
+    );
+    assert_eq!(json["stack"], "stacks/prod/app");
+
+    let out = tidemark(&["vars", "stacks/dev/app", "--config", path], dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dev: AWS_PROFILE"), "{text}");
+    assert!(
+        !text.contains("aws-prod") && !text.contains("write"),
+        "{text}"
+    );
+
+    std::fs::write(&file, config.replace("stacks/dev/**", "stacks/[dev")).expect("write");
+    let out = tidemark(&["vars", "stacks/dev/app", "--config", path], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:11: variables.dev.stacks: not a valid glob",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -52,18 +52,10 @@ fn wrapper(dir: &Path) -> PathBuf {
     script
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn config(dir: &Path, repo_url: &str, port: u16) -> PathBuf {
+fn config(dir: &Path, repo_url: &str) -> PathBuf {
     let tools = Toolchain::get();
     let text = format!(
-        r#"listen   = "127.0.0.1:{port}"
+        r#"listen   = "127.0.0.1:0"
 data_dir = "{data}"
 workers  = 2
 
@@ -149,12 +141,18 @@ async fn sets_reach_only_their_stacks_and_phases_and_secrets_stay_hidden() {
         .write("stacks/prod/broken/main.tf", &stack())
         .write("stacks/prod/broken/stack.hcl", "stack {}\n");
     git.commit_and_push("three stacks");
-    let port = free_port();
-    let config = config(dir.path(), &git.url(), port);
+    let config = config(dir.path(), &git.url());
     let log = dir.path().join("serve.log");
     let _serve = ServeProcess::start(&config, &[(TOKEN_VAR, TOKEN)], &log);
     let db_url = format!("sqlite://{}", dir.path().join("data/tidemark.db").display());
     let serve_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The service picks its port; it prints the address it listens on.
+    let addr: String = eventually(60, "the service to listen", || async {
+        let text = serve_log();
+        let rest = text.split("listening on http://").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_string())
+    })
+    .await;
 
     // Three plans and the auto-apply of prod/app, all final.
     let store = eventually(60, "the database", || async {
@@ -270,9 +268,10 @@ async fn sets_reach_only_their_stacks_and_phases_and_secrets_stay_hidden() {
     let client = reqwest::Client::new();
     let api = |path: String| {
         let client = client.clone();
+        let addr = addr.clone();
         async move {
             let response = client
-                .get(format!("http://127.0.0.1:{port}{path}"))
+                .get(format!("http://{addr}{path}"))
                 .send()
                 .await
                 .expect("api request");
