@@ -102,7 +102,14 @@ impl Store {
         let migrator = Migrator::new(source).await.context("loading migrations")?;
         let before = self.applied_migrations().await.unwrap_or(0);
         match &self.backend {
-            Backend::Sqlite(pool) => migrator.run(pool).await,
+            Backend::Sqlite(pool) => {
+                // sqlx takes no lock on SQLite: two processes starting on a new database at
+                // once (the service and a CLI command) would both run migration 1 and one would
+                // fail with "table repos already exists". A lock file beside the database
+                // makes them take turns; the second finds everything applied.
+                let _lock = sqlite_migration_lock(pool).await?;
+                migrator.run(pool).await
+            }
             Backend::Postgres(pool) => migrator.run(pool).await,
         }
         .with_context(|| format!("applying {name} migrations"))?;
@@ -116,4 +123,28 @@ impl Store {
             super::on_pool!(self, pool => sqlx::query_scalar(sql).fetch_one(pool).await)?;
         Ok(count as usize)
     }
+}
+
+/// An exclusive lock on `DATABASE.migrate-lock`, held until the returned file is dropped;
+/// `None` for an in-memory database.
+async fn sqlite_migration_lock(pool: &sqlx::SqlitePool) -> Result<Option<std::fs::File>> {
+    let db = pool.connect_options().get_filename().to_path_buf();
+    if db.as_os_str().is_empty() || db.as_os_str() == ":memory:" {
+        return Ok(None);
+    }
+    let path = std::path::PathBuf::from(format!("{}.migrate-lock", db.display()));
+    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    })
+    .await
+    .context("the migration lock task panicked")??;
+    Ok(Some(file))
 }

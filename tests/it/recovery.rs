@@ -110,10 +110,17 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
     wait_for_step(&store, first.id, "plan").await;
     serve.kill_9();
     // bubblewrap dies with its parent: nothing of the run is left running.
-    eventually(10, "the sandbox to die with the service", || async {
-        (!process_running(&script_name)).then_some(())
-    })
-    .await;
+    for _ in 0..100 {
+        if !process_running(&script_name) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let left = crate::support::processes_with(&script_name);
+    assert!(
+        left.is_empty(),
+        "the sandbox did not die with the service within 10 s (pid [state, ppid] cmdline): {left:#?}"
+    );
 
     // After a restart the interrupted plan is visible and retried.
     std::fs::write(gate.join("open-plan"), "").expect("open the plan gate");

@@ -366,3 +366,31 @@ async fn repo_concurrency_on_postgres() {
     };
     repo_concurrency(Store::open(&db.url).await.expect("open postgres")).await;
 }
+
+/// Several processes opening a new SQLite database at once (the service and a CLI command)
+/// take turns migrating it: every one opens it, none fails with "table already exists".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_of_a_new_sqlite_database_all_migrate_it() {
+    for round in 0..5 {
+        let db = TestDb::sqlite();
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move { Store::open(&url).await.map(|_| ()) })
+            })
+            .collect();
+        for open in opens {
+            if let Err(err) = open.await.expect("join") {
+                panic!("round {round}: {err:#}");
+            }
+        }
+        let store = Store::open(&db.url).await.expect("open");
+        assert!(
+            store
+                .runs(&RunFilter::default())
+                .await
+                .expect("runs")
+                .is_empty()
+        );
+    }
+}

@@ -330,6 +330,36 @@ impl Drop for ServeProcess {
     }
 }
 
+/// The live processes whose command line contains `needle`: pid, state and command line (to
+/// show what was left when a test fails).
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let state = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>();
+            (cmdline.contains(needle) && state.first() != Some(&"Z")).then(|| {
+                format!(
+                    "{} {:?} {}",
+                    entry.file_name().to_string_lossy(),
+                    state,
+                    cmdline
+                )
+            })
+        })
+        .collect()
+}
+
 /// Whether any live process's command line contains `needle` (to prove nothing was left).
 pub fn process_running(needle: &str) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
