@@ -93,8 +93,18 @@ impl MigrationSource<'static> for Source {
 }
 
 impl Store {
-    /// Applies every migration not yet applied; returns how many ran.
+    /// Applies every migration not yet applied; returns how many ran. On SQLite it takes the
+    /// database's lock file first (see [`sqlite_lock`]).
     pub async fn migrate(&self) -> Result<usize> {
+        let _lock = match &self.backend {
+            Backend::Sqlite(pool) => sqlite_lock(pool.connect_options().get_filename()).await?,
+            Backend::Postgres(_) => None,
+        };
+        self.migrate_locked().await
+    }
+
+    /// [`Store::migrate`] for a caller that holds the lock file already ([`Store::open`]).
+    pub(super) async fn migrate_locked(&self) -> Result<usize> {
         let (source, name) = match self.backend {
             Backend::Sqlite(_) => (Source(SQLITE), "sqlite"),
             Backend::Postgres(_) => (Source(POSTGRES), "postgres"),
@@ -102,14 +112,7 @@ impl Store {
         let migrator = Migrator::new(source).await.context("loading migrations")?;
         let before = self.applied_migrations().await.unwrap_or(0);
         match &self.backend {
-            Backend::Sqlite(pool) => {
-                // sqlx takes no lock on SQLite: two processes starting on a new database at
-                // once (the service and a CLI command) would both run migration 1 and one would
-                // fail with "table repos already exists". A lock file beside the database
-                // makes them take turns; the second finds everything applied.
-                let _lock = sqlite_migration_lock(pool).await?;
-                migrator.run(pool).await
-            }
+            Backend::Sqlite(pool) => migrator.run(pool).await,
             Backend::Postgres(pool) => migrator.run(pool).await,
         }
         .with_context(|| format!("applying {name} migrations"))?;
@@ -126,9 +129,12 @@ impl Store {
 }
 
 /// An exclusive lock on `DATABASE.migrate-lock`, held until the returned file is dropped;
-/// `None` for an in-memory database.
-async fn sqlite_migration_lock(pool: &sqlx::SqlitePool) -> Result<Option<std::fs::File>> {
-    let db = pool.connect_options().get_filename().to_path_buf();
+/// `None` for an in-memory database. sqlx takes no lock on SQLite: two processes opening a new
+/// database at once (the service and a CLI command) would race to switch it to WAL ("database
+/// is locked") and to run migration 1 ("table repos already exists"). With the lock they take
+/// turns, and the second finds everything done.
+pub(super) async fn sqlite_lock(db: &std::path::Path) -> Result<Option<std::fs::File>> {
+    let db = db.to_path_buf();
     if db.as_os_str().is_empty() || db.as_os_str() == ":memory:" {
         return Ok(None);
     }

@@ -119,8 +119,24 @@ impl Store {
 
     /// Connects and applies every pending migration: what `serve` and the CLI commands do.
     pub async fn open(url: &str) -> Result<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let store = Self::connect(url).await?;
+            store.migrate().await?;
+            return Ok(store);
+        }
+        // Creating a SQLite database and migrating it happen under its lock file.
+        let options =
+            SqliteConnectOptions::from_str(url).with_context(|| format!("database URL {url:?}"))?;
+        let db = options.get_filename();
+        if let Some(parent) = db.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating database directory {}", parent.display()))?;
+        }
+        let _lock = migrate::sqlite_lock(db).await?;
         let store = Self::connect(url).await?;
-        store.migrate().await?;
+        store.migrate_locked().await?;
         Ok(store)
     }
 
