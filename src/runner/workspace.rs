@@ -118,6 +118,12 @@ impl Workspace {
                 continue;
             }
             let path = entry.path();
+            // A sandbox should have died with its service (bubblewrap's --die-with-parent),
+            // but one reparented to init has been seen to live on: end it before its files go.
+            let killed = kill_processes_in(&path);
+            if killed > 0 {
+                tracing::warn!(workspace = %path.display(), killed, "killed processes left from a dead run");
+            }
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("removing stale workspace {}", path.display()))?;
             tracing::info!(workspace = %path.display(), "removed a stale workspace");
@@ -125,6 +131,39 @@ impl Workspace {
         }
         Ok(removed)
     }
+}
+
+/// SIGKILLs every process that runs in `workspace` (its working directory is inside it) or
+/// names it on its command line (the sandbox's bubblewrap); returns how many.
+fn kill_processes_in(workspace: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let needle = workspace.display().to_string();
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == std::process::id() {
+            continue;
+        }
+        let cwd = std::fs::read_link(entry.path().join("cwd")).ok();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let inside = cwd.is_some_and(|c| c.starts_with(workspace))
+            || String::from_utf8_lossy(&cmdline).contains(&needle);
+        if inside {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    killed
 }
 
 impl Drop for Workspace {
