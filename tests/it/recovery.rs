@@ -84,6 +84,43 @@ async fn wait_for_step(store: &Store, id: i64, step: &str) {
     .await;
 }
 
+/// After a `kill -9` of the service: waits up to 10 s for the run's sandbox to die with it
+/// (bubblewrap's --die-with-parent), restarts the service, and checks that nothing of the
+/// killed run is left. A sandbox reparented to init instead of dying (seen under load, 1 CI
+/// run in 3) is killed by the restarted service's sweep of stale workspaces; the test's gates
+/// stay closed until then, so a leftover cannot plan or apply by itself.
+async fn restart_leaving_nothing(config: &Path, log: &Path, script_name: &str) -> ServeProcess {
+    for _ in 0..100 {
+        if !process_running(script_name) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let leftovers: Vec<String> = crate::support::processes_with(script_name)
+        .iter()
+        .filter_map(|p| p.split(' ').next().map(|pid| format!("{pid} ")))
+        .collect();
+    let serve = ServeProcess::start(config, INHERITED, log);
+    let alive = || -> Vec<String> {
+        crate::support::processes_with(script_name)
+            .into_iter()
+            .filter(|p| leftovers.iter().any(|pid| p.starts_with(pid)))
+            .collect()
+    };
+    for _ in 0..100 {
+        if alive().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let left = alive();
+    assert!(
+        left.is_empty(),
+        "the killed run's sandbox outlived the service and its restart (pid [state, ppid] cmdline): {left:#?}"
+    );
+    serve
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -110,37 +147,7 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
     wait_for_step(&store, first.id, "plan").await;
     serve.kill_9();
     // bubblewrap dies with its parent: nothing of the run is left running.
-    // bubblewrap dies with its parent; a sandbox reparented to init instead (seen under load,
-    // 1 run in 3 in CI) is killed by the restarted service's sweep of stale workspaces. The
-    // plan gate stays closed until then, so a leftover could not finish by itself.
-    for _ in 0..100 {
-        if !process_running(&script_name) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let leftovers: Vec<String> = crate::support::processes_with(&script_name)
-        .iter()
-        .filter_map(|p| p.split(' ').next().map(str::to_string))
-        .collect();
-    let serve = ServeProcess::start(&config, INHERITED, &log);
-    let alive = |pids: &[String]| -> Vec<String> {
-        crate::support::processes_with(&script_name)
-            .into_iter()
-            .filter(|p| pids.iter().any(|pid| p.starts_with(&format!("{pid} "))))
-            .collect()
-    };
-    for _ in 0..100 {
-        if alive(&leftovers).is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let left = alive(&leftovers);
-    assert!(
-        left.is_empty(),
-        "the interrupted run's sandbox outlived the service and its restart (pid [state, ppid] cmdline): {left:#?}"
-    );
+    let serve = restart_leaving_nothing(&config, &log, &script_name).await;
 
     // After the restart the interrupted plan is visible and retried.
     std::fs::write(gate.join("open-plan"), "").expect("open the plan gate");
@@ -189,14 +196,10 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
         .expect("enqueue apply")[0];
     wait_for_step(&store, apply, "apply").await;
     serve.kill_9();
-    eventually(10, "the sandbox to die with the service", || async {
-        (!process_running(&script_name)).then_some(())
-    })
-    .await;
+    let serve = restart_leaving_nothing(&config, &log, &script_name).await;
     std::fs::write(gate.join("open-apply"), "").expect("open the apply gate");
 
-    // After a restart the apply is interrupted, not retried, and its stack stays locked.
-    let serve = ServeProcess::start(&config, INHERITED, &log);
+    // After the restart the apply is interrupted, not retried, and its stack stays locked.
     eventually(30, "the apply to be marked interrupted", || async {
         (store.run(apply).await.ok()?.status == RunStatus::Interrupted).then_some(())
     })
