@@ -149,6 +149,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         policies: Default::default(),
         drift: None,
         variables: Vec::new(),
+        indexes: Default::default(),
     });
     let worker = Worker {
         name: "bench#0".into(),

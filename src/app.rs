@@ -78,6 +78,7 @@ impl App {
         let stacks_changed = Arc::new(Notify::new());
         let mut nudges = HashMap::new();
         let mut mirrors = HashMap::new();
+        let mut indexes = HashMap::new();
         for repo in &config.repos {
             let repo_id = store
                 .upsert_repo(&repo.name, &repo.url, &repo.branch, repo.max_concurrency)
@@ -92,6 +93,8 @@ impl App {
             let nudge = Arc::new(Notify::new());
             nudges.insert(repo.name.clone(), nudge.clone());
             mirrors.insert(repo.name.clone(), mirror.path.clone());
+            let index = Arc::new(Mutex::new(crate::stacks::Index::new()));
+            indexes.insert(repo.name.clone(), index.clone());
             let poller = Poller {
                 repo: repo.clone(),
                 repo_id,
@@ -99,7 +102,7 @@ impl App {
                 store: store.clone(),
                 nudge,
                 work: work.clone(),
-                index: Arc::new(Mutex::new(crate::stacks::Index::new())),
+                index: index.clone(),
                 stacks_changed: stacks_changed.clone(),
             };
             tasks.spawn(poller.run(shutdown.clone()));
@@ -137,6 +140,7 @@ impl App {
             policies,
             drift: Some(drift_hook.clone()),
             variables: config.variables.clone(),
+            indexes,
         });
         for slot in 0..config.workers {
             let worker = Worker {

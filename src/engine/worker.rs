@@ -48,6 +48,10 @@ pub struct WorkerContext {
     pub drift: Option<super::DriftHook>,
     /// The variable sets of the server config, in the order they apply.
     pub variables: Vec<VariableSet>,
+    /// Per repository, the warm stack index its poller keeps: a run's export reads its
+    /// stack's closure from it instead of analysing the whole commit again. A repository
+    /// without one (tests, benchmarks) is analysed cold.
+    pub indexes: HashMap<String, Arc<tokio::sync::Mutex<crate::stacks::Index>>>,
 }
 
 /// One worker slot.
@@ -197,10 +201,12 @@ impl Worker {
             .clone();
         let (mirror, root, commit) = (mirror.clone(), ctx.workspaces.clone(), run.commit.clone());
         let stack = run.stack.clone();
+        let index = ctx.indexes.get(&run.repo).cloned();
         let workspace = tokio::task::spawn_blocking(move || -> Result<Workspace> {
             let repo = crate::repo::open(&mirror)?;
             let oid = git2::Oid::from_str(&commit).with_context(|| format!("commit {commit}"))?;
-            Workspace::export_stack(&root, &repo, oid, &stack, None)
+            let mut index = index.as_ref().map(|i| i.blocking_lock());
+            Workspace::export_stack(&root, &repo, oid, &stack, index.as_deref_mut())
         })
         .await
         .context("workspace export panicked")??;

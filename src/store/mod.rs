@@ -81,6 +81,17 @@ pub struct Store {
     pub(crate) backend: Backend,
 }
 
+/// Creates the directory a SQLite database file goes in, when it is missing.
+fn create_database_dir(db: &std::path::Path) -> Result<()> {
+    if let Some(parent) = db.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating database directory {}", parent.display()))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Connects to a `sqlite://PATH` (created if missing) or `postgres://` URL. Does not migrate.
     pub async fn connect(url: &str) -> Result<Store> {
@@ -100,12 +111,7 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            if let Some(parent) = options.get_filename().parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating database directory {}", parent.display()))?;
-            }
+            create_database_dir(options.get_filename())?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(10))
@@ -128,12 +134,7 @@ impl Store {
         let options =
             SqliteConnectOptions::from_str(url).with_context(|| format!("database URL {url:?}"))?;
         let db = options.get_filename();
-        if let Some(parent) = db.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating database directory {}", parent.display()))?;
-        }
+        create_database_dir(db)?;
         let _lock = migrate::sqlite_lock(db).await?;
         let store = Self::connect(url).await?;
         store.migrate_locked().await?;

@@ -281,6 +281,7 @@ impl Rig {
                 checked: Arc::new(tokio::sync::Notify::new()),
             }),
             variables: Vec::new(),
+            indexes: Default::default(),
         });
         let sender = OutboxSender {
             store: store.clone(),

@@ -114,16 +114,19 @@ impl Stack {
 
 /// Runs a plan and collects its log lines.
 async fn plan(req: PlanRequest, cancel: CancellationToken) -> (PlanOutcome, Vec<LogLine>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let collector = tokio::spawn(async move {
-        let mut lines = Vec::new();
-        while let Some(line) = rx.recv().await {
-            lines.push(line);
-        }
-        lines
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let collector = tokio::spawn(collect(rx));
     let outcome = runner::plan(req, tx, cancel).await;
     (outcome, collector.await.expect("collector"))
+}
+
+/// Every log line a run sends, once it is done.
+async fn collect(mut rx: tokio::sync::mpsc::Receiver<LogLine>) -> Vec<LogLine> {
+    let mut lines = Vec::new();
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+    lines
 }
 
 fn log_text(lines: &[LogLine]) -> String {
@@ -826,14 +829,8 @@ resource "null_resource" "tools" {{
     );
     let mut apply_req = stack.request(terraform_def(""));
     apply_req.key = key;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let collector = tokio::spawn(async move {
-        let mut lines = Vec::new();
-        while let Some(line) = rx.recv().await {
-            lines.push(line);
-        }
-        lines
-    });
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let collector = tokio::spawn(collect(rx));
     let applied = runner::apply(
         ApplyRequest {
             run: apply_req,

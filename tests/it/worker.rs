@@ -67,6 +67,7 @@ async fn steps_follow_dependencies_locks_and_recovery() {
             policies: Default::default(),
             drift: None,
             variables: Vec::new(),
+            indexes: Default::default(),
         }),
     };
     let shutdown = CancellationToken::new();
