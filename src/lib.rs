@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod drift;
 pub mod engine;
+pub mod forge;
 pub mod gate;
 pub mod notify;
 pub mod plan;

@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "store",
     "variables",
     "notify",
+    "forge",
     "gate",
     "drift",
     "policy",
