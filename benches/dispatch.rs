@@ -53,6 +53,8 @@ fn plan(repo_id: i64, stack: String) -> NewRun {
         after: Vec::new(),
         plan_run: None,
         transitive: false,
+        pr_number: None,
+        reviewed_run: None,
     }
 }
 
@@ -150,6 +152,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         drift: None,
         variables: Vec::new(),
         indexes: Default::default(),
+        pr_refresh: Default::default(),
     });
     let worker = Worker {
         name: "bench#0".into(),

@@ -104,6 +104,7 @@ impl App {
                 work: work.clone(),
                 index: index.clone(),
                 stacks_changed: stacks_changed.clone(),
+                pulls: None,
             };
             tasks.spawn(poller.run(shutdown.clone()));
         }
@@ -141,6 +142,7 @@ impl App {
             drift: Some(drift_hook.clone()),
             variables: config.variables.clone(),
             indexes,
+            pr_refresh: HashMap::new(),
         });
         for slot in 0..config.workers {
             let worker = Worker {

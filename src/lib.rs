@@ -15,6 +15,7 @@ pub mod notify;
 pub mod plan;
 pub mod policy;
 pub mod repo;
+pub mod review;
 pub mod run;
 pub mod runner;
 pub mod schedule;

@@ -1,12 +1,13 @@
 //! The plan summary: what a plan would do, read from `show -json`. Never from the exit code:
 //! terraform's `-detailed-exitcode` 2 also means "the Go runtime crashed".
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Counts of resource changes. A replacement (delete and create, in either order) counts only
 /// under `replace`, not also under `add` and `destroy` as terraform's own "Plan:" line does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counts {
     pub add: usize,
     pub change: usize,
@@ -15,21 +16,22 @@ pub struct Counts {
 }
 
 /// One resource that changes, with terraform's action list (e.g. `["delete", "create"]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceChange {
     pub address: String,
     pub actions: Vec<String>,
 }
 
 /// One root output that changes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputChange {
     pub name: String,
     pub actions: Vec<String>,
 }
 
 /// What a plan would do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PlanSummary {
     pub summary: Counts,
     pub resources: Vec<ResourceChange>,

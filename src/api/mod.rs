@@ -55,9 +55,37 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/repos", get(list_repos))
         .route("/api/v1/repos/{name}/poll", post(poll_repo))
         .route("/api/v1/locks", get(list_locks))
+        .route("/api/v1/prs", get(list_prs))
+        .route("/api/v1/prs/{repo}/{number}", get(get_pr))
         .route("/webhooks/github", post(webhook::github))
         .with_state(state)
         .merge(states)
+}
+
+/// The query string of `GET /api/v1/prs`.
+#[derive(Debug, Deserialize)]
+pub struct PrsQuery {
+    pub repo: Option<String>,
+}
+
+async fn list_prs(
+    State(state): State<AppState>,
+    Query(query): Query<PrsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let prs = crate::engine::pr_views(&state.store, query.repo.as_deref(), None).await?;
+    Ok(Json(serde_json::json!({ "prs": prs })))
+}
+
+async fn get_pr(
+    State(state): State<AppState>,
+    Path((repo, number)): Path<(String, i64)>,
+) -> Result<Json<crate::engine::PrView>, ApiError> {
+    crate::engine::pr_views(&state.store, Some(&repo), Some(number))
+        .await?
+        .into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("pull request is not followed"))
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

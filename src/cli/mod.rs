@@ -59,6 +59,10 @@ pub enum Command {
     Drift(drift::Args),
     /// The variable sets a stack's runs get, per phase, and the names they set.
     Vars(vars::Args),
+    /// List the pull requests the service follows, with their plans per stack.
+    Prs(prs::ListArgs),
+    /// Show one pull request: its plans per stack and what its merge applied.
+    Pr(prs::ShowArgs),
 }
 
 /// Where the server config is: `--config FILE`, else `tidemark.hcl` in the working directory
@@ -128,6 +132,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::StateProxy(args) => state::proxy(args),
         Command::Drift(args) => drift::run(args),
         Command::Vars(args) => vars::run(args),
+        Command::Prs(args) => prs::list(args),
+        Command::Pr(args) => prs::show(args),
     }
 }
 
@@ -153,6 +159,7 @@ mod migrate;
 mod plan;
 mod policy;
 mod poll;
+mod prs;
 mod runs;
 mod serve;
 mod stacks;

@@ -1,10 +1,12 @@
 //! The server config: one HCL file, parsed into raw attributes and blocks (`raw`), then
 //! checked into typed values (`valid`). Every error names the file, line and attribute.
 
+mod github;
 mod raw;
 mod valid;
 mod variables;
 
+pub use github::{ApplyRequirement, Checkout, GitHubAuth, GitHubConfig};
 pub use valid::{Config, DEFAULT_DRIFT_SCHEDULE, PolicyConfig, RepoConfig, RunnerBlock};
 
 use std::fmt;

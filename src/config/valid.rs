@@ -77,6 +77,8 @@ pub struct RepoConfig {
     /// The drift schedule of its stacks that set none in `stack.hcl` (cron, 5 or 6 fields);
     /// `None` (`drift_schedule = "off"`) checks only stacks with their own.
     pub drift_schedule: Option<String>,
+    /// Pull requests on GitHub, when the repository is there.
+    pub github: Option<super::GitHubConfig>,
 }
 
 /// `policy "NAME" { path = "DIR", level = "soft-mandatory" }`: a directory of Rego policies
@@ -288,7 +290,15 @@ fn repo(ctx: &Ctx, block: &RawBlock) -> Result<RepoConfig, ConfigError> {
         ));
     }
     let mut policies: Vec<PolicyConfig> = Vec::new();
+    let mut github = None;
     for inner in &block.blocks {
+        if inner.kind == "github" {
+            if github.is_some() {
+                return Err(ctx.block_err(inner, format!("repo {name:?} has two github blocks")));
+            }
+            github = Some(super::github::github(ctx, name, inner)?);
+            continue;
+        }
         if inner.kind != "policy" {
             return Err(ctx.block_err(
                 inner,
@@ -389,11 +399,12 @@ fn repo(ctx: &Ctx, block: &RawBlock) -> Result<RepoConfig, ConfigError> {
         policies,
         policy_params,
         drift_schedule,
+        github,
     })
 }
 
 /// A link base: an http(s) URL with a host and no query; the credentials rule applies here too.
-fn check_base_url(url: &str) -> Result<(), String> {
+pub(super) fn check_base_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -472,14 +483,34 @@ impl Ctx<'_> {
         ConfigError::new(self.file, block.line, &name, message)
     }
 
-    fn string(&self, attr: &RawAttr, name: &str) -> Result<String, ConfigError> {
+    pub(super) fn strings(&self, attr: &RawAttr, name: &str) -> Result<Vec<String>, ConfigError> {
+        let Expression::Array(items) = &attr.value else {
+            return Err(self.err(attr, name, "must be a list of strings".into()));
+        };
+        items
+            .iter()
+            .map(|item| match item {
+                Expression::String(s) => Ok(s.value().to_string()),
+                _ => Err(self.err(attr, name, "must be a list of strings".into())),
+            })
+            .collect()
+    }
+
+    pub(super) fn bool(&self, attr: &RawAttr, name: &str) -> Result<bool, ConfigError> {
+        match &attr.value {
+            Expression::Bool(b) => Ok(*b.value()),
+            _ => Err(self.err(attr, name, "must be true or false".into())),
+        }
+    }
+
+    pub(super) fn string(&self, attr: &RawAttr, name: &str) -> Result<String, ConfigError> {
         match &attr.value {
             Expression::String(s) => Ok(s.value().to_string()),
             _ => Err(self.err(attr, name, "must be a literal string".into())),
         }
     }
 
-    fn count(
+    pub(super) fn count(
         &self,
         attr: &RawAttr,
         name: &str,
@@ -500,7 +531,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn env_name(&self, attr: &RawAttr, name: &str) -> Result<String, ConfigError> {
+    pub(super) fn env_name(&self, attr: &RawAttr, name: &str) -> Result<String, ConfigError> {
         let text = self.string(attr, name)?;
         if super::variables::valid_env_name(&text) {
             Ok(text)

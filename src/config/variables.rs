@@ -24,7 +24,7 @@ pub(super) fn variable_set(ctx: &Ctx, block: &RawBlock) -> Result<VariableSet, C
     }
     let path = |attr: &RawAttr| format!("variables.{name}.{}", attr.name);
     let stacks = match block.attrs.iter().find(|a| a.name == "stacks") {
-        Some(attr) => strings(ctx, attr, &path(attr))?,
+        Some(attr) => ctx.strings(attr, &path(attr))?,
         None => Vec::new(),
     };
     let mut set = VariableSet::new(name, stacks).map_err(|e| {
@@ -38,8 +38,8 @@ pub(super) fn variable_set(ctx: &Ctx, block: &RawBlock) -> Result<VariableSet, C
         let at = path(attr);
         match attr.name.as_str() {
             "stacks" => {}
-            "tags" => set.tags = strings(ctx, attr, &at)?,
-            "environments" => set.environments = strings(ctx, attr, &at)?,
+            "tags" => set.tags = ctx.strings(attr, &at)?,
+            "environments" => set.environments = ctx.strings(attr, &at)?,
             "env" => set.env = env_map(ctx, attr, &at, plain)?,
             "secret_env" => {
                 set.secret_env = env_map(ctx, attr, &at, |c, a, n, v| {
@@ -67,7 +67,8 @@ pub(super) fn variable_set(ctx: &Ctx, block: &RawBlock) -> Result<VariableSet, C
             }
             "terraform" => set.terraform = terraform_values(ctx, attr, &at)?,
             "phases" => {
-                set.phases = strings(ctx, attr, &at)?
+                set.phases = ctx
+                    .strings(attr, &at)?
                     .iter()
                     .map(|p| {
                         Phase::parse(p).ok_or_else(|| {
@@ -88,19 +89,6 @@ pub(super) fn variable_set(ctx: &Ctx, block: &RawBlock) -> Result<VariableSet, C
         }
     }
     Ok(set)
-}
-
-fn strings(ctx: &Ctx, attr: &RawAttr, name: &str) -> Result<Vec<String>, ConfigError> {
-    let Expression::Array(items) = &attr.value else {
-        return Err(ctx.err(attr, name, "must be a list of strings".into()));
-    };
-    items
-        .iter()
-        .map(|item| match item {
-            Expression::String(s) => Ok(s.value().to_string()),
-            _ => Err(ctx.err(attr, name, "must be a list of strings".into())),
-        })
-        .collect()
 }
 
 fn plain(ctx: &Ctx, attr: &RawAttr, name: &str, value: &Expression) -> Result<String, ConfigError> {

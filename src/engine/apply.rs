@@ -30,6 +30,8 @@ pub struct CommitFacts {
     pub branch: String,
     pub author: Option<String>,
     pub changed_files: Vec<String>,
+    /// The pull request the run plans, when it plans one.
+    pub pull_request: Option<policy::PullRequestInput>,
 }
 
 /// Evaluates the repository's policies over a plan run's (redacted) plan JSON and stores the
@@ -60,6 +62,9 @@ pub async fn judge(
     .changed_files(commit.changed_files);
     if let Some(author) = commit.author {
         input = input.author(author);
+    }
+    if let Some(pr) = commit.pull_request {
+        input = input.pull_request_input(pr);
     }
     for (name, value) in &policies.params {
         input = input.config(name, value.clone());
@@ -175,7 +180,13 @@ async fn replan(store: &Store, plan: &Run, decision: &Decision) -> Result<Option
         decision.reasons()
     );
     store
-        .enqueue_replan(&plan.repo, &plan.stack, &plan.commit, &reason)
+        .enqueue_replan(
+            &plan.repo,
+            &plan.stack,
+            &plan.commit,
+            &reason,
+            plan.pr_number,
+        )
         .await
 }
 
@@ -188,6 +199,18 @@ async fn plan_run(store: &Store, id: i64) -> Result<(Run, String)> {
             run.plan_run_id
                 .map_or_else(|| "none".to_string(), |p| p.to_string())
         );
+    }
+    if let Some(number) = run.pr_number {
+        let merged = store
+            .pull_requests(Some(&run.repo), Some("merged"))
+            .await?
+            .iter()
+            .any(|(_, pr)| pr.number == number);
+        if !merged {
+            bail!(
+                "run {id} plans pull request #{number}, which is not merged: its plans are applied when it merges"
+            );
+        }
     }
     let artifact = store
         .artifact(id)

@@ -50,6 +50,8 @@ pub struct FollowUps<'a> {
     pub drift: Option<&'a DriftHook>,
     /// Woken when runs are queued.
     pub work: &'a Notify,
+    /// Per repository with a forge: told which pull request's run finished.
+    pub pr_refresh: &'a HashMap<String, super::PrRefresh>,
 }
 
 impl FollowUps<'_> {
@@ -79,6 +81,17 @@ impl FollowUps<'_> {
         {
             error!(error = %format!("{err:#}"), "recording the drift check failed");
         }
+        // A pull request's run: its comment and statuses change (and a merge may go on).
+        if let (Some(number), Some(refresh)) = (run.pr_number, self.pr_refresh.get(&run.repo)) {
+            let _ = refresh.send(number);
+        }
+    }
+
+    /// Tells the pull request's task that one of its runs started, so the comment shows it.
+    pub fn started(&self, run: &Run) {
+        if let (Some(number), Some(refresh)) = (run.pr_number, self.pr_refresh.get(&run.repo)) {
+            let _ = refresh.send(number);
+        }
     }
 
     /// Judges a finished plan with the repository's policies, then, when the stack applies on
@@ -105,8 +118,9 @@ impl FollowUps<'_> {
             .as_ref()
             .and_then(|s| s.get("has_changes")?.as_bool())
             .unwrap_or(false);
+        // A pull request's plans never apply by themselves: its merge decides.
         let automatic = match run.kind {
-            RunKind::Plan => settings.auto_apply,
+            RunKind::Plan => settings.auto_apply && run.pr_number.is_none(),
             RunKind::Drift => settings.drift_remediation == "apply",
             RunKind::Apply => false,
         };
@@ -124,7 +138,9 @@ impl FollowUps<'_> {
         Ok(())
     }
 
-    /// The branch, author and changed files of a run's commit, for the policy input.
+    /// The branch, author and changed files of a run's commit, for the policy input; for a
+    /// pull request's plan, the pull request (its author, labels, approvals) and the files it
+    /// changes since its merge base.
     async fn commit_facts(&self, run: &Run) -> Result<CommitFacts> {
         let branch = self
             .store
@@ -134,6 +150,16 @@ impl FollowUps<'_> {
             .find(|r| r.name == run.repo)
             .map(|r| r.branch)
             .unwrap_or_default();
+        let pr = match run.pr_number {
+            Some(number) => self
+                .store
+                .pull_requests(Some(&run.repo), None)
+                .await?
+                .into_iter()
+                .map(|(_, pr)| pr)
+                .find(|pr| pr.number == number),
+            None => None,
+        };
         let Some(mirror) = self.mirrors.get(&run.repo).cloned() else {
             return Ok(CommitFacts {
                 branch,
@@ -141,15 +167,23 @@ impl FollowUps<'_> {
             });
         };
         let commit = run.commit.clone();
+        let range = pr
+            .as_ref()
+            .and_then(|pr| Some((pr.merge_base.clone()?, pr.planned_head.clone()?)));
         let (author, changed_files) = tokio::task::spawn_blocking(move || -> Result<_> {
             let repo = crate::repo::open(&mirror)?;
             let oid = git2::Oid::from_str(&commit)?;
             let info = crate::repo::commit_info(&repo, oid)?;
-            let new_tree = crate::repo::commit_tree(&repo, oid)?;
-            let parent = repo.find_commit(oid)?.parent_id(0).ok();
-            let changed = match parent {
-                Some(parent) => {
-                    let old_tree = crate::repo::commit_tree(&repo, parent)?;
+            let (old, new) = match &range {
+                Some((base, head)) => {
+                    (Some(git2::Oid::from_str(base)?), git2::Oid::from_str(head)?)
+                }
+                None => (repo.find_commit(oid)?.parent_id(0).ok(), oid),
+            };
+            let changed = match old {
+                Some(old) => {
+                    let old_tree = crate::repo::commit_tree(&repo, old)?;
+                    let new_tree = crate::repo::commit_tree(&repo, new)?;
                     crate::repo::changed_paths(&repo, old_tree, new_tree)?
                 }
                 None => Vec::new(),
@@ -158,10 +192,29 @@ impl FollowUps<'_> {
         })
         .await
         .context("reading the commit panicked")??;
+        let pull_request = pr.map(|pr| {
+            let approvals: Vec<crate::policy::ApprovalInput> =
+                serde_json::from_str(&pr.approvals).unwrap_or_default();
+            crate::policy::PullRequestInput {
+                number: pr.number as u64,
+                approvers: Vec::new(),
+                approvals,
+                author: pr.author.clone(),
+                base: pr.base_ref.clone(),
+                head: pr.planned_head.clone().unwrap_or_default(),
+                labels: pr.labels(),
+                draft: pr.draft,
+            }
+        });
+        let author = match &pull_request {
+            Some(pr) => pr.author.clone(),
+            None => author,
+        };
         Ok(CommitFacts {
             branch,
             author: Some(author),
             changed_files,
+            pull_request,
         })
     }
 
@@ -193,7 +246,7 @@ impl FollowUps<'_> {
         for stack in downstream {
             if let Some(id) = self
                 .store
-                .enqueue_replan(&run.repo, &stack, &run.commit, &reason)
+                .enqueue_replan(&run.repo, &stack, &run.commit, &reason, None)
                 .await?
             {
                 info!(downstream = %stack, run = id, "downstream re-plan queued");

@@ -8,6 +8,7 @@ mod drift_flow;
 mod followup;
 mod outbox;
 mod poller;
+mod pulls;
 mod schedule;
 mod worker;
 
@@ -15,6 +16,7 @@ pub use apply::{CommitFacts, Policies, RepoPolicies, Requested};
 pub use drift_flow::{DriftFlow, DriftHook, decide};
 pub use outbox::{OUTBOX_LEASE, OutboxSender};
 pub use poller::{PollOutcome, Poller, backoff};
+pub use pulls::{PrRefresh, PrStackView, PrView, PullRequests, views as pr_views};
 pub use schedule::{
     Completion, Due, DueCheck, Entry as ScheduleEntry, Jitter, Scheduler, Update as ScheduleUpdate,
 };

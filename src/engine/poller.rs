@@ -41,6 +41,9 @@ pub struct Poller {
     pub index: Arc<Mutex<Index>>,
     /// Woken after the stacks table changed, so the drift scheduler reloads it.
     pub stacks_changed: Arc<Notify>,
+    /// The repository's pull requests, when it has a forge: synced before a new head is
+    /// planned, so a merge that applies its reviewed plans is handled first.
+    pub pulls: Option<Arc<super::PullRequests>>,
 }
 
 impl Poller {
@@ -156,7 +159,22 @@ impl Poller {
         if let Some(error) = &error {
             warn!(repo = %self.repo.name, commit = %info.sha, "{error}");
         }
-        let (runs, failed) = self.plan_runs(&info.sha, &affected, &cyclic);
+        let mut affected = affected;
+        if let Some(pulls) = &self.pulls {
+            if let Err(err) = pulls.sync().await {
+                warn!(repo = %self.repo.name, error = %format!("{err:#}"), "pull request sync before planning the branch failed");
+            }
+            // Stacks whose merge applies (or re-plans) the reviewed plan are not planned twice.
+            let handled = self
+                .store
+                .merge_handled_stacks(self.repo_id, &info.sha)
+                .await?;
+            if !handled.is_empty() {
+                info!(repo = %self.repo.name, commit = %info.sha, stacks = ?handled, "handled by the merged pull request: not planned again");
+                affected.stacks.retain(|s| !handled.contains(&s.path));
+            }
+        }
+        let (runs, failed) = plan_runs(self.repo_id, &info.sha, &affected, &cyclic, None);
         let batch = CommitBatch {
             repo_id: self.repo_id,
             branch: &self.repo.branch,
@@ -180,61 +198,62 @@ impl Poller {
             runs: queued,
         })
     }
+}
 
-    /// One plan per affected stack (removed ones are reported, never planned), each after the
-    /// plans of the stacks it depends on; `after` holds indexes into the returned list. Stacks
-    /// in `cyclic` get a run recorded as failed, so the history shows why they were not planned.
-    fn plan_runs(
-        &self,
-        commit: &str,
-        affected: &stacks::Affected,
-        cyclic: &[String],
-    ) -> (Vec<NewRun>, Vec<(usize, String)>) {
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut runs = Vec::new();
-        // Stacks come in dependency order, so every upstream run is already listed.
-        for stack in &affected.stacks {
-            if stack.reasons.iter().any(|r| r.kind == ReasonKind::Removed) {
-                info!(repo = %self.repo.name, stack = %stack.path, "stack removed: reported, not planned");
-                continue;
-            }
-            let after = stack
-                .depends_on
-                .iter()
-                .filter_map(|up| index.get(up.as_str()))
-                .map(|&i| i as i64)
-                .collect();
-            index.insert(stack.path.as_str(), runs.len());
-            let mut run = self.plan_run(commit, &stack.path, reason_text(stack), after);
-            run.transitive = !stack.direct;
-            runs.push(run);
+/// One plan per affected stack (removed ones are reported, never planned), each after the
+/// plans of the stacks it depends on; `after` holds indexes into the returned list. Stacks
+/// in `cyclic` get a run recorded as failed, so the history shows why they were not planned.
+/// `pr_number` marks a pull request's speculative plans.
+pub(super) fn plan_runs(
+    repo_id: i64,
+    commit: &str,
+    affected: &stacks::Affected,
+    cyclic: &[String],
+    pr_number: Option<i64>,
+) -> (Vec<NewRun>, Vec<(usize, String)>) {
+    let plan_run = |stack: &str, reason: String, after: Vec<i64>| NewRun {
+        repo_id,
+        stack: stack.to_string(),
+        commit: commit.to_string(),
+        kind: RunKind::Plan,
+        reason: Some(reason),
+        after,
+        plan_run: None,
+        transitive: false,
+        pr_number,
+        reviewed_run: None,
+    };
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut runs = Vec::new();
+    // Stacks come in dependency order, so every upstream run is already listed.
+    for stack in &affected.stacks {
+        if stack.reasons.iter().any(|r| r.kind == ReasonKind::Removed) {
+            info!(stack = %stack.path, "stack removed: reported, not planned");
+            continue;
         }
-        let mut failed = Vec::new();
-        for stack in cyclic {
-            failed.push((
-                runs.len(),
-                format!(
-                    "stack {stack} is in a dependency cycle: {}",
-                    cyclic.join(" -> ")
-                ),
-            ));
-            runs.push(self.plan_run(commit, stack, "dependency cycle".into(), Vec::new()));
-        }
-        (runs, failed)
+        let after = stack
+            .depends_on
+            .iter()
+            .filter_map(|up| index.get(up.as_str()))
+            .map(|&i| i as i64)
+            .collect();
+        index.insert(stack.path.as_str(), runs.len());
+        let mut run = plan_run(&stack.path, reason_text(stack), after);
+        run.transitive = !stack.direct;
+        runs.push(run);
     }
-
-    fn plan_run(&self, commit: &str, stack: &str, reason: String, after: Vec<i64>) -> NewRun {
-        NewRun {
-            repo_id: self.repo_id,
-            stack: stack.to_string(),
-            commit: commit.to_string(),
-            kind: RunKind::Plan,
-            reason: Some(reason),
-            after,
-            plan_run: None,
-            transitive: false,
-        }
+    let mut failed = Vec::new();
+    for stack in cyclic {
+        failed.push((
+            runs.len(),
+            format!(
+                "stack {stack} is in a dependency cycle: {}",
+                cyclic.join(" -> ")
+            ),
+        ));
+        runs.push(plan_run(stack, "dependency cycle".into(), Vec::new()));
     }
+    (runs, failed)
 }
 
 /// The reasons a stack was picked, for people: `file stacks/a/main.tf; dependency stacks/net`.
@@ -270,7 +289,7 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
 
 /// Credentials for `git fetch`, read from the environment variables the config names. They
 /// go to git through its environment, never through the command line or a file.
-fn credentials_env(repo: &RepoConfig) -> Result<Vec<(String, String)>> {
+pub(super) fn credentials_env(repo: &RepoConfig) -> Result<Vec<(String, String)>> {
     let mut env = Vec::new();
     if let Some(var) = &repo.token_env {
         let token = std::env::var(var).with_context(|| {

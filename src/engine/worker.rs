@@ -52,6 +52,8 @@ pub struct WorkerContext {
     /// stack's closure from it instead of analysing the whole commit again. A repository
     /// without one (tests, benchmarks) is analysed cold.
     pub indexes: HashMap<String, Arc<tokio::sync::Mutex<crate::stacks::Index>>>,
+    /// Per repository with a forge: where a pull request's finished runs are announced.
+    pub pr_refresh: HashMap<String, super::PrRefresh>,
 }
 
 /// One worker slot.
@@ -92,6 +94,7 @@ impl Worker {
             return Ok(false);
         };
         let span = info_span!("run", run = run.id, repo = %run.repo, stack = %run.stack, commit = %run.commit, kind = %run.kind);
+        self.follow_ups().started(&run);
         self.execute(run, shutdown).instrument(span).await?;
         Ok(true)
     }
@@ -327,6 +330,7 @@ impl Worker {
             mirrors: &ctx.mirrors,
             drift: ctx.drift.as_ref(),
             work: &ctx.work,
+            pr_refresh: &ctx.pr_refresh,
         }
     }
 

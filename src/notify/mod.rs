@@ -2,6 +2,7 @@
 //! delivery (`webhook`) posts to an incoming webhook and hands back a typed outcome the engine
 //! stores in its outbox.
 
+pub mod pr_comment;
 pub mod slack;
 pub mod webhook;
 

@@ -40,6 +40,8 @@ pub struct TidemarkInput {
     pub changed_files: Vec<String>,
     /// The pull request, when the run is for one.
     pub pr: Option<PullRequestInput>,
+    /// The same pull request under its full name (`input.tidemark.pull_request`).
+    pub pull_request: Option<PullRequestInput>,
     /// Policy parameters from the server config (e.g. `max_deletions`), so that a pull request
     /// cannot loosen them. Empty when none are set: shipped policies then use their defaults.
     pub config: BTreeMap<String, Value>,
@@ -62,6 +64,23 @@ pub struct PullRequestInput {
     pub number: u64,
     /// Logins that approved the pull request at its current head, sorted.
     pub approvers: Vec<String>,
+    /// The same approvals with each approver's permission in the repository
+    /// (`admin`, `maintain`, `write`, ...), so a policy can count only writers.
+    pub approvals: Vec<ApprovalInput>,
+    pub author: String,
+    /// The base branch and the head's sha.
+    pub base: String,
+    pub head: String,
+    pub labels: Vec<String>,
+    pub draft: bool,
+}
+
+/// One approving review in `input.tidemark.pull_request.approvals`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApprovalInput {
+    pub login: String,
+    pub permission: String,
 }
 
 impl TidemarkInput {
@@ -108,7 +127,22 @@ impl TidemarkInput {
         let mut approvers: Vec<String> = approvers.into_iter().map(Into::into).collect();
         approvers.sort();
         approvers.dedup();
-        self.pr = Some(PullRequestInput { number, approvers });
+        self.pr = Some(PullRequestInput {
+            number,
+            approvers,
+            ..PullRequestInput::default()
+        });
+        self.pull_request = self.pr.clone();
+        self
+    }
+
+    /// Sets the whole pull request (`pr` and `pull_request`); approvers are sorted.
+    pub fn pull_request_input(mut self, mut pr: PullRequestInput) -> TidemarkInput {
+        pr.approvals.sort_by(|a, b| a.login.cmp(&b.login));
+        pr.approvers = pr.approvals.iter().map(|a| a.login.clone()).collect();
+        pr.approvers.dedup();
+        self.pr = Some(pr.clone());
+        self.pull_request = Some(pr);
         self
     }
 

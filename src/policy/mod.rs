@@ -25,7 +25,9 @@ mod verdict;
 mod tests;
 
 pub use eval::evaluate;
-pub use input::{PullRequestInput, StackInput, TidemarkInput, build_input, run_kind};
+pub use input::{
+    ApprovalInput, PullRequestInput, StackInput, TidemarkInput, build_input, run_kind,
+};
 pub use set::{PolicyError, PolicyFile, PolicySet, SHIPPED_SET_NAME};
 pub use unit::{UnitReport, UnitTest};
 pub use verdict::{Blocking, Level, PolicyResult, Rule, Verdict};

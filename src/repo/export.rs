@@ -160,6 +160,43 @@ pub fn export(repo: &Repository, commit: Oid, dest: &Path, what: &Export) -> Res
     })
 }
 
+/// Whether `what` reads the same content at commits `a` and `b`: the same tree ids for its
+/// directories and glob roots, the same blob ids for its files. Conservative: a change anywhere
+/// below an exported directory (a pruned nested stack included) counts as a change.
+pub fn same_content(repo: &Repository, a: Oid, b: Oid, what: &Export) -> Result<bool> {
+    let tree_a = repo
+        .find_commit(a)
+        .with_context(|| format!("reading commit {a}"))?
+        .tree()?;
+    let tree_b = repo
+        .find_commit(b)
+        .with_context(|| format!("reading commit {b}"))?
+        .tree()?;
+    let selection = match what {
+        Export::Full => return Ok(tree_a.id() == tree_b.id()),
+        Export::Only(selection) => selection,
+    };
+    let id_at = |tree: &Tree, path: &str| -> Option<Oid> {
+        if path == "." {
+            return Some(tree.id());
+        }
+        tree.get_path(Path::new(path)).ok().map(|entry| entry.id())
+    };
+    let roots = selection.globs.iter().map(|g| literal_dir(g));
+    for path in selection
+        .dirs
+        .iter()
+        .map(String::as_str)
+        .chain(selection.files.iter().map(String::as_str))
+        .chain(roots)
+    {
+        if id_at(&tree_a, path) != id_at(&tree_b, path) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn first_component(path: &str) -> &str {
     path.split('/').next().unwrap_or(path)
 }

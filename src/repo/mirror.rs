@@ -53,8 +53,55 @@ impl Mirror {
         branch: &str,
         env: &[(String, String)],
     ) -> Result<Oid, FetchError> {
-        self.init().await?;
         let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
+        self.fetch_refspec(&refspec, env)
+            .await
+            .map_err(|err| match err {
+                FetchError::Remote { url, message }
+                    if message.contains("couldn't find remote ref") =>
+                {
+                    FetchError::NoBranch {
+                        url,
+                        branch: branch.to_string(),
+                    }
+                }
+                other => other,
+            })?;
+        self.commit_of(&format!("refs/heads/{branch}"))
+    }
+
+    /// Fetches a pull request's head (the forge's `refs/pull/N/head`) into
+    /// `refs/tidemark/pull/N/head` and returns the commit it points at.
+    pub async fn fetch_pull_head(
+        &self,
+        number: u64,
+        env: &[(String, String)],
+    ) -> Result<Oid, FetchError> {
+        let local = format!("refs/tidemark/pull/{number}/head");
+        let refspec = format!("+refs/pull/{number}/head:{local}");
+        self.fetch_refspec(&refspec, env).await?;
+        self.commit_of(&local)
+    }
+
+    /// The commit a ref of the mirror points at.
+    pub fn commit_of(&self, reference: &str) -> Result<Oid, FetchError> {
+        let repo = self.open().map_err(|err| self.local(err))?;
+        let reference = repo
+            .find_reference(reference)
+            .map_err(|err| self.local(err.into()))?;
+        reference
+            .peel_to_commit()
+            .map(|commit| commit.id())
+            .map_err(|err| self.local(err.into()))
+    }
+
+    /// Runs `git fetch` of one refspec from the remote (creating the mirror if needed).
+    async fn fetch_refspec(
+        &self,
+        refspec: &str,
+        env: &[(String, String)],
+    ) -> Result<(), FetchError> {
+        self.init().await?;
         let output = Command::new("git")
             .arg("--git-dir")
             .arg(&self.path)
@@ -65,7 +112,7 @@ impl Mirror {
                 "--prune",
                 "--",
                 &self.url,
-                &refspec,
+                refspec,
             ])
             .env("GIT_TERMINAL_PROMPT", "0")
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -76,25 +123,17 @@ impl Mirror {
             .map_err(|err| self.local(err.into()))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            if stderr.contains("couldn't find remote ref") {
-                return Err(FetchError::NoBranch {
-                    url: self.url.clone(),
-                    branch: branch.to_string(),
-                });
-            }
+            let message = if stderr.contains("couldn't find remote ref") {
+                "couldn't find remote ref".to_string()
+            } else {
+                stderr.trim().lines().last().unwrap_or("").to_string()
+            };
             return Err(FetchError::Remote {
                 url: self.url.clone(),
-                message: stderr.trim().lines().last().unwrap_or("").to_string(),
+                message: format!("{message} ({refspec})"),
             });
         }
-        let repo = self.open().map_err(|err| self.local(err))?;
-        let reference = repo
-            .find_reference(&format!("refs/heads/{branch}"))
-            .map_err(|err| self.local(err.into()))?;
-        reference
-            .peel_to_commit()
-            .map(|commit| commit.id())
-            .map_err(|err| self.local(err.into()))
+        Ok(())
     }
 
     async fn init(&self) -> Result<(), FetchError> {

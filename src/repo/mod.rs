@@ -3,10 +3,12 @@
 //! that https and ssh remotes work with the system's git, its credential helpers and TLS stack.
 
 mod export;
+mod merge;
 mod mirror;
 mod tree;
 
-pub use export::{Export, Exported, Selection, export, export_tree};
+pub use export::{Export, Exported, Selection, export, export_tree, same_content};
+pub use merge::{merge_base, merge_commit};
 pub use mirror::{FetchError, Mirror};
 pub use tree::{EntryKind, TreeItem, changed_paths, commit_tree, diff_trees, read_blob, read_tree};
 

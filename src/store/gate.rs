@@ -139,6 +139,7 @@ impl Store {
             sqlx::query_as(
                 "SELECT n.id, n.commit_sha FROM runs n JOIN runs r ON r.repo_id = n.repo_id \
                  AND r.stack_path = n.stack_path WHERE r.id = $1 AND n.kind = 'plan' AND n.id > r.id \
+                 AND (n.pr_number IS NULL OR n.pr_number = r.pr_number) \
                  ORDER BY n.id DESC LIMIT 1",
             )
             .bind(run_id)
@@ -231,6 +232,8 @@ impl Store {
             after: Vec::new(),
             plan_run: Some(plan.id),
             transitive: false,
+            pr_number: plan.pr_number,
+            reviewed_run: None,
         };
         let id = on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
@@ -273,6 +276,7 @@ impl Store {
         stack: &str,
         commit: &str,
         reason: &str,
+        pr_number: Option<i64>,
     ) -> Result<Option<i64>> {
         let now = Utc::now();
         Ok(on_pool!(self, pool => {
@@ -284,11 +288,13 @@ impl Store {
                 .with_context(|| format!("repo {repo} is not recorded"))?;
             let live: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM runs WHERE repo_id = $1 AND stack_path = $2 AND commit_sha = $3 \
-                 AND kind = 'plan' AND status IN ('queued', 'running') LIMIT 1",
+                 AND kind = 'plan' AND status IN ('queued', 'running') \
+                 AND pr_number IS NOT DISTINCT FROM $4 LIMIT 1",
             )
             .bind(repo_id)
             .bind(stack)
             .bind(commit)
+            .bind(pr_number)
             .fetch_optional(&mut *tx)
             .await?;
             if live.is_some() {
@@ -303,6 +309,8 @@ impl Store {
                     after: Vec::new(),
                     plan_run: None,
                     transitive: false,
+                    pr_number,
+                    reviewed_run: None,
                 };
                 let id = insert_run!(tx, &run, now);
                 tx.commit().await?;

@@ -9,6 +9,7 @@ mod drift;
 mod gate;
 mod locks;
 mod migrate;
+mod pulls;
 mod repos;
 mod runs;
 mod states;
@@ -18,6 +19,7 @@ pub use drift::{
     DriftCheck, DriftCheckRow, DriftDecision, DriftSaved, DriftStack, DriftStatus, OutboxRow,
 };
 pub use gate::StackSettings;
+pub use pulls::PrRow;
 pub use repos::StackRecord;
 pub use runs::Recovered;
 pub use states::{

@@ -29,19 +29,20 @@ macro_rules! insert_run {
                 "UPDATE runs SET status = 'superseded', finished_at = $1, \
                  error = 'superseded by commit ' || $2 \
                  WHERE repo_id = $3 AND stack_path = $4 AND kind = 'plan' \
-                 AND status = 'queued' AND commit_sha <> $2",
+                 AND status = 'queued' AND commit_sha <> $2 AND pr_number IS NOT DISTINCT FROM $5",
             )
             .bind($now)
             .bind(&run.commit)
             .bind(run.repo_id)
             .bind(&run.stack)
+            .bind(run.pr_number)
             .execute(&mut *$tx)
             .await?;
         }
         let priority = if run.kind == RunKind::Drift { -1 } else { 0 };
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id, transitive) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9) RETURNING id",
+            "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at, priority, plan_run_id, transitive, pr_number, reviewed_run_id) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(run.repo_id)
         .bind(&run.stack)
@@ -52,6 +53,8 @@ macro_rules! insert_run {
         .bind(priority)
         .bind($plan_run)
         .bind(run.transitive)
+        .bind(run.pr_number)
+        .bind(run.reviewed_run)
         .fetch_one(&mut *$tx)
         .await?;
         id
@@ -72,7 +75,8 @@ macro_rules! insert_dep {
 
 const RUN_COLUMNS: &str = "r.id, p.name AS repo, r.stack_path AS stack, r.commit_sha AS \"commit\", \
      r.kind, r.status, r.reason, r.created_at, r.started_at, r.finished_at, r.exit_code, r.error, \
-     r.summary AS summary_json, r.worker, r.attempt, r.plan_run_id, r.transitive, r.gate AS gate_json";
+     r.summary AS summary_json, r.worker, r.attempt, r.plan_run_id, r.transitive, r.gate AS gate_json, \
+     r.pr_number, r.reviewed_run_id";
 
 /// What recovery found: interrupted plans and drift checks (each retried as a new run) and
 /// interrupted applies (left for an operator, their stacks locked).
@@ -103,6 +107,42 @@ impl Store {
             tx.commit().await?;
         });
         Ok(ids)
+    }
+
+    /// Queues runs in one transaction like [`Store::enqueue`], with `after` holding indexes of
+    /// earlier runs in `runs` (as in a [`CommitBatch`]).
+    pub async fn enqueue_indexed(&self, runs: &[NewRun]) -> Result<Vec<i64>> {
+        let now = Utc::now();
+        let mut ids: Vec<i64> = Vec::with_capacity(runs.len());
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            for run in runs {
+                let id = insert_run!(tx, run, now);
+                for index in &run.after {
+                    let upstream = ids
+                        .get(*index as usize)
+                        .copied()
+                        .with_context(|| format!("run of {} waits for entry {index}, which comes later", run.stack))?;
+                    insert_dep!(tx, id, upstream);
+                }
+                ids.push(id);
+            }
+            tx.commit().await?;
+        });
+        Ok(ids)
+    }
+
+    /// Fails a queued run at once with `error` (a stack that cannot be planned).
+    pub async fn fail_queued(&self, run_id: i64, error: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE runs SET status = 'failed', finished_at = $1, error = $2 WHERE id = $3 AND status = 'queued'")
+                .bind(Utc::now())
+                .bind(error)
+                .bind(run_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Records a new head commit and queues its runs, all in one transaction, at most once

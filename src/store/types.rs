@@ -47,6 +47,11 @@ pub struct Run {
     /// apply and for every apply.
     #[serde(skip)]
     pub gate_json: Option<String>,
+    /// The pull request this run was queued for (a speculative plan, or an apply on merge).
+    pub pr_number: Option<i64>,
+    /// For a plan queued because a merge changed the stack's inputs since its review: the
+    /// reviewed plan run, whose change set this plan must repeat to be applied.
+    pub reviewed_run_id: Option<i64>,
 }
 
 impl Run {
@@ -82,6 +87,10 @@ pub struct NewRun {
     /// Queued only because an upstream stack changed (no file of its own did): when every
     /// upstream run it waits for is an apply that changed no output, it is skipped.
     pub transitive: bool,
+    /// See [`Run::pr_number`]: a pull request's runs supersede only that pull request's.
+    pub pr_number: Option<i64>,
+    /// See [`Run::reviewed_run_id`].
+    pub reviewed_run: Option<i64>,
 }
 
 /// A new head commit and the runs it queues: see `Store::queue_commit`.

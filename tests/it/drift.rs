@@ -282,6 +282,7 @@ impl Rig {
             }),
             variables: Vec::new(),
             indexes: Default::default(),
+            pr_refresh: Default::default(),
         });
         let sender = OutboxSender {
             store: store.clone(),
@@ -329,6 +330,8 @@ impl Rig {
             after: Vec::new(),
             plan_run,
             transitive: false,
+            pr_number: None,
+            reviewed_run: None,
         };
         self.store.enqueue(&[run]).await.expect("enqueue")[0]
     }

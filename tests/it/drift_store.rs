@@ -59,6 +59,8 @@ async fn record(store: &Store, repo_id: i64, stack: &str, result: &CheckResult) 
         after: Vec::new(),
         plan_run: None,
         transitive: false,
+        pr_number: None,
+        reviewed_run: None,
     };
     let run_id = store.enqueue(&[run]).await.expect("enqueue")[0];
     let check = DriftCheck {

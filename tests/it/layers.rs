@@ -15,6 +15,7 @@ const LAYERS: &[&str] = &[
     "runner",
     "store",
     "variables",
+    "review",
     "notify",
     "forge",
     "gate",

@@ -191,6 +191,8 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
             after: Vec::new(),
             plan_run: Some(retry.id),
             transitive: false,
+            pr_number: None,
+            reviewed_run: None,
         }])
         .await
         .expect("enqueue apply")[0];
@@ -215,6 +217,8 @@ async fn kill_9_during_a_plan_retries_it_and_during_an_apply_locks_the_stack() {
             after: Vec::new(),
             plan_run: None,
             transitive: false,
+            pr_number: None,
+            reviewed_run: None,
         }])
         .await
         .expect("enqueue plan")[0];

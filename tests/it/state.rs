@@ -81,6 +81,8 @@ impl Server {
                 after: Vec::new(),
                 plan_run: None,
                 transitive: false,
+                pr_number: None,
+                reviewed_run: None,
             }])
             .await
             .expect("enqueue")[0];
@@ -582,6 +584,8 @@ async fn a_worker_keeps_a_stacks_state_in_tidemark() {
         after: Vec::new(),
         plan_run,
         transitive: false,
+        pr_number: None,
+        reviewed_run: None,
     };
     crate::drift::approve(&store, plan.id).await;
     let apply = store

@@ -19,6 +19,8 @@ fn plan(repo_id: i64, stack: &str, commit: &str, after: Vec<i64>) -> NewRun {
         after,
         plan_run: None,
         transitive: false,
+        pr_number: None,
+        reviewed_run: None,
     }
 }
 

@@ -42,6 +42,8 @@ async fn steps_follow_dependencies_locks_and_recovery() {
         after,
         plan_run: None,
         transitive: false,
+        pr_number: None,
+        reviewed_run: None,
     };
     let [a] = store.enqueue(&[run("a", vec![])]).await.expect("enqueue")[..] else {
         panic!("one id")
@@ -68,6 +70,7 @@ async fn steps_follow_dependencies_locks_and_recovery() {
             drift: None,
             variables: Vec::new(),
             indexes: Default::default(),
+            pr_refresh: Default::default(),
         }),
     };
     let shutdown = CancellationToken::new();
