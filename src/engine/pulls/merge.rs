@@ -144,7 +144,7 @@ impl PullRequests {
 
     /// Approves a plan on behalf of the merge and asks the gate, which checks it once more
     /// (and again when a worker is about to apply it).
-    async fn apply_reviewed(
+    pub(super) async fn apply_reviewed(
         &self,
         number: i64,
         plan: &Run,

@@ -5,6 +5,7 @@
 //!
 //! A webhook only nudges: what is planned is read again from git and the forge's API.
 
+mod command;
 mod merge;
 mod plan;
 mod report;

@@ -21,6 +21,11 @@ struct Planned {
 impl PullRequests {
     /// Plans a pull request's head (or records why it is not planned).
     pub(super) async fn plan(&self, pr: &PullRequest) -> Result<()> {
+        self.plan_only(pr, &[]).await
+    }
+
+    /// [`Self::plan`], of only the affected stacks in `only` when it names any.
+    pub(super) async fn plan_only(&self, pr: &PullRequest, only: &[String]) -> Result<()> {
         let number = pr.number as i64;
         if pr.fork && !self.github.allow_fork_prs {
             info!(repo = %self.repo.name, pr = pr.number, "fork pull request: not planned");
@@ -96,6 +101,10 @@ impl PullRequests {
             .await;
             return Ok(());
         };
+        let mut planned = planned;
+        if !only.is_empty() {
+            planned.affected.stacks.retain(|s| only.contains(&s.path));
+        }
         for error in &planned.affected.errors {
             warn!(repo = %self.repo.name, pr = pr.number, stack = %error.stack, file = %error.file, "{}", error.message);
         }
