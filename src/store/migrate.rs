@@ -40,6 +40,16 @@ const SQLITE: Embedded = &[
         "drift",
         include_str!("../../migrations/sqlite/0005_drift.sql"),
     ),
+    (
+        6,
+        "pull requests",
+        include_str!("../../migrations/sqlite/0006_pull_requests.sql"),
+    ),
+    (
+        8,
+        "claim order",
+        include_str!("../../migrations/sqlite/0008_claim_order.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -66,6 +76,16 @@ const POSTGRES: Embedded = &[
         5,
         "drift",
         include_str!("../../migrations/postgres/0005_drift.sql"),
+    ),
+    (
+        6,
+        "pull requests",
+        include_str!("../../migrations/postgres/0006_pull_requests.sql"),
+    ),
+    (
+        8,
+        "claim order",
+        include_str!("../../migrations/postgres/0008_claim_order.sql"),
     ),
 ];
 
