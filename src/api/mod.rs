@@ -103,6 +103,8 @@ pub struct RunsQuery {
     pub status: Option<String>,
     pub kind: Option<String>,
     pub limit: Option<i64>,
+    /// The cursor from the previous page's `next`.
+    pub before: Option<i64>,
 }
 
 impl RunsQuery {
@@ -121,6 +123,7 @@ impl RunsQuery {
                 .transpose()
                 .map_err(ApiError::BadRequest)?,
             limit: self.limit.unwrap_or(100).clamp(1, 1000),
+            before: self.before,
         })
     }
 }
@@ -189,9 +192,14 @@ async fn list_runs(
     State(state): State<AppState>,
     Query(query): Query<RunsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let runs = state.store.runs(&query.filter()?).await?;
+    let filter = query.filter()?;
+    let runs = state.store.runs(&filter).await?;
+    // A full page may have more after it: `next` is the cursor (`?before=`) of the next page.
+    let next = (runs.len() as i64 == filter.limit)
+        .then(|| runs.last().map(|r| r.id))
+        .flatten();
     let runs: Vec<RunView> = runs.into_iter().map(RunView::from).collect();
-    Ok(Json(serde_json::json!({ "runs": runs })))
+    Ok(Json(serde_json::json!({ "runs": runs, "next": next })))
 }
 
 async fn get_run(

@@ -27,6 +27,9 @@ pub struct Args {
     /// At most this many runs.
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
+    /// Only runs older than this run id (the next page after a page ending at it).
+    #[arg(long)]
+    pub before: Option<i64>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -49,6 +52,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             status: args.status,
             kind: args.kind,
             limit: args.limit,
+            before: args.before,
         };
         store.runs(&filter).await
     })?;

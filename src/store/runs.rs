@@ -419,7 +419,7 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM runs r JOIN repos p ON p.id = r.repo_id \
              WHERE ($1 IS NULL OR p.name = $1) AND ($2 IS NULL OR r.stack_path = $2) \
              AND ($3 IS NULL OR r.status = $3) AND ($4 IS NULL OR r.kind = $4) \
-             ORDER BY r.id DESC LIMIT $5"
+             AND ($6 IS NULL OR r.id < $6) ORDER BY r.id DESC LIMIT $5"
         );
         let limit = if filter.limit > 0 { filter.limit } else { 100 };
         Ok(on_pool!(self, pool => {
@@ -429,6 +429,7 @@ impl Store {
                 .bind(filter.status.map(|s| s.as_str()))
                 .bind(filter.kind.map(|k| k.as_str()))
                 .bind(limit)
+                .bind(filter.before)
                 .fetch_all(pool)
                 .await?
         }))

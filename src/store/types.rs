@@ -186,4 +186,6 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub kind: Option<RunKind>,
     pub limit: i64,
+    /// Only runs with a smaller id: the cursor of the next page (the last id of this one).
+    pub before: Option<i64>,
 }

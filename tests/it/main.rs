@@ -10,6 +10,7 @@ mod gate;
 mod layers;
 mod notify;
 mod policy;
+mod pulls_store;
 mod recovery;
 mod runner;
 mod scale;

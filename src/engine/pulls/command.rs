@@ -100,7 +100,10 @@ impl PullRequests {
                 self.plan_only(&pr, &stacks).await?;
                 self.refresh(number).await
             }
-            Command::Apply { stacks } => self.apply_before_merge(number, &comment.author, &stacks).await,
+            Command::Apply { stacks } => {
+                self.apply_before_merge(number, &comment.author, &stacks)
+                    .await
+            }
             Command::Unlock => {
                 let row = self.row(number).await?;
                 let runs = self.store.pr_runs(self.repo_id, number).await?;
@@ -136,7 +139,9 @@ impl PullRequests {
         }
         let row = self.row(number).await?;
         let (Some(planned_commit), Some(head)) = (&row.planned_commit, &row.planned_head) else {
-            return self.reply(number, "Nothing is planned for this pull request yet.").await;
+            return self
+                .reply(number, "Nothing is planned for this pull request yet.")
+                .await;
         };
         let pr = self.forge.pull_request(number as u64).await?;
         let approvers = self.read_approvals(number, head).await?;
@@ -210,17 +215,27 @@ mod tests {
     fn commands_parse_from_the_first_line() {
         assert_eq!(parse("LGTM"), None);
         assert_eq!(parse("please run tidemark plan"), None);
-        assert_eq!(parse("tidemark plan"), Some(Ok(Command::Plan { stacks: vec![] })));
+        assert_eq!(
+            parse("tidemark plan"),
+            Some(Ok(Command::Plan { stacks: vec![] }))
+        );
         assert_eq!(
             parse("  tidemark plan -p stacks/a/ --stack stacks/b\nthanks"),
             Some(Ok(Command::Plan {
                 stacks: vec!["stacks/a".into(), "stacks/b".into()]
             }))
         );
-        assert_eq!(parse("tidemark apply"), Some(Ok(Command::Apply { stacks: vec![] })));
+        assert_eq!(
+            parse("tidemark apply"),
+            Some(Ok(Command::Apply { stacks: vec![] }))
+        );
         assert_eq!(parse("tidemark unlock"), Some(Ok(Command::Unlock)));
         assert_eq!(parse("tidemark"), Some(Ok(Command::Help)));
-        assert!(matches!(parse("tidemark destroy"), Some(Err(reply)) if reply.starts_with("unknown command `destroy`")));
-        assert!(matches!(parse("tidemark plan -p"), Some(Err(reply)) if reply.contains("needs a stack path")));
+        assert!(
+            matches!(parse("tidemark destroy"), Some(Err(reply)) if reply.starts_with("unknown command `destroy`"))
+        );
+        assert!(
+            matches!(parse("tidemark plan -p"), Some(Err(reply)) if reply.contains("needs a stack path"))
+        );
     }
 }
