@@ -228,7 +228,8 @@ impl Store {
 
     /// Whether the stack's code at `commit` was applied: a succeeded apply exists at that
     /// commit, or at the commit of the stack's latest plan (later commits did not affect the
-    /// stack, so its code there is the head's).
+    /// stack, so its code there is the head's). A pull request's plan counts once it merged
+    /// (its merge applies that plan); an open one's is not the branch's code.
     pub async fn head_applied(&self, repo: &str, stack: &str, commit: &str) -> Result<bool> {
         let count: i64 = on_pool!(self, pool => {
             sqlx::query_scalar(
@@ -236,6 +237,8 @@ impl Store {
                  WHERE p.name = $1 AND a.stack_path = $2 AND a.kind = 'apply' AND a.status = 'succeeded' \
                  AND (a.commit_sha = $3 OR a.commit_sha = (SELECT l.commit_sha FROM runs l \
                      WHERE l.repo_id = a.repo_id AND l.stack_path = a.stack_path AND l.kind = 'plan' \
+                     AND (l.pr_number IS NULL OR EXISTS (SELECT 1 FROM pull_requests m \
+                         WHERE m.repo_id = l.repo_id AND m.number = l.pr_number AND m.state = 'merged')) \
                      ORDER BY l.id DESC LIMIT 1))",
             )
             .bind(repo)
