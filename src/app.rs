@@ -14,8 +14,8 @@ use tracing::{info, warn};
 
 use crate::config::{Config, PolicyConfig};
 use crate::engine::{
-    DriftFlow, DriftHook, Jitter, OUTBOX_LEASE, OutboxSender, Policies, Poller, RepoPolicies,
-    Worker, WorkerContext,
+    DriftFlow, DriftHook, Jitter, OUTBOX_LEASE, OutboxSender, Policies, Poller, PullRequests,
+    RepoPolicies, Worker, WorkerContext,
 };
 use crate::policy::{Level, PolicySet};
 use crate::repo::Mirror;
@@ -79,6 +79,12 @@ impl App {
         let mut nudges = HashMap::new();
         let mut mirrors = HashMap::new();
         let mut indexes = HashMap::new();
+        let mut pulls_by_forge = HashMap::new();
+        let mut pr_refresh = HashMap::new();
+        let base_url = config
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
         for repo in &config.repos {
             let repo_id = store
                 .upsert_repo(&repo.name, &repo.url, &repo.branch, repo.max_concurrency)
@@ -95,6 +101,28 @@ impl App {
             mirrors.insert(repo.name.clone(), mirror.path.clone());
             let index = Arc::new(Mutex::new(crate::stacks::Index::new()));
             indexes.insert(repo.name.clone(), index.clone());
+            let pulls = match &repo.github {
+                Some(github) => {
+                    let forge = connect_github(&repo.name, github)?;
+                    let pulls = Arc::new(PullRequests::new(
+                        repo.clone(),
+                        github.clone(),
+                        repo_id,
+                        forge,
+                        store.clone(),
+                        mirror.clone(),
+                        index.clone(),
+                        work.clone(),
+                        base_url.clone(),
+                    ));
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    pr_refresh.insert(repo.name.clone(), tx);
+                    pulls_by_forge.insert(github.repository.to_ascii_lowercase(), pulls.clone());
+                    tasks.spawn(pulls.clone().run(rx, shutdown.clone()));
+                    Some(pulls)
+                }
+                None => None,
+            };
             let poller = Poller {
                 repo: repo.clone(),
                 repo_id,
@@ -104,7 +132,7 @@ impl App {
                 work: work.clone(),
                 index: index.clone(),
                 stacks_changed: stacks_changed.clone(),
-                pulls: None,
+                pulls,
             };
             tasks.spawn(poller.run(shutdown.clone()));
         }
@@ -142,7 +170,7 @@ impl App {
             drift: Some(drift_hook.clone()),
             variables: config.variables.clone(),
             indexes,
-            pr_refresh: HashMap::new(),
+            pr_refresh,
         });
         for slot in 0..config.workers {
             let worker = Worker {
@@ -175,6 +203,7 @@ impl App {
             api_token,
             work: work.clone(),
             key,
+            pulls: Arc::new(pulls_by_forge),
         };
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();
@@ -306,6 +335,36 @@ pub fn load_policies(config: &Config) -> Result<Policies> {
         );
     }
     Ok(policies)
+}
+
+/// The GitHub client of a repository's `github` block, with its credentials read from the
+/// environment variables the block names.
+fn connect_github(
+    repo: &str,
+    github: &crate::config::GitHubConfig,
+) -> Result<Arc<dyn crate::forge::Forge>> {
+    use crate::config::GitHubAuth;
+    use crate::forge::github::{Auth, GitHub};
+    let read = |var: &str| {
+        std::env::var(var).with_context(|| {
+            format!("repo {repo}: the github block names {var}, which is not set")
+        })
+    };
+    let auth = match &github.auth {
+        GitHubAuth::Token { token_env } => Auth::Token(read(token_env)?),
+        GitHubAuth::App {
+            app_id,
+            private_key_env,
+            installation_id,
+        } => Auth::App {
+            app_id: *app_id,
+            private_key_pem: read(private_key_env)?,
+            installation_id: *installation_id,
+        },
+    };
+    let client = GitHub::new(&github.api_url, &github.repository, auth)
+        .with_context(|| format!("repo {repo}: github"))?;
+    Ok(Arc::new(client))
 }
 
 fn hostname() -> String {

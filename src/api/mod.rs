@@ -35,6 +35,8 @@ pub struct AppState {
     pub work: Arc<Notify>,
     /// Encrypts state files at rest (the state backend under `/state/`).
     pub key: crate::crypto::PlanKey,
+    /// Each forge repository's pull-request task, by `owner/name` in lower case.
+    pub pulls: Arc<HashMap<String, Arc<crate::engine::PullRequests>>>,
 }
 
 pub fn router(state: AppState) -> Router {

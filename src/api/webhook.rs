@@ -1,28 +1,38 @@
-//! Webhooks: the fast path next to polling. A push event only nudges the repository's poller;
-//! what gets planned is always read from the configured remote, never from the payload.
+//! Webhooks: the fast path next to polling. A push nudges the repository's poller; a pull
+//! request, review or comment event nudges its pull-request task (a comment may be a command).
+//! What gets planned is always read from the configured remote and the forge's API, never
+//! from the payload.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use tracing::warn;
 
 use super::{ApiError, AppState};
+use crate::forge::ForgeEvent;
+use crate::forge::github::{parse_event, verify_signature};
 
-/// `POST /webhooks/github`: GitHub's `push` (and `ping`) events, signed with
-/// `X-Hub-Signature-256` when the config names a webhook secret.
+/// `POST /webhooks/github`: GitHub's `push`, `pull_request`, `pull_request_review`,
+/// `issue_comment` and `ping` events, signed with `X-Hub-Signature-256` when the config names
+/// a webhook secret.
 pub async fn github(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let delivery = headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
     if let Some(secret) = &state.webhook_secret {
         let signature = headers
             .get("x-hub-signature-256")
             .and_then(|v| v.to_str().ok())
             .ok_or(ApiError::Unauthorized("missing X-Hub-Signature-256"))?;
         if !verify_signature(secret.as_bytes(), &body, signature) {
+            warn!(delivery, "webhook signature does not match: refused");
             return Err(ApiError::Unauthorized("webhook signature does not match"));
         }
     }
@@ -30,45 +40,49 @@ pub async fn github(
         .get("x-github-event")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    match event {
-        "ping" => return Ok(Json(serde_json::json!({ "ok": true }))),
-        "push" => {}
-        other => return Ok(Json(serde_json::json!({ "ignored": other }))),
+    if event == "ping" {
+        return Ok(Json(serde_json::json!({ "ok": true })));
     }
-    let payload: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::BadRequest(format!("push payload is not JSON: {err}")))?;
-    let git_ref = payload["ref"].as_str().unwrap_or("");
-    let urls: Vec<&str> = ["clone_url", "ssh_url", "git_url", "html_url"]
-        .iter()
-        .filter_map(|key| payload["repository"][key].as_str())
-        .collect();
-    let mut nudged = Vec::new();
-    for repo in state.repos.iter() {
-        let same_repo = urls.iter().any(|url| same_remote(url, &repo.url));
-        if same_repo
-            && git_ref == format!("refs/heads/{}", repo.branch)
-            && let Some(nudge) = state.nudges.get(&repo.name)
-        {
-            nudge.notify_one();
-            nudged.push(repo.name.clone());
+    let parsed = parse_event(event, &body)
+        .map_err(|err| ApiError::BadRequest(format!("delivery {delivery}: {err}")))?;
+    match parsed {
+        ForgeEvent::Push { urls, git_ref } => {
+            let mut nudged = Vec::new();
+            for repo in state.repos.iter() {
+                let same_repo = urls.iter().any(|url| same_remote(url, &repo.url));
+                if same_repo
+                    && git_ref == format!("refs/heads/{}", repo.branch)
+                    && let Some(nudge) = state.nudges.get(&repo.name)
+                {
+                    nudge.notify_one();
+                    nudged.push(repo.name.clone());
+                }
+            }
+            Ok(Json(serde_json::json!({ "polled": nudged })))
         }
+        ForgeEvent::PullRequest { repository, number, .. }
+        | ForgeEvent::Review { repository, number } => {
+            let Some(pulls) = state.pulls.get(&repository.to_ascii_lowercase()) else {
+                return Ok(Json(serde_json::json!({ "ignored": repository })));
+            };
+            pulls.nudge.notify_one();
+            Ok(Json(serde_json::json!({ "pull_request": number, "synced": pulls.repo.name })))
+        }
+        ForgeEvent::Comment { repository, number, comment } => {
+            let Some(pulls) = state.pulls.get(&repository.to_ascii_lowercase()).cloned() else {
+                return Ok(Json(serde_json::json!({ "ignored": repository })));
+            };
+            // Answer GitHub at once; the command runs in the background.
+            let id = comment.id;
+            tokio::spawn(async move {
+                if let Err(err) = pulls.command(number as i64, &comment).await {
+                    warn!(repo = %pulls.repo.name, pr = number, comment = comment.id, error = %format!("{err:#}"), "pull request command failed");
+                }
+            });
+            Ok(Json(serde_json::json!({ "pull_request": number, "comment": id })))
+        }
+        ForgeEvent::Ignored { event } => Ok(Json(serde_json::json!({ "ignored": event }))),
     }
-    Ok(Json(serde_json::json!({ "polled": nudged })))
-}
-
-/// Checks GitHub's `sha256=HEX` HMAC of the raw body, in constant time.
-pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Some(hex_sig) = header.strip_prefix("sha256=") else {
-        return false;
-    };
-    let Ok(expected) = hex::decode(hex_sig) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&expected).is_ok()
 }
 
 /// Whether two remote URLs name the same repository, ignoring scheme, credentials, a trailing
@@ -98,18 +112,6 @@ fn normalize(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signatures_are_checked_against_the_raw_body() {
-        // The example from GitHub's documentation on validating webhook deliveries.
-        let secret = b"It's a Secret to Everybody";
-        let body = b"Hello, World!";
-        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert!(verify_signature(secret, body, good));
-        assert!(!verify_signature(secret, b"Hello, World?", good));
-        assert!(!verify_signature(b"other", body, good));
-        assert!(!verify_signature(secret, body, "sha1=abc"));
-    }
 
     #[test]
     fn remotes_match_across_url_forms() {

@@ -362,6 +362,7 @@ async fn the_gate_over_http(store: &Store, blocked: i64, applied_plan: i64) {
         webhook_secret: None,
         api_token: Some("s3cret-token".into()),
         key: tidemark::crypto::PlanKey::generate(),
+        pulls: Default::default(),
         work: Default::default(),
     };
     let server =

@@ -51,6 +51,7 @@ async fn serve(db: &TestDb) -> Server {
         repos: Arc::new(Vec::new()),
         webhook_secret: None,
         key: key.clone(),
+        pulls: Default::default(),
         api_token: None,
         work: Default::default(),
     };
