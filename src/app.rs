@@ -346,9 +346,8 @@ fn connect_github(
     use crate::config::GitHubAuth;
     use crate::forge::github::{Auth, GitHub};
     let read = |var: &str| {
-        std::env::var(var).with_context(|| {
-            format!("repo {repo}: the github block names {var}, which is not set")
-        })
+        std::env::var(var)
+            .with_context(|| format!("repo {repo}: the github block names {var}, which is not set"))
     };
     let auth = match &github.auth {
         GitHubAuth::Token { token_env } => Auth::Token(read(token_env)?),

@@ -60,15 +60,23 @@ pub async fn github(
             }
             Ok(Json(serde_json::json!({ "polled": nudged })))
         }
-        ForgeEvent::PullRequest { repository, number, .. }
+        ForgeEvent::PullRequest {
+            repository, number, ..
+        }
         | ForgeEvent::Review { repository, number } => {
             let Some(pulls) = state.pulls.get(&repository.to_ascii_lowercase()) else {
                 return Ok(Json(serde_json::json!({ "ignored": repository })));
             };
             pulls.nudge.notify_one();
-            Ok(Json(serde_json::json!({ "pull_request": number, "synced": pulls.repo.name })))
+            Ok(Json(
+                serde_json::json!({ "pull_request": number, "synced": pulls.repo.name }),
+            ))
         }
-        ForgeEvent::Comment { repository, number, comment } => {
+        ForgeEvent::Comment {
+            repository,
+            number,
+            comment,
+        } => {
             let Some(pulls) = state.pulls.get(&repository.to_ascii_lowercase()).cloned() else {
                 return Ok(Json(serde_json::json!({ "ignored": repository })));
             };
@@ -79,7 +87,9 @@ pub async fn github(
                     warn!(repo = %pulls.repo.name, pr = number, comment = comment.id, error = %format!("{err:#}"), "pull request command failed");
                 }
             });
-            Ok(Json(serde_json::json!({ "pull_request": number, "comment": id })))
+            Ok(Json(
+                serde_json::json!({ "pull_request": number, "comment": id }),
+            ))
         }
         ForgeEvent::Ignored { event } => Ok(Json(serde_json::json!({ "ignored": event }))),
     }

@@ -40,8 +40,16 @@ pub enum StackStatus {
 
 pub fn render(comment: &PrComment) -> String {
     let mut out = format!("{MARKER}\n### Tidemark: {} stacks\n", comment.stacks.len());
+    for note in &comment.notes {
+        out.push_str(&format!("{note}\n"));
+    }
     for s in &comment.stacks {
-        out.push_str(&format!("- {} {:?}\n", s.stack, s.run_id));
+        out.push_str(&format!(
+            "- {} {:?} {}\n",
+            s.stack,
+            s.run_id,
+            s.apply.unwrap_or("")
+        ));
     }
     out
 }

@@ -36,8 +36,14 @@ async fn every_forge_call_is_one_github_accepts() {
     };
     assert_eq!(value.len(), 1);
     let pr = &value[0];
-    assert_eq!((pr.number, pr.author.as_str(), pr.head_sha.as_str()), (7, "alice", SHA));
-    assert_eq!((pr.state, pr.fork, pr.base_ref.as_str()), (PrState::Open, false, "main"));
+    assert_eq!(
+        (pr.number, pr.author.as_str(), pr.head_sha.as_str()),
+        (7, "alice", SHA)
+    );
+    assert_eq!(
+        (pr.state, pr.fork, pr.base_ref.as_str()),
+        (PrState::Open, false, "main")
+    );
     assert!(pr.merge_commit_sha.is_none());
     let etag = etag.expect("an etag");
     assert_eq!(
@@ -47,15 +53,33 @@ async fn every_forge_call_is_one_github_accepts() {
 
     let one = github.pull_request(7).await.expect("one");
     assert_eq!(one.number, 7);
-    assert!(github.pull_request_files(7).await.expect("files").is_empty());
+    assert!(
+        github
+            .pull_request_files(7)
+            .await
+            .expect("files")
+            .is_empty()
+    );
     let reviews = github.reviews(7).await.expect("reviews");
     assert_eq!(reviews.len(), 1);
-    assert_eq!((reviews[0].user.as_str(), reviews[0].state), ("bob", ReviewState::Approved));
-    assert_eq!(github.permission("bob").await.expect("perm"), Permission::Write);
-    assert_eq!(github.permission("mallory").await.expect("perm"), Permission::None);
+    assert_eq!(
+        (reviews[0].user.as_str(), reviews[0].state),
+        ("bob", ReviewState::Approved)
+    );
+    assert_eq!(
+        github.permission("bob").await.expect("perm"),
+        Permission::Write
+    );
+    assert_eq!(
+        github.permission("mallory").await.expect("perm"),
+        Permission::None
+    );
 
     let created = github.create_comment(7, "hello").await.expect("create");
-    let updated = github.update_comment(created.id, "hello again").await.expect("update");
+    let updated = github
+        .update_comment(created.id, "hello again")
+        .await
+        .expect("update");
     assert_eq!(updated.id, created.id);
     let comments = github.comments(7).await.expect("comments");
     assert_eq!(comments.len(), 1);
@@ -78,10 +102,19 @@ async fn every_forge_call_is_one_github_accepts() {
         )
         .await
         .expect("status");
-    assert_eq!(mock.status(SHA, "tidemark/plan").as_deref(), Some("success"));
-    let description = mock.statuses(SHA)[0]["description"].as_str().expect("text").to_string();
+    assert_eq!(
+        mock.status(SHA, "tidemark/plan").as_deref(),
+        Some("success")
+    );
+    let description = mock.statuses(SHA)[0]["description"]
+        .as_str()
+        .expect("text")
+        .to_string();
     assert_eq!(description.chars().count(), 140);
-    github.react(created.id, Reaction::Eyes).await.expect("react");
+    github
+        .react(created.id, Reaction::Eyes)
+        .await
+        .expect("react");
     eprintln!(
         "{} requests through the mock in {:?}",
         mock.requests().len(),
@@ -106,7 +139,10 @@ async fn the_mock_catches_a_request_github_would_refuse() {
     assert_eq!(answer.status().as_u16(), 422);
     let violations = mock.violations();
     assert_eq!(violations.len(), 1, "{violations:?}");
-    assert!(violations[0].contains("state must be equal to one of the allowed values"), "{violations:?}");
+    assert!(
+        violations[0].contains("state must be equal to one of the allowed values"),
+        "{violations:?}"
+    );
 }
 
 #[tokio::test]
@@ -122,8 +158,15 @@ async fn a_rate_limit_stops_calls_until_its_reset() {
     };
     assert!(retry_after > Duration::from_secs(30), "{retry_after:?}");
     let sent = mock.requests().len();
-    assert!(matches!(github.reviews(1).await, Err(ForgeError::RateLimited { .. })));
-    assert_eq!(mock.requests().len(), sent, "a blocked client sends nothing");
+    assert!(matches!(
+        github.reviews(1).await,
+        Err(ForgeError::RateLimited { .. })
+    ));
+    assert_eq!(
+        mock.requests().len(),
+        sent,
+        "a blocked client sends nothing"
+    );
     assert_eq!(mock.violations(), Vec::<String>::new());
 }
 
@@ -158,11 +201,7 @@ async fn an_app_installation_token_is_minted_once_for_many_calls() {
         github.pull_request(3).await.expect("pull");
     }
     assert_eq!(mock.with(|s| s.token_exchanges), 1);
-    let bearer: Vec<_> = mock
-        .requests()
-        .iter()
-        .map(|r| r.path.clone())
-        .collect();
+    let bearer: Vec<_> = mock.requests().iter().map(|r| r.path.clone()).collect();
     assert_eq!(bearer[0], "/app/installations/678/access_tokens");
     assert_eq!(mock.violations(), Vec::<String>::new());
 }

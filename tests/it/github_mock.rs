@@ -92,6 +92,8 @@ impl GitHubMock {
     /// Starts the proxy (and Prism, once per process). `None` outside CI when the mock is not
     /// installed (`scripts/install-github-mock.sh`); in CI a missing install fails the test.
     pub async fn start(repository: &str) -> Option<GitHubMock> {
+        // The proxy's and the tests' reqwest clients need the process-wide rustls provider.
+        tidemark::install_crypto_provider();
         let prism = prism()?;
         let state = Arc::new(Mutex::new(MockState {
             repository: repository.to_string(),
@@ -157,10 +159,12 @@ impl GitHubMock {
     pub fn approve(&self, number: u64, user: &str, commit: &str) {
         self.with(|s| {
             let id = s.new_id();
-            s.reviews
-                .entry(number)
-                .or_default()
-                .push((id, user.into(), "APPROVED".into(), commit.into()));
+            s.reviews.entry(number).or_default().push((
+                id,
+                user.into(),
+                "APPROVED".into(),
+                commit.into(),
+            ));
         });
     }
 
@@ -283,10 +287,15 @@ async fn handle(
     let json_body: Option<Value> = serde_json::from_slice(&body).ok();
     // Tidemark's Accept header is GitHub's; Prism only negotiates plain JSON. Anything else
     // Tidemark sends would reach Prism as sent.
-    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mut violations = Vec::new();
     if accept != "application/vnd.github+json" {
-        violations.push(format!("{method} {path}: Accept is {accept:?}, not application/vnd.github+json"));
+        violations.push(format!(
+            "{method} {path}: Accept is {accept:?}, not application/vnd.github+json"
+        ));
     }
     if headers.get("x-github-api-version").is_none() {
         violations.push(format!("{method} {path}: no X-GitHub-Api-Version"));
@@ -298,9 +307,18 @@ async fn handle(
         format!("{prism}{path}?{query}")
     };
     let mut request = client
-        .request(reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("method"), &target)
+        .request(
+            reqwest::Method::from_bytes(method.as_str().as_bytes()).expect("method"),
+            &target,
+        )
         .header("accept", "application/json");
-    for name in ["authorization", "content-type", "if-none-match", "x-github-api-version", "user-agent"] {
+    for name in [
+        "authorization",
+        "content-type",
+        "if-none-match",
+        "x-github-api-version",
+        "user-agent",
+    ] {
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
             request = request.header(name, value);
         }
@@ -309,7 +327,10 @@ async fn handle(
     let (prism_status, prism_body) = match prism_answer {
         Ok(answer) => {
             let status = answer.status().as_u16();
-            (status, answer.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+            (
+                status,
+                answer.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+            )
         }
         Err(err) => (599, err.to_string().into_bytes()),
     };
@@ -322,7 +343,12 @@ async fn handle(
     }
     if !violations.is_empty() {
         s.violations.extend(violations);
-        s.requests.push(Recorded { method: method.to_string(), path, body: json_body, status: 422 });
+        s.requests.push(Recorded {
+            method: method.to_string(),
+            path,
+            body: json_body,
+            status: 422,
+        });
         return (StatusCode::UNPROCESSABLE_ENTITY, prism_body).into_response();
     }
     let example: Value = serde_json::from_slice(&prism_body).unwrap_or(Value::Null);
@@ -334,11 +360,22 @@ async fn handle(
             .as_secs();
         (
             StatusCode::FORBIDDEN,
-            vec![("x-ratelimit-remaining", "0".to_string()), ("x-ratelimit-reset", reset.to_string())],
+            vec![
+                ("x-ratelimit-remaining", "0".to_string()),
+                ("x-ratelimit-reset", reset.to_string()),
+            ],
             json!({ "message": "API rate limit exceeded", "documentation_url": "https://docs.github.com/rest" }),
         )
     } else {
-        super::github_mock_routes::answer(&mut s, &method, &path, &query, &headers, json_body.as_ref(), example)
+        super::github_mock_routes::answer(
+            &mut s,
+            &method,
+            &path,
+            &query,
+            &headers,
+            json_body.as_ref(),
+            example,
+        )
     };
     s.requests.push(Recorded {
         method: method.to_string(),

@@ -60,7 +60,11 @@ fn pull(template: &Value, pr: &MockPr, repository: &str) -> Value {
     v["head"]["ref"] = json!(pr.head_ref);
     v["head"]["sha"] = json!(pr.head_sha);
     let head_repo = if pr.fork {
-        format!("{}-fork/{}", pr.author, repository.split('/').nth(1).unwrap_or("repo"))
+        format!(
+            "{}-fork/{}",
+            pr.author,
+            repository.split('/').nth(1).unwrap_or("repo")
+        )
     } else {
         repository.to_string()
     };
@@ -79,8 +83,16 @@ fn pull(template: &Value, pr: &MockPr, repository: &str) -> Value {
             })
             .collect(),
     );
-    v["merged_at"] = if pr.merged { json!("2026-12-03T12:00:00Z") } else { Value::Null };
-    v["closed_at"] = if pr.state == "closed" { json!("2026-12-03T12:00:00Z") } else { Value::Null };
+    v["merged_at"] = if pr.merged {
+        json!("2026-12-03T12:00:00Z")
+    } else {
+        Value::Null
+    };
+    v["closed_at"] = if pr.state == "closed" {
+        json!("2026-12-03T12:00:00Z")
+    } else {
+        Value::Null
+    };
     v["merge_commit_sha"] = json!(pr.merge_commit_sha);
     if v.get("merged").is_some() {
         v["merged"] = json!(pr.merged);
@@ -134,17 +146,22 @@ pub fn answer(
                 .map(|pr| pull(&template, pr, &repository))
                 .collect();
             let list = Value::Array(list);
-            let etag = format!("\"{}\"", hex::encode(Sha256::digest(list.to_string().as_bytes())));
+            let etag = format!(
+                "\"{}\"",
+                hex::encode(Sha256::digest(list.to_string().as_bytes()))
+            );
             let sent = headers.get("if-none-match").and_then(|v| v.to_str().ok());
             if sent == Some(etag.as_str()) {
                 return (StatusCode::NOT_MODIFIED, vec![("etag", etag)], Value::Null);
             }
             (StatusCode::OK, vec![("etag", etag)], list)
         }
-        ("GET", ["pulls", number]) => match number.parse().ok().and_then(|n: u64| s.pulls.get(&n)) {
-            Some(pr) => ok(pull(&example, pr, &repository)),
-            None => not_found(),
-        },
+        ("GET", ["pulls", number]) => {
+            match number.parse().ok().and_then(|n: u64| s.pulls.get(&n)) {
+                Some(pr) => ok(pull(&example, pr, &repository)),
+                None => not_found(),
+            }
+        }
         ("GET", ["pulls", _, "files"]) => ok(json!([])),
         ("GET", ["pulls", number, "reviews"]) => {
             let template = item(&example);
@@ -186,7 +203,10 @@ pub fn answer(
             ))
         }
         ("POST", ["issues", number, "comments"]) => {
-            let text = body.and_then(|b| b["body"].as_str()).unwrap_or("").to_string();
+            let text = body
+                .and_then(|b| b["body"].as_str())
+                .unwrap_or("")
+                .to_string();
             if text.chars().count() > MAX_BODY {
                 return too_long();
             }
@@ -199,7 +219,10 @@ pub fn answer(
             created(comment(&example, id, "tidemark[bot]", &text))
         }
         ("PATCH", ["issues", "comments", id]) => {
-            let text = body.and_then(|b| b["body"].as_str()).unwrap_or("").to_string();
+            let text = body
+                .and_then(|b| b["body"].as_str())
+                .unwrap_or("")
+                .to_string();
             if text.chars().count() > MAX_BODY {
                 return too_long();
             }
@@ -226,7 +249,10 @@ pub fn answer(
             created(v)
         }
         ("POST", ["issues", "comments", id, "reactions"]) => {
-            let content = body.and_then(|b| b["content"].as_str()).unwrap_or("").to_string();
+            let content = body
+                .and_then(|b| b["content"].as_str())
+                .unwrap_or("")
+                .to_string();
             s.reactions.push((id.parse().unwrap_or_default(), content));
             created(example)
         }

@@ -13,6 +13,7 @@ mod github_mock_routes;
 mod layers;
 mod notify;
 mod policy;
+mod pulls;
 mod pulls_store;
 mod recovery;
 mod runner;

@@ -56,7 +56,11 @@ struct Claims {
 
 /// The App's JWT: issued a minute in the past (clock drift), valid nine minutes (GitHub allows
 /// ten at most).
-pub(super) fn app_jwt(app_id: u64, private_key_pem: &str, now: SystemTime) -> Result<String, ForgeError> {
+pub(super) fn app_jwt(
+    app_id: u64,
+    private_key_pem: &str,
+    now: SystemTime,
+) -> Result<String, ForgeError> {
     let now = now
         .duration_since(UNIX_EPOCH)
         .map_err(|_| ForgeError::Unauthorized("the clock is before 1970".into()))?
@@ -66,9 +70,12 @@ pub(super) fn app_jwt(app_id: u64, private_key_pem: &str, now: SystemTime) -> Re
         exp: now + 9 * 60,
         iss: app_id.to_string(),
     };
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes()).map_err(|err| {
-        ForgeError::Unauthorized(format!("the GitHub App private key is not an RSA PEM key: {err}"))
-    })?;
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(private_key_pem.as_bytes()).map_err(|err| {
+            ForgeError::Unauthorized(format!(
+                "the GitHub App private key is not an RSA PEM key: {err}"
+            ))
+        })?;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
         &claims,

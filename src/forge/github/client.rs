@@ -94,7 +94,10 @@ impl GitHub {
             return Ok(token.token.clone());
         }
         let jwt = auth::app_jwt(app_id, key, SystemTime::now())?;
-        let url = format!("{}/app/installations/{installation}/access_tokens", self.api);
+        let url = format!(
+            "{}/app/installations/{installation}/access_tokens",
+            self.api
+        );
         let answer = self.send_with(Method::POST, &url, None, None, &jwt).await?;
         let token: auth::InstallationToken = decode(&answer)?;
         let token = token.cached();
@@ -210,7 +213,8 @@ impl GitHub {
             let page: Vec<T> = decode(&answer)?;
             items.extend(page);
             pages += 1;
-            next = next_link(&answer.headers).filter(|n| n.starts_with(&self.api) && pages < MAX_PAGES);
+            next = next_link(&answer.headers)
+                .filter(|n| n.starts_with(&self.api) && pages < MAX_PAGES);
         }
         Ok(items)
     }
@@ -229,7 +233,8 @@ fn rate_limited(answer: &Answer) -> Option<Duration> {
         answer.status,
         StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
     );
-    if limited_status && let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+    if limited_status && let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok())
+    {
         return Some(Duration::from_secs(secs.max(1)));
     }
     if header("x-ratelimit-remaining") == Some("0") {
@@ -257,7 +262,12 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
         params
             .split(';')
             .any(|p| p.trim() == "rel=\"next\"")
-            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
     })
 }
 
@@ -308,7 +318,12 @@ impl Forge for GitHub {
     fn pull_request(&self, number: u64) -> ForgeFuture<'_, PullRequest> {
         Box::pin(async move {
             let answer = self
-                .send(Method::GET, &self.repo_url(&format!("/pulls/{number}")), None, None)
+                .send(
+                    Method::GET,
+                    &self.repo_url(&format!("/pulls/{number}")),
+                    None,
+                    None,
+                )
                 .await?;
             Ok(decode::<payload::Pull>(&answer)?.into_neutral())
         })
@@ -335,7 +350,10 @@ impl Forge for GitHub {
             let reviews: Vec<payload::ReviewPayload> = self
                 .list(self.repo_url(&format!("/pulls/{number}/reviews?per_page=100")))
                 .await?;
-            Ok(reviews.into_iter().map(payload::ReviewPayload::into_neutral).collect())
+            Ok(reviews
+                .into_iter()
+                .map(payload::ReviewPayload::into_neutral)
+                .collect())
         })
     }
 
@@ -365,7 +383,10 @@ impl Forge for GitHub {
             let comments: Vec<payload::CommentPayload> = self
                 .list(self.repo_url(&format!("/issues/{number}/comments?per_page=100")))
                 .await?;
-            Ok(comments.into_iter().map(payload::CommentPayload::into_neutral).collect())
+            Ok(comments
+                .into_iter()
+                .map(payload::CommentPayload::into_neutral)
+                .collect())
         })
     }
 
@@ -418,8 +439,13 @@ impl Forge for GitHub {
                 Reaction::Confused => "confused",
             };
             let url = self.repo_url(&format!("/issues/comments/{comment_id}/reactions"));
-            self.send(Method::POST, &url, Some(&json!({ "content": content })), None)
-                .await?;
+            self.send(
+                Method::POST,
+                &url,
+                Some(&json!({ "content": content })),
+                None,
+            )
+            .await?;
             Ok(())
         })
     }
@@ -459,7 +485,11 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(
-            rate_limited(&answer(403, &[], r#"{"message":"You have exceeded a secondary rate limit"}"#)),
+            rate_limited(&answer(
+                403,
+                &[],
+                r#"{"message":"You have exceeded a secondary rate limit"}"#
+            )),
             Some(SECONDARY_WAIT)
         );
         let reset = SystemTime::now()
@@ -469,13 +499,26 @@ mod tests {
             + 120;
         let wait = rate_limited(&answer(
             403,
-            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset.to_string())],
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &reset.to_string()),
+            ],
             "",
         ))
         .expect("limited");
         assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120));
-        assert_eq!(rate_limited(&answer(403, &[], r#"{"message":"Resource not accessible"}"#)), None);
-        assert_eq!(rate_limited(&answer(200, &[("x-ratelimit-remaining", "41")], "")), None);
+        assert_eq!(
+            rate_limited(&answer(
+                403,
+                &[],
+                r#"{"message":"Resource not accessible"}"#
+            )),
+            None
+        );
+        assert_eq!(
+            rate_limited(&answer(200, &[("x-ratelimit-remaining", "41")], "")),
+            None
+        );
     }
 
     #[test]

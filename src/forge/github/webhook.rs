@@ -93,7 +93,8 @@ struct ReviewEvent {
 /// Reads a delivery: `event` is the `X-GitHub-Event` header. An event Tidemark does not act
 /// on is `Ignored`; a payload that does not have the event's shape is an error naming it.
 pub fn parse_event(event: &str, body: &[u8]) -> Result<ForgeEvent, String> {
-    let parse_err = |err: serde_json::Error| format!("{event} payload is not what GitHub sends: {err}");
+    let parse_err =
+        |err: serde_json::Error| format!("{event} payload is not what GitHub sends: {err}");
     match event {
         "push" => {
             let push: Push = serde_json::from_slice(body).map_err(parse_err)?;
@@ -165,7 +166,10 @@ mod tests {
     #[test]
     fn comments_on_issues_are_not_commands_and_bad_payloads_name_the_event() {
         let issue = br#"{"action":"created","issue":{"number":3},"comment":{"id":9,"user":{"login":"a"},"body":"tidemark plan"},"repository":{"full_name":"o/r"}}"#;
-        assert!(matches!(parse_event("issue_comment", issue), Ok(ForgeEvent::Ignored { .. })));
+        assert!(matches!(
+            parse_event("issue_comment", issue),
+            Ok(ForgeEvent::Ignored { .. })
+        ));
         let pr = br#"{"action":"created","issue":{"number":3,"pull_request":{}},"comment":{"id":9,"user":{"login":"a"},"body":"tidemark plan"},"repository":{"full_name":"o/r"}}"#;
         assert!(matches!(
             parse_event("issue_comment", pr),
@@ -173,6 +177,9 @@ mod tests {
         ));
         let err = parse_event("pull_request", b"{}").expect_err("refused");
         assert!(err.starts_with("pull_request payload"), "{err}");
-        assert!(matches!(parse_event("star", b"{}"), Ok(ForgeEvent::Ignored { .. })));
+        assert!(matches!(
+            parse_event("star", b"{}"),
+            Ok(ForgeEvent::Ignored { .. })
+        ));
     }
 }

@@ -1,0 +1,468 @@
+//! Pull requests end to end, on the real binary with real git and real terraform, against
+//! GitHub's OpenAPI description (Prism behind the recording mock): a pull request found by
+//! polling alone gets one comment with its plans and a `tidemark/plan` status; a push edits
+//! that comment in place; a merge with an approval applies the reviewed plan artifact itself,
+//! sets `tidemark/apply`, and the branch does not plan the merge commit again; a fork is not
+//! planned; a command from a user without write permission is refused. Every request Tidemark
+//! sent passed the OpenAPI validation.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tidemark::store::{Run, RunFilter, RunKind, RunStatus, Store};
+
+use crate::github_mock::GitHubMock;
+use crate::support::{GitFixture, ServeProcess, Toolchain, eventually, git, null_stack};
+
+const REPO: &str = "acme/infra";
+const TOKEN_VAR: &str = "TIDEMARK_TEST_GITHUB_TOKEN";
+const SECRET_VAR: &str = "TIDEMARK_TEST_WEBHOOK_SECRET";
+const SECRET: &str = "webhook-secret-for-tests";
+const MARKER: &str = "<!-- tidemark:pr-comment -->";
+
+fn config(dir: &Path, repo_url: &str, api: &str, poll: &str) -> PathBuf {
+    let text = format!(
+        r#"listen   = "127.0.0.1:0"
+data_dir = "{data}"
+workers  = 2
+webhook_secret_env = "{SECRET_VAR}"
+
+{runner}
+
+repo "infra" {{
+  url           = "{repo_url}"
+  poll_interval = "1s"
+  github {{
+    repository       = "{REPO}"
+    api_url          = "{api}"
+    token_env        = "{TOKEN_VAR}"
+    pr_poll_interval = "{poll}"
+    apply_on_merge   = true
+  }}
+}}
+"#,
+        data = dir.join("data").display(),
+        runner = Toolchain::get().runner_override(),
+    );
+    let path = dir.join("tidemark.hcl");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The service, its database and its log.
+struct Service {
+    _serve: ServeProcess,
+    store: Store,
+    log: PathBuf,
+    addr: String,
+}
+
+impl Service {
+    async fn start(dir: &Path, config: &Path) -> Service {
+        let log = dir.join("serve.log");
+        let serve = ServeProcess::start(
+            config,
+            &[(TOKEN_VAR, "ghp_test_token"), (SECRET_VAR, SECRET)],
+            &log,
+        );
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        let addr: String = eventually(60, "the service to listen", || async {
+            let text = text();
+            let rest = text.split("listening on http://").nth(1)?;
+            Some(rest.split_whitespace().next()?.to_string())
+        })
+        .await;
+        let db = format!("sqlite://{}", dir.join("data/tidemark.db").display());
+        let store = eventually(60, "the database", || async { Store::open(&db).await.ok() }).await;
+        Service {
+            _serve: serve,
+            store,
+            log,
+            addr,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn runs(&self) -> Vec<Run> {
+        self.store
+            .runs(&RunFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("runs")
+    }
+
+    /// Waits up to `secs` for `check` to hold, failing with the runs and the log.
+    async fn wait<T, F, Fut>(&self, secs: u64, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\nruns: {:#?}\nlog:\n{}",
+                    self.runs().await,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends a webhook delivery signed as GitHub signs it.
+    async fn webhook(&self, event: &str, body: &serde_json::Value) -> u16 {
+        let body = serde_json::to_vec(body).expect("json");
+        let signature = hmac_sha256(SECRET.as_bytes(), &body);
+        reqwest::Client::new()
+            .post(format!("http://{}/webhooks/github", self.addr))
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+            .header("X-Hub-Signature-256", format!("sha256={signature}"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("webhook")
+            .status()
+            .as_u16()
+    }
+}
+
+fn hmac_sha256(key: &[u8], body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("key");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Commits on a branch and publishes it as the forge does, at `refs/pull/N/head`.
+fn push_pr(git_fixture: &GitFixture, number: u64, message: &str) -> String {
+    let sha = git_fixture.commit(message);
+    git(
+        &git_fixture.work(),
+        &[
+            "push",
+            "-q",
+            "-f",
+            "origin",
+            &format!("HEAD:refs/pull/{number}/head"),
+        ],
+    );
+    sha
+}
+
+fn posts_and_patches(mock: &GitHubMock, number: u64) -> (usize, Vec<String>) {
+    let requests = mock.requests();
+    let posts = requests
+        .iter()
+        .filter(|r| {
+            r.method == "POST" && r.path == format!("/repos/{REPO}/issues/{number}/comments")
+        })
+        .count();
+    let patches = requests
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path.clone())
+        .collect();
+    (posts, patches)
+}
+
+#[tokio::test]
+async fn a_pull_request_is_planned_commented_and_applied_on_merge_exactly_as_reviewed() {
+    let Some(mock) = GitHubMock::start(REPO).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = GitFixture::new();
+    repo.write("stacks/app/main.tf", &null_stack("v1"))
+        .write("stacks/other/main.tf", &null_stack("o1"));
+    let base = repo.commit_and_push("two stacks");
+    let config = config(dir.path(), &repo.url(), &mock.url, "1s");
+    let service = Service::start(dir.path(), &config).await;
+    service
+        .wait(120, "the branch plans", || async {
+            let runs = service.runs().await;
+            (runs.len() == 2 && runs.iter().all(|r| r.status.is_final())).then_some(())
+        })
+        .await;
+
+    // A pull request changing one stack, found by polling alone.
+    git(&repo.work(), &["checkout", "-q", "-b", "feature"]);
+    repo.write("stacks/app/main.tf", &null_stack("v2"));
+    let head1 = push_pr(&repo, 1, "app v2");
+    mock.open_pr(1, "alice", &head1, &base);
+    let opened = Instant::now();
+    service
+        .wait(120, "tidemark/plan on the first head", || async {
+            (mock.status(&head1, "tidemark/plan").as_deref() == Some("success")).then_some(())
+        })
+        .await;
+    let comments = mock.comments(1);
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    let body = &comments[0].2;
+    assert!(body.starts_with(MARKER), "{body}");
+    assert!(body.contains("stacks/app"), "{body}");
+    assert!(
+        !body.contains("stacks/other"),
+        "only the changed stack is planned: {body}"
+    );
+    eprintln!(
+        "first comment and status {:?} after the pull request opened",
+        opened.elapsed()
+    );
+    let pr_runs: Vec<Run> = service
+        .runs()
+        .await
+        .into_iter()
+        .filter(|r| r.pr_number == Some(1))
+        .collect();
+    assert_eq!(pr_runs.len(), 1, "{pr_runs:#?}");
+    assert_eq!(
+        pr_runs[0].commit, head1,
+        "a head that contains its base is its own merge"
+    );
+
+    // A push: the same comment is edited, statuses go to the new head.
+    repo.write("stacks/app/main.tf", &null_stack("v3"));
+    let head2 = push_pr(&repo, 1, "app v3");
+    mock.push_pr(1, &head2);
+    let pushed = Instant::now();
+    assert_eq!(
+        service
+            .webhook(
+                "pull_request",
+                &serde_json::json!({
+                    "action": "synchronize", "number": 1,
+                    "pull_request": { "number": 1 },
+                    "repository": { "full_name": REPO }
+                })
+            )
+            .await,
+        200
+    );
+    service
+        .wait(120, "tidemark/plan on the pushed head", || async {
+            (mock.status(&head2, "tidemark/plan").as_deref() == Some("success")).then_some(())
+        })
+        .await;
+    let webhook_to_status = pushed.elapsed();
+    let (posts, patches) = posts_and_patches(&mock, 1);
+    let comment_id = mock.comments(1)[0].0;
+    assert_eq!(posts, 1, "one comment, never a second");
+    assert!(!patches.is_empty());
+    assert!(
+        patches
+            .iter()
+            .all(|p| *p == format!("/repos/{REPO}/issues/comments/{comment_id}")),
+        "{patches:?}"
+    );
+    assert_eq!(mock.comments(1).len(), 1);
+    eprintln!("webhook to updated status: {webhook_to_status:?}");
+
+    // Approved on the pushed head by a writer, then merged.
+    mock.permit("bob", "write");
+    mock.approve(1, "bob", &head2);
+    let reviewed = service
+        .runs()
+        .await
+        .into_iter()
+        .find(|r| {
+            r.pr_number == Some(1)
+                && r.status == RunStatus::Succeeded
+                && r.kind == RunKind::Plan
+                && r.reviewed_run_id.is_none()
+                && r.id > pr_runs[0].id
+        })
+        .expect("the reviewed plan");
+    let reviewed_digest = service
+        .store
+        .artifact(reviewed.id)
+        .await
+        .expect("artifact")
+        .expect("stored")
+        .digest;
+    git(&repo.work(), &["checkout", "-q", "main"]);
+    git(
+        &repo.work(),
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "feature",
+            "-m",
+            "Merge pull request #1",
+        ],
+    );
+    git(&repo.work(), &["push", "-q", "origin", "main"]);
+    let merge = repo.head();
+    mock.merge_pr(1, &merge);
+    let apply = service
+        .wait(180, "the apply of the reviewed plan", || async {
+            service
+                .runs()
+                .await
+                .into_iter()
+                .find(|r| r.kind == RunKind::Apply && r.status.is_final())
+        })
+        .await;
+    assert_eq!(apply.status, RunStatus::Succeeded, "{}", service.log());
+    assert_eq!(
+        apply.plan_run_id,
+        Some(reviewed.id),
+        "the reviewed artifact itself is applied"
+    );
+    assert_eq!(apply.stack, "stacks/app");
+    assert_eq!(
+        service
+            .store
+            .artifact(reviewed.id)
+            .await
+            .expect("artifact")
+            .expect("stored")
+            .digest,
+        reviewed_digest
+    );
+    let versions = service
+        .store
+        .state_versions("infra", "stacks/app")
+        .await
+        .expect("versions");
+    assert!(!versions.is_empty(), "the apply stored a state version");
+    service
+        .wait(60, "tidemark/apply on the merge commit", || async {
+            (mock.status(&merge, "tidemark/apply").as_deref() == Some("success")).then_some(())
+        })
+        .await;
+    // The branch saw the merge commit and did not plan stacks/app again.
+    service
+        .wait(60, "the merge commit to be processed", || async {
+            let last = service
+                .store
+                .last_processed_commit(1, "main")
+                .await
+                .ok()??;
+            (last == merge).then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let replanned: Vec<Run> = service
+        .runs()
+        .await
+        .into_iter()
+        .filter(|r| r.commit == merge && r.stack == "stacks/app" && r.pr_number.is_none())
+        .collect();
+    assert!(
+        replanned.is_empty(),
+        "the merge commit was planned twice: {replanned:#?}"
+    );
+    let comment = &mock.comments(1)[0].2;
+    assert!(comment.contains("apply"), "{comment}");
+
+    // The CLI shows it with the issue's JSON shape.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["prs", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("tidemark prs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let prs: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let pr = &prs["prs"][0];
+    for key in ["repo", "number", "head", "state", "comment_id", "stacks"] {
+        assert!(pr.get(key).is_some(), "{key} missing in {pr}");
+    }
+    assert_eq!(pr["state"], "merged");
+    assert_eq!(pr["comment_id"], comment_id);
+    let stack = &pr["stacks"][0];
+    for key in ["stack", "run_id", "status", "summary"] {
+        assert!(stack.get(key).is_some(), "{key} missing in {stack}");
+    }
+    assert_eq!(mock.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn forks_are_not_planned_and_commands_need_write_permission() {
+    let Some(mock) = GitHubMock::start(REPO).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = GitFixture::new();
+    repo.write("stacks/app/main.tf", &null_stack("v1"));
+    let base = repo.commit_and_push("one stack");
+    // Webhooks only: no pull-request polling.
+    let config = config(dir.path(), &repo.url(), &mock.url, "off");
+    let service = Service::start(dir.path(), &config).await;
+    git(&repo.work(), &["checkout", "-q", "-b", "fork"]);
+    repo.write("stacks/app/main.tf", &null_stack("evil"));
+    let head = push_pr(&repo, 2, "from a fork");
+    mock.open_pr(2, "mallory", &head, &base);
+    mock.with(|s| s.pulls.get_mut(&2).expect("pr").fork = true);
+    let opened = serde_json::json!({
+        "action": "opened", "number": 2, "pull_request": { "number": 2 },
+        "repository": { "full_name": REPO }
+    });
+    assert_eq!(service.webhook("pull_request", &opened).await, 200);
+    service
+        .wait(60, "the fork's comment", || async {
+            mock.comments(2).first().map(|c| c.2.clone())
+        })
+        .await;
+    let body = &mock.comments(2)[0].2;
+    assert!(body.contains("fork"), "{body}");
+    assert!(
+        service.runs().await.iter().all(|r| r.pr_number != Some(2)),
+        "a fork pull request was planned"
+    );
+
+    // A forged delivery is refused.
+    let forged = reqwest::Client::new()
+        .post(format!("http://{}/webhooks/github", service.addr))
+        .header("X-GitHub-Event", "pull_request")
+        .header("X-Hub-Signature-256", format!("sha256={}", "0".repeat(64)))
+        .body(serde_json::to_vec(&opened).expect("json"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(forged.status().as_u16(), 401);
+
+    // A command from a user with read permission: a reaction and a reply saying why.
+    mock.permit("mallory", "read");
+    let id = mock.add_comment(2, "mallory", "tidemark apply");
+    let comment = serde_json::json!({
+        "action": "created",
+        "issue": { "number": 2, "pull_request": { "url": "x" } },
+        "comment": { "id": id, "user": { "login": "mallory" }, "body": "tidemark apply" },
+        "repository": { "full_name": REPO }
+    });
+    assert_eq!(service.webhook("issue_comment", &comment).await, 200);
+    let reply = service
+        .wait(60, "the refusal", || async {
+            mock.comments(2)
+                .iter()
+                .find(|c| c.2.contains("write permission"))
+                .map(|c| c.2.clone())
+        })
+        .await;
+    assert!(reply.contains("@mallory"), "{reply}");
+    assert!(mock.with(|s| s.reactions.iter().any(|(c, r)| *c == id && r == "confused")));
+    assert!(
+        service
+            .runs()
+            .await
+            .iter()
+            .all(|r| r.kind != RunKind::Apply)
+    );
+    assert_eq!(mock.violations(), Vec::<String>::new());
+}
