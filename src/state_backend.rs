@@ -145,6 +145,16 @@ async fn handle(
             &format!("these credentials are not valid for the state of {repo}/{stack}"),
         );
     }
+    if matches!(method.as_str(), "POST" | "DELETE") && !grant.may_write() {
+        tracing::warn!(run = grant.run_id, kind = %grant.kind, repo = %repo, stack = %stack, method = %method, "state write refused: only an apply may write state");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "run {} ({}) may only read the state of {repo}/{stack}: only an apply run writes state",
+                grant.run_id, grant.kind
+            ),
+        );
+    }
     let result = match method.as_str() {
         "GET" => get(&api, &grant).await,
         "POST" => post(&api, &grant, query.get("ID"), &body).await,

@@ -172,6 +172,17 @@ pub struct StateGrant {
     pub run_id: i64,
     pub repo: String,
     pub stack: String,
+    /// The run's kind (`plan`, `apply`, `drift`).
+    pub kind: String,
+}
+
+impl StateGrant {
+    /// Only an apply may write or delete state; plans and drift checks read it (and lock it
+    /// while they read). A plan runs code a pull request may have added, so its credential
+    /// must not be able to change what it reads.
+    pub fn may_write(&self) -> bool {
+        self.kind == "apply"
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -470,8 +481,8 @@ impl Store {
         Ok(UnlockOutcome::Released)
     }
 
-    /// Mints a credential for run `run_id` to read and write the state of `stack` in `repo`,
-    /// and nothing else. Only its hash is stored; it is good while the run is running, until
+    /// Mints a credential for run `run_id` to use the state of `stack` in `repo`, and nothing
+    /// else: to read and lock it, and, for an apply run only, to write it ([`StateGrant::may_write`]). Only its hash is stored; it is good while the run is running, until
     /// [`Store::revoke_state_credentials`], for twelve hours at most.
     pub async fn mint_state_credential(
         &self,
@@ -512,9 +523,9 @@ impl Store {
         username: &str,
         password: &str,
     ) -> anyhow::Result<Option<StateGrant>> {
-        let row: Option<(String, i64, String, String)> = on_pool!(self, pool => {
+        let row: Option<(String, i64, String, String, String)> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT c.password_sha256, c.run_id, p.name, c.stack_path FROM state_credentials c \
+                "SELECT c.password_sha256, c.run_id, p.name, c.stack_path, r.kind FROM state_credentials c \
                  JOIN repos p ON p.id = c.repo_id JOIN runs r ON r.id = c.run_id \
                  WHERE c.username = $1 AND c.revoked_at IS NULL AND c.expires_at > $2 AND r.status = 'running'",
             )
@@ -527,10 +538,11 @@ impl Store {
         // about the password.
         Ok(row
             .filter(|(hash, ..)| *hash == sha256_hex(password.as_bytes()))
-            .map(|(_, run_id, repo, stack)| StateGrant {
+            .map(|(_, run_id, repo, stack, kind)| StateGrant {
                 run_id,
                 repo,
                 stack,
+                kind,
             }))
     }
 

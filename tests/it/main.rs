@@ -20,6 +20,7 @@ mod runner;
 mod scale;
 mod stacks;
 mod state;
+mod state_readonly;
 mod store;
 mod support;
 mod variables;
