@@ -389,6 +389,32 @@ async fn a_pull_request_is_planned_commented_and_applied_on_merge_exactly_as_rev
     for key in ["stack", "run_id", "status", "summary"] {
         assert!(stack.get(key).is_some(), "{key} missing in {stack}");
     }
+
+    // A pull request that destroys the applied resource: listed, denied by the shipped
+    // policy, and the status fails.
+    git(&repo.work(), &["checkout", "-q", "-b", "teardown"]);
+    repo.write(
+        "stacks/app/main.tf",
+        "terraform {\n  required_providers {\n    null = { source = \"hashicorp/null\", version = \"2.1.2\" }\n  }\n}\n",
+    );
+    let teardown = push_pr(&repo, 2, "remove the app's resource");
+    mock.open_pr(2, "alice", &teardown, &merge);
+    service
+        .wait(120, "tidemark/plan on the teardown", || async {
+            mock.status(&teardown, "tidemark/plan")
+                .filter(|s| s != "pending")
+        })
+        .await;
+    assert_eq!(
+        mock.status(&teardown, "tidemark/plan").as_deref(),
+        Some("failure")
+    );
+    let body = &mock.comments(2)[0].2;
+    assert!(
+        body.contains("destroy `null_resource.this` in `stacks/app`"),
+        "{body}"
+    );
+    assert!(body.contains("#### Policy denials"), "{body}");
     assert_eq!(mock.violations(), Vec::<String>::new());
 }
 
@@ -464,5 +490,151 @@ async fn forks_are_not_planned_and_commands_need_write_permission() {
             .iter()
             .all(|r| r.kind != RunKind::Apply)
     );
+    assert_eq!(mock.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_merge_after_the_base_moved_replans_and_applies_only_the_reviewed_change_set() {
+    let Some(mock) = GitHubMock::start(REPO).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = GitFixture::new();
+    repo.write("stacks/app/main.tf", &null_stack("a1"))
+        .write("stacks/db/main.tf", &null_stack("d1"))
+        .write("stacks/web/main.tf", &null_stack("w1"));
+    let base = repo.commit_and_push("three stacks");
+    let config = config(dir.path(), &repo.url(), &mock.url, "1s");
+    let service = Service::start(dir.path(), &config).await;
+    mock.permit("bob", "write");
+    let settled = || async {
+        let runs = service.runs().await;
+        (!runs.is_empty() && runs.iter().all(|r| r.status.is_final())).then_some(runs)
+    };
+    service.wait(120, "the branch plans", settled).await;
+
+    // Three pull requests, one per stack, planned and approved against the same base.
+    let mut heads = Vec::new();
+    for (number, stack, value) in [(1u64, "app", "a2"), (2, "db", "d2"), (3, "web", "w2")] {
+        git(
+            &repo.work(),
+            &["checkout", "-q", "-B", &format!("pr{number}"), &base],
+        );
+        repo.write(&format!("stacks/{stack}/main.tf"), &null_stack(value));
+        let head = push_pr(&repo, number, &format!("{stack} {value}"));
+        mock.open_pr(number, "alice", &head, &base);
+        heads.push(head);
+    }
+    for (i, head) in heads.iter().enumerate() {
+        service
+            .wait(120, "the pull request plans", || async {
+                (mock.status(head, "tidemark/plan").as_deref() == Some("success")).then_some(())
+            })
+            .await;
+        mock.approve(i as u64 + 1, "bob", head);
+    }
+
+    // The base moves: an unrelated stack (web is untouched by #1), a file of app's stack
+    // that changes nothing it plans, and a second resource in db.
+    git(&repo.work(), &["checkout", "-q", "main"]);
+    repo.write("stacks/app/notes.txt", "inputs change, the plan does not\n")
+        .write(
+            "stacks/db/extra.tf",
+            "resource \"null_resource\" \"extra\" {\n  triggers = { value = \"x\" }\n}\n",
+        );
+    repo.commit_and_push("base moves");
+    service.wait(120, "the base's plans", settled).await;
+
+    // Merge all three, one after the other.
+    let mut merges = Vec::new();
+    for (number, _) in heads.iter().enumerate() {
+        let number = number as u64 + 1;
+        git(
+            &repo.work(),
+            &[
+                "merge",
+                "-q",
+                "--no-ff",
+                &format!("pr{number}"),
+                "-m",
+                &format!("Merge pull request #{number}"),
+            ],
+        );
+        git(&repo.work(), &["push", "-q", "origin", "main"]);
+        let merge = repo.head();
+        mock.merge_pr(number, &merge);
+        service
+            .wait(180, "the merge to be handled", || async {
+                let view =
+                    tidemark::engine::pr_views(&service.store, Some("infra"), Some(number as i64))
+                        .await
+                        .ok()?;
+                let stack = view.first()?.stacks.first()?.clone();
+                let merge = stack.merge.clone()?;
+                let done = !merge.starts_with("re-planning")
+                    && stack
+                        .apply_status
+                        .as_deref()
+                        .is_none_or(|s| s == "succeeded" || s == "failed");
+                done.then_some(())
+            })
+            .await;
+        merges.push(merge);
+    }
+    let views = tidemark::engine::pr_views(&service.store, Some("infra"), None)
+        .await
+        .expect("views");
+    let merge_of = |number: i64| {
+        let view = views.iter().find(|v| v.number == number).expect("pr");
+        view.stacks[0].clone()
+    };
+    // #1 (app): its inputs changed but its plan did not: re-planned at the merge commit and
+    // applied, because the change set is the reviewed one.
+    let app = merge_of(1);
+    assert!(
+        app.merge
+            .as_deref()
+            .unwrap_or("")
+            .contains("re-planned at the merge commit"),
+        "{app:?}"
+    );
+    assert_eq!(
+        app.apply_status.as_deref(),
+        Some("succeeded"),
+        "{app:?}\n{}",
+        service.log()
+    );
+    // #2 (db): the merged code plans a second resource: not applied, and it says so.
+    let db = merge_of(2);
+    assert!(
+        db.merge
+            .as_deref()
+            .unwrap_or("")
+            .contains("differs from the reviewed plan"),
+        "{db:?}"
+    );
+    assert_eq!(db.apply_run_id, None, "{db:?}");
+    let comment = &mock.comments(2)[0].2;
+    assert!(
+        comment.contains("differs from the reviewed plan"),
+        "{comment}"
+    );
+    // #3 (web): the base moved elsewhere only: the reviewed artifact itself is applied.
+    let web = merge_of(3);
+    assert!(
+        web.merge
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("reviewed plan"),
+        "{web:?}"
+    );
+    assert_eq!(web.apply_status.as_deref(), Some("succeeded"), "{web:?}");
+    let apply = service
+        .runs()
+        .await
+        .into_iter()
+        .find(|r| r.kind == RunKind::Apply && r.stack == "stacks/web")
+        .expect("web's apply");
+    assert_eq!(apply.plan_run_id, Some(web.run_id));
     assert_eq!(mock.violations(), Vec::<String>::new());
 }
