@@ -250,6 +250,9 @@ fn prism() -> Option<&'static str> {
                 dir.join("prism.log").display(),
                 std::process::id()
             );
+            // Never waited for: the watchdog lives as long as this process and is reaped by
+            // init after it (and Prism with it) exits.
+            #[allow(clippy::zombie_processes)]
             Command::new("sh")
                 .args(["-c", &script])
                 .stdin(Stdio::null())

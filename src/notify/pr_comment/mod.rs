@@ -445,8 +445,7 @@ fn section(s: &StackEntry, level: Detail) -> String {
         if summary.resources.is_empty() && summary.outputs.is_empty() {
             out.push_str("No changes.\n");
         }
-        let mut listed = 0;
-        for r in &summary.resources {
+        for (listed, r) in summary.resources.iter().enumerate() {
             if listed == 500 {
                 out.push_str(&format!(
                     "- … and {} more\n",
@@ -459,7 +458,6 @@ fn section(s: &StackEntry, level: Detail) -> String {
                 action_word(&r.actions),
                 code(&r.address)
             ));
-            listed += 1;
         }
         for o in summary.outputs.iter().take(100) {
             out.push_str(&format!(
