@@ -226,7 +226,7 @@ mod tests {
                     "repo": "infra", "commit": "abc123", "branch": "main",
                     "stack": {"path": "stacks/net", "name": "net", "tags": ["prod"]},
                     "run_kind": "plan", "author": null, "changed_files": [], "pr": null,
-                    "config": {}
+                    "pull_request": null, "config": {}
                 }
             }),
         );
@@ -240,15 +240,58 @@ mod tests {
             .pull_request(7, ["zed", "amy"])
             .config("max_deletions", 3);
         let input = build_input(&json!({}), &tidemark);
+        let pr = json!({
+            "number": 7, "approvers": ["amy", "zed"], "approvals": [], "author": "",
+            "base": "", "head": "", "labels": [], "draft": false
+        });
         assert_eq!(
             input["tidemark"],
             json!({
                 "repo": "infra", "commit": "abc123", "branch": "main",
                 "stack": {"path": "stacks/net", "name": "net", "tags": ["prod"]},
                 "run_kind": "plan", "author": "alice", "changed_files": ["a.tf", "b.tf"],
-                "pr": {"number": 7, "approvers": ["amy", "zed"]},
+                "pr": pr.clone(),
+                "pull_request": pr,
                 "config": {"max_deletions": 3}
             })
+        );
+    }
+
+    #[test]
+    fn a_pull_request_gives_its_author_labels_and_approvals_with_permissions() {
+        let tidemark = base().pull_request_input(PullRequestInput {
+            number: 9,
+            approvals: vec![
+                ApprovalInput {
+                    login: "zed".into(),
+                    permission: "admin".into(),
+                },
+                ApprovalInput {
+                    login: "amy".into(),
+                    permission: "write".into(),
+                },
+            ],
+            author: "alice".into(),
+            base: "main".into(),
+            head: "abc123".into(),
+            labels: vec!["prod".into()],
+            draft: false,
+            ..PullRequestInput::default()
+        });
+        let input = build_input(&json!({}), &tidemark);
+        let pr = &input["tidemark"]["pull_request"];
+        assert_eq!(pr["approvers"], json!(["amy", "zed"]));
+        assert_eq!(
+            pr["approvals"][0],
+            json!({"login": "amy", "permission": "write"})
+        );
+        assert_eq!(
+            (pr["author"].as_str(), pr["labels"][0].as_str()),
+            (Some("alice"), Some("prod"))
+        );
+        assert_eq!(
+            input["tidemark"]["pr"], *pr,
+            "the short name holds the same"
         );
     }
 

@@ -266,7 +266,17 @@ async fn a_pull_request_is_planned_commented_and_applied_on_merge_exactly_as_rev
         "{patches:?}"
     );
     assert_eq!(mock.comments(1).len(), 1);
-    eprintln!("webhook to updated status: {webhook_to_status:?}");
+    let plan_time = service
+        .runs()
+        .await
+        .into_iter()
+        .filter(|r| r.pr_number == Some(1) && r.commit == head2)
+        .find_map(|r| Some((r.finished_at? - r.started_at?).to_std().ok()?))
+        .unwrap_or_default();
+    eprintln!(
+        "webhook to updated status: {webhook_to_status:?}; the plan run itself: {plan_time:?}; overhead {:?}",
+        webhook_to_status.saturating_sub(plan_time)
+    );
 
     // Approved on the pushed head by a writer, then merged.
     mock.permit("bob", "write");
