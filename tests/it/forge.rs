@@ -205,3 +205,106 @@ async fn an_app_installation_token_is_minted_once_for_many_calls() {
     assert_eq!(bearer[0], "/app/installations/678/access_tokens");
     assert_eq!(mock.violations(), Vec::<String>::new());
 }
+
+/// GitHub's documented webhook payloads (`@octokit/webhooks-examples`) of every event
+/// Tidemark reads, as `(event, payload)`.
+fn webhook_examples() -> Option<Vec<(String, serde_json::Value)>> {
+    let dir = crate::github_mock::mock_dir()?;
+    let path = dir.join("node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("examples")).expect("json");
+    let mut out = Vec::new();
+    for event in all {
+        let name = event["name"].as_str().unwrap_or_default().to_string();
+        if [
+            "pull_request",
+            "issue_comment",
+            "pull_request_review",
+            "push",
+        ]
+        .contains(&name.as_str())
+        {
+            for example in event["examples"].as_array().into_iter().flatten() {
+                out.push((name.clone(), example.clone()));
+            }
+        }
+    }
+    Some(out)
+}
+
+#[test]
+fn githubs_documented_payloads_parse_into_events() {
+    use tidemark::forge::ForgeEvent;
+    use tidemark::forge::github::parse_event;
+    let Some(examples) = webhook_examples() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no webhook examples"
+        );
+        return;
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for (event, payload) in &examples {
+        let body = serde_json::to_vec(payload).expect("json");
+        let parsed = parse_event(event, &body).unwrap_or_else(|err| panic!("{event}: {err}"));
+        let ok = match (event.as_str(), &parsed) {
+            (
+                "pull_request",
+                ForgeEvent::PullRequest {
+                    repository,
+                    number,
+                    action,
+                },
+            ) => {
+                repository == payload["repository"]["full_name"].as_str().unwrap_or("")
+                    && *number == payload["number"].as_u64().unwrap_or(0)
+                    && action == payload["action"].as_str().unwrap_or("")
+            }
+            ("pull_request_review", ForgeEvent::Review { number, .. }) => {
+                *number == payload["pull_request"]["number"].as_u64().unwrap_or(0)
+            }
+            ("push", ForgeEvent::Push { git_ref, urls }) => {
+                git_ref == payload["ref"].as_str().unwrap_or("") && !urls.is_empty()
+            }
+            // The examples comment on issues, which are not pull requests.
+            ("issue_comment", ForgeEvent::Ignored { .. }) => true,
+            _ => false,
+        };
+        assert!(ok, "{event} parsed as {parsed:?}");
+        *seen.entry(event.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    // A comment on a pull request (the examples' issue, given `pull_request`) is a command.
+    let (_, mut comment) = examples
+        .iter()
+        .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
+        .cloned()
+        .expect("a created comment");
+    comment["issue"]["pull_request"] =
+        serde_json::json!({ "url": "https://api.github.com/repos/Codertocat/Hello-World/pulls/1" });
+    let parsed = parse_event(
+        "issue_comment",
+        &serde_json::to_vec(&comment).expect("json"),
+    )
+    .expect("parse");
+    assert!(
+        matches!(parsed, ForgeEvent::Comment { number: 1, .. }),
+        "{parsed:?}"
+    );
+    // The examples have no merged close: derived from a close.
+    let (_, mut merged) = examples
+        .iter()
+        .find(|(e, p)| e == "pull_request" && p["action"] == "closed")
+        .cloned()
+        .expect("a close");
+    merged["pull_request"]["merged"] = serde_json::json!(true);
+    merged["pull_request"]["merge_commit_sha"] =
+        serde_json::json!("6dcb09b5b57875f334f61aebed695e2e4193db5e");
+    let parsed =
+        parse_event("pull_request", &serde_json::to_vec(&merged).expect("json")).expect("parse");
+    assert!(
+        matches!(parsed, ForgeEvent::PullRequest { ref action, .. } if action == "closed"),
+        "{parsed:?}"
+    );
+    eprintln!("{} documented payloads parsed: {seen:?}", examples.len());
+}
