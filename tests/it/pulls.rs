@@ -21,6 +21,10 @@ const SECRET: &str = "webhook-secret-for-tests";
 const MARKER: &str = "<!-- tidemark:pr-comment -->";
 
 fn config(dir: &Path, repo_url: &str, api: &str, poll: &str) -> PathBuf {
+    config_with(dir, repo_url, api, poll, "")
+}
+
+fn config_with(dir: &Path, repo_url: &str, api: &str, poll: &str, extra: &str) -> PathBuf {
     let text = format!(
         r#"listen   = "127.0.0.1:0"
 data_dir = "{data}"
@@ -38,6 +42,7 @@ repo "infra" {{
     token_env        = "{TOKEN_VAR}"
     pr_poll_interval = "{poll}"
     apply_on_merge   = true
+    {extra}
   }}
 }}
 "#,
@@ -646,5 +651,136 @@ async fn a_merge_after_the_base_moved_replans_and_applies_only_the_reviewed_chan
         .find(|r| r.kind == RunKind::Apply && r.stack == "stacks/web")
         .expect("web's apply");
     assert_eq!(apply.plan_run_id, Some(web.run_id));
+    assert_eq!(mock.violations(), Vec::<String>::new());
+}
+
+/// Sends `body` as a comment of `user` on pull request `number`, as GitHub's webhook would.
+async fn command(service: &Service, mock: &GitHubMock, number: u64, user: &str, body: &str) -> u64 {
+    let id = mock.add_comment(number, user, body);
+    let payload = serde_json::json!({
+        "action": "created",
+        "issue": { "number": number, "pull_request": { "url": "x" } },
+        "comment": { "id": id, "user": { "login": user }, "body": body },
+        "repository": { "full_name": REPO }
+    });
+    assert_eq!(service.webhook("issue_comment", &payload).await, 200);
+    id
+}
+
+#[tokio::test]
+async fn writers_run_plan_apply_unlock_and_help_from_comments() {
+    let Some(mock) = GitHubMock::start(REPO).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = GitFixture::new();
+    repo.write("stacks/app/main.tf", &null_stack("v1"));
+    let base = repo.commit_and_push("one stack");
+    let config = config_with(
+        dir.path(),
+        &repo.url(),
+        &mock.url,
+        "off",
+        "apply_before_merge = true",
+    );
+    let service = Service::start(dir.path(), &config).await;
+    git(&repo.work(), &["checkout", "-q", "-b", "change"]);
+    repo.write("stacks/app/main.tf", &null_stack("v2"));
+    let head = push_pr(&repo, 5, "app v2");
+    mock.open_pr(5, "alice", &head, &base);
+    mock.permit("bob", "write");
+    let opened = serde_json::json!({
+        "action": "opened", "number": 5, "pull_request": { "number": 5 },
+        "repository": { "full_name": REPO }
+    });
+    assert_eq!(service.webhook("pull_request", &opened).await, 200);
+    service
+        .wait(120, "the plan", || async {
+            (mock.status(&head, "tidemark/plan").as_deref() == Some("success")).then_some(())
+        })
+        .await;
+    let replies = |needle: &'static str| {
+        let mock = &mock;
+        move || async move {
+            mock.comments(5)
+                .iter()
+                .find(|c| c.2.contains(needle))
+                .map(|c| c.2.clone())
+        }
+    };
+
+    let help = command(&service, &mock, 5, "bob", "tidemark help").await;
+    service
+        .wait(60, "the help", replies("`tidemark unlock`"))
+        .await;
+    assert!(mock.with(|s| s.reactions.iter().any(|(c, r)| *c == help && r == "eyes")));
+
+    let plans = |runs: &[Run]| {
+        runs.iter()
+            .filter(|r| r.pr_number == Some(5) && r.kind == RunKind::Plan)
+            .count()
+    };
+    let before = plans(&service.runs().await);
+    command(&service, &mock, 5, "bob", "tidemark plan -p stacks/app").await;
+    service
+        .wait(120, "the re-plan", || async {
+            let runs = service.runs().await;
+            (plans(&runs) == before + 1 && runs.iter().all(|r| r.status.is_final())).then_some(())
+        })
+        .await;
+
+    // Not approved yet: the apply is refused with the reason; approved: applied.
+    command(&service, &mock, 5, "bob", "tidemark apply").await;
+    service
+        .wait(60, "the refusal", replies("not approved"))
+        .await;
+    mock.approve(5, "bob", &head);
+    command(&service, &mock, 5, "bob", "tidemark apply -p stacks/app").await;
+    let apply = service
+        .wait(120, "the apply", || async {
+            service
+                .runs()
+                .await
+                .into_iter()
+                .find(|r| r.kind == RunKind::Apply && r.status.is_final())
+        })
+        .await;
+    assert_eq!(apply.status, RunStatus::Succeeded, "{}", service.log());
+    assert_eq!(apply.pr_number, Some(5));
+
+    command(&service, &mock, 5, "bob", "tidemark unlock").await;
+    service
+        .wait(60, "the unlock reply", replies("was locked"))
+        .await;
+
+    // The API and the CLI show the pull request.
+    let api: serde_json::Value =
+        reqwest::get(format!("http://{}/api/v1/prs/infra/5", service.addr))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(api["number"], 5);
+    assert_eq!(api["stacks"][0]["stack"], "stacks/app");
+    assert_eq!(api["stacks"][0]["apply_status"], "succeeded");
+    let missing = reqwest::get(format!("http://{}/api/v1/prs/infra/99", service.addr))
+        .await
+        .expect("get");
+    assert_eq!(missing.status().as_u16(), 404);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["pr", "infra", "5", "--config"])
+        .arg(&config)
+        .output()
+        .expect("tidemark pr");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("infra#5"),
+        "{text}"
+    );
+    assert!(
+        !service.log().contains("ghp_test_token"),
+        "the token reached the log"
+    );
     assert_eq!(mock.violations(), Vec::<String>::new());
 }
