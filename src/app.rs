@@ -188,19 +188,13 @@ impl App {
             ),
             None => None,
         };
-        let api_token = match &config.api_token_env {
-            Some(var) => Some(
-                std::env::var(var)
-                    .with_context(|| format!("api_token_env names {var}, which is not set"))?,
-            ),
-            None => None,
-        };
+        let access = access(&config)?;
         let state = crate::api::AppState {
             store: store.clone(),
             nudges: Arc::new(nudges),
             repos: Arc::new(config.repos.clone()),
             webhook_secret,
-            api_token,
+            access: Arc::new(access),
             work: work.clone(),
             key,
             pulls: Arc::new(pulls_by_forge),
@@ -208,8 +202,11 @@ impl App {
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let server = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+            let server = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
             if let Err(err) = server.await {
                 warn!(error = %err, "http server stopped");
             }
@@ -335,6 +332,61 @@ pub fn load_policies(config: &Config) -> Result<Policies> {
         );
     }
     Ok(policies)
+}
+
+/// Who may read and act over HTTP: the `access` block's tokens (values read from the
+/// environment variables it names) and `api_token_env` as an admin token. Without an `access`
+/// block reads are open only on a loopback address; listening anywhere else without one is
+/// refused.
+fn access(config: &Config) -> Result<crate::api::Access> {
+    use sha2::Digest;
+    let mut access = crate::api::Access::default();
+    let hash = |value: &str| -> [u8; 32] { sha2::Sha256::digest(value.as_bytes()).into() };
+    match &config.access {
+        Some(block) => {
+            access.open_read = block.open_read;
+            for token in &block.tokens {
+                let sha256 = match &token.source {
+                    crate::config::TokenSource::Env(var) => {
+                        hash(&std::env::var(var).with_context(|| {
+                            format!(
+                                "{}: access token {:?} names {var}, which is not set",
+                                config.file.display(),
+                                token.name
+                            )
+                        })?)
+                    }
+                    crate::config::TokenSource::Sha256(hex) => {
+                        let mut out = [0u8; 32];
+                        hex::decode_to_slice(hex, &mut out)
+                            .with_context(|| format!("access token {:?}", token.name))?;
+                        out
+                    }
+                };
+                access.tokens.push(crate::api::Token {
+                    name: token.name.clone(),
+                    role: token.role,
+                    sha256,
+                });
+            }
+        }
+        None if config.listen.ip().is_loopback() => access.open_read = true,
+        None => anyhow::bail!(
+            "{}: Tidemark listens on {}, beyond this machine, and has no access block: add one (access {{ token \"ops\" {{ role = \"operator\"  env = \"TIDEMARK_OPS_TOKEN\" }} }}, or open_read = true) or listen on 127.0.0.1",
+            config.file.display(),
+            config.listen
+        ),
+    }
+    if let Some(var) = &config.api_token_env {
+        let value = std::env::var(var)
+            .with_context(|| format!("api_token_env names {var}, which is not set"))?;
+        access.tokens.push(crate::api::Token {
+            name: "api_token".into(),
+            role: crate::config::Role::Admin,
+            sha256: hash(&value),
+        });
+    }
+    Ok(access)
 }
 
 /// The GitHub client of a repository's `github` block, with its credentials read from the

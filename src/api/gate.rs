@@ -1,12 +1,12 @@
 //! The apply gate over HTTP: a run's verdict and gate decision, and approve, override and apply
-//! (the same as the CLI's). Approving changes infrastructure, so these POSTs need the API token
-//! (`api_token_env` in the server config); without one configured they are refused.
+//! (the same as the CLI's). Approving changes infrastructure, so these POSTs need a token of
+//! role operator or admin (`access` in the server config, or `api_token_env`, an admin token);
+//! the access middleware refuses them otherwise, and audits them either way.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
-use sha2::Digest;
 
 use super::{ApiError, AppState};
 use crate::engine::{Requested, apply};
@@ -44,14 +44,14 @@ pub(super) async fn verdict(
 /// `POST /api/v1/runs/{id}/{action}`: `approve`, `override` (which needs a reason) or `apply`.
 pub(super) async fn act(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    principal: Option<axum::Extension<super::Principal>>,
     Path((id, action)): Path<(i64, String)>,
     body: Option<Json<GateBody>>,
 ) -> Result<(StatusCode, Json<Requested>), ApiError> {
     if !matches!(action.as_str(), "approve" | "override" | "apply") {
         return Err(ApiError::NotFound("action"));
     }
-    let (actor, body) = authorize(&state, &headers, id, body).await?;
+    let (actor, body) = authorize(&state, principal.map(|p| p.0), id, body).await?;
     let store = &state.store;
     let requested = match action.as_str() {
         "approve" => apply::approve(store, id, &actor, body.reason.as_deref()).await,
@@ -87,36 +87,28 @@ fn answer(state: &AppState, requested: Requested) -> (StatusCode, Json<Requested
     (status, Json(requested))
 }
 
-/// Checks the bearer token and that the run exists; the actor is recorded as given, marked as
-/// coming through the API.
+/// Checks that the access middleware named the caller and that the run exists; the actor is
+/// recorded as given, with the token it came with.
 async fn authorize(
     state: &AppState,
-    headers: &HeaderMap,
+    principal: Option<super::Principal>,
     id: i64,
     body: Option<Json<GateBody>>,
 ) -> Result<(String, GateBody), ApiError> {
-    let Some(expected) = &state.api_token else {
-        return Err(ApiError::Forbidden(
-            "approvals over HTTP are off: set api_token_env in the server config",
-        ));
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Digests compare in time independent of where the token differs.
-    let digest = |s: &str| sha2::Sha256::digest(s.as_bytes());
-    let matches = given.is_some_and(|given| digest(given) == digest(expected));
-    if !matches {
+    let Some(principal) = principal else {
         return Err(ApiError::Unauthorized("a valid bearer token is required"));
-    }
+    };
     state
         .store
         .find_run(id)
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let actor = format!("{} (api)", body.actor.as_deref().unwrap_or("unknown"));
+    let actor = format!(
+        "{} (api, token {})",
+        body.actor.as_deref().unwrap_or("unknown"),
+        principal.name
+    );
     Ok((actor, body))
 }
 

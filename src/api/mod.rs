@@ -1,6 +1,7 @@
 //! HTTP: health, the REST API over runs, stacks and repositories, poll nudges, and a small
 //! dashboard. Only this module knows HTTP types.
 
+mod access;
 mod dashboard;
 mod error;
 mod gate;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::store::{Run, RunFilter, Store};
+pub use access::{Access, Principal, Token};
 pub use error::ApiError;
 
 /// What the handlers share.
@@ -29,12 +31,12 @@ pub struct AppState {
     pub repos: Arc<Vec<crate::config::RepoConfig>>,
     /// The webhook secret (from the environment variable the config names), if any.
     pub webhook_secret: Option<String>,
-    /// The bearer token for approve, override and apply (from `api_token_env`), if any.
-    pub api_token: Option<String>,
     /// Woken when a request queues a run.
     pub work: Arc<Notify>,
     /// Encrypts state files at rest (the state backend under `/state/`).
     pub key: crate::crypto::PlanKey,
+    /// Who may read and act (tokens and their roles).
+    pub access: Arc<Access>,
     /// Each forge repository's pull-request task, by `owner/name` in lower case.
     pub pulls: Arc<HashMap<String, Arc<crate::engine::PullRequests>>>,
 }
@@ -59,9 +61,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/locks", get(list_locks))
         .route("/api/v1/prs", get(list_prs))
         .route("/api/v1/prs/{repo}/{number}", get(get_pr))
+        .route("/api/v1/audit", get(access::audit))
         .route("/webhooks/github", post(webhook::github))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(states)
+        .layer(axum::middleware::from_fn_with_state(state, access::guard))
 }
 
 /// The query string of `GET /api/v1/prs`.

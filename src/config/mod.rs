@@ -1,11 +1,13 @@
 //! The server config: one HCL file, parsed into raw attributes and blocks (`raw`), then
 //! checked into typed values (`valid`). Every error names the file, line and attribute.
 
+mod access;
 mod github;
 mod raw;
 mod valid;
 mod variables;
 
+pub use access::{AccessConfig, Role, TokenConfig, TokenSource};
 pub use github::{ApplyRequirement, Checkout, GitHubAuth, GitHubConfig};
 pub use valid::{Config, DEFAULT_DRIFT_SCHEDULE, PolicyConfig, RepoConfig, RunnerBlock};
 

@@ -51,6 +51,8 @@ pub struct Config {
     pub runners: Vec<RunnerBlock>,
     /// `variables "name" { ... }` blocks, in the order they apply (later ones win).
     pub variables: Vec<VariableSet>,
+    /// Who may read and act over HTTP; `None`: reads are open on a loopback address only.
+    pub access: Option<super::AccessConfig>,
     /// The Tidemark executable that runs the state proxy inside each step's sandbox; `None`
     /// is this process's own executable. Not a config file setting: tests that run the service
     /// inside a test binary point it at the built `tidemark`.
@@ -164,6 +166,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     let mut runners = Vec::new();
     let mut policies: Vec<PolicyConfig> = Vec::new();
     let mut variables: Vec<VariableSet> = Vec::new();
+    let mut access = None;
     for block in &raw.blocks {
         match block.kind.as_str() {
             "variables" => {
@@ -206,6 +209,12 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
                     text: block.text.clone(),
                 });
             }
+            "access" => {
+                if access.is_some() {
+                    return Err(ctx.block_err(block, "there is one access block at most".into()));
+                }
+                access = Some(super::access::access(&ctx, block)?);
+            }
             other => return Err(ctx.block_err(block, format!("unknown block {other:?}"))),
         }
     }
@@ -228,6 +237,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         policies,
         runners,
         variables,
+        access,
         exe: None,
     })
 }

@@ -50,6 +50,11 @@ const SQLITE: Embedded = &[
         "claim order",
         include_str!("../../migrations/sqlite/0008_claim_order.sql"),
     ),
+    (
+        9,
+        "audit",
+        include_str!("../../migrations/sqlite/0009_audit.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -86,6 +91,11 @@ const POSTGRES: Embedded = &[
         8,
         "claim order",
         include_str!("../../migrations/postgres/0008_claim_order.sql"),
+    ),
+    (
+        9,
+        "audit",
+        include_str!("../../migrations/postgres/0009_audit.sql"),
     ),
 ];
 

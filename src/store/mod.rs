@@ -5,6 +5,7 @@
 //! partial unique indexes) and run through `on_pool!`, which expands the same expression for
 //! whichever pool this store holds. Where the SQL must differ, the two variants sit side by side.
 
+mod audit;
 mod drift;
 mod gate;
 mod locks;
@@ -15,6 +16,7 @@ mod runs;
 mod states;
 mod types;
 
+pub use audit::AuditRecord;
 pub use drift::{
     DriftCheck, DriftCheckRow, DriftDecision, DriftSaved, DriftStack, DriftStatus, OutboxRow,
 };

@@ -2,6 +2,7 @@
 //! blocked by the shipped policy with its message in the verdict, overrides bound to one plan,
 //! approvals of stale plans refused, and downstream plans deferred behind an upstream apply.
 
+use sha2::Digest as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -360,7 +361,14 @@ async fn the_gate_over_http(store: &Store, blocked: i64, applied_plan: i64) {
         nudges: Default::default(),
         repos: Default::default(),
         webhook_secret: None,
-        api_token: Some("s3cret-token".into()),
+        access: std::sync::Arc::new(tidemark::api::Access {
+            open_read: true,
+            tokens: vec![tidemark::api::Token {
+                name: "test".into(),
+                role: tidemark::config::Role::Operator,
+                sha256: sha2::Sha256::digest(b"s3cret-token").into(),
+            }],
+        }),
         key: tidemark::crypto::PlanKey::generate(),
         pulls: Default::default(),
         work: Default::default(),

@@ -1,6 +1,7 @@
 //! The one integration-test binary: real git repositories in temp dirs, real terraform, real
 //! SQLite files and (when `TIDEMARK_TEST_POSTGRES_URL` is set) real PostgreSQL.
 
+mod access;
 mod cli;
 mod drift;
 mod drift_store;

@@ -276,7 +276,7 @@ async fn a_pull_request_is_planned_commented_and_applied_on_merge_exactly_as_rev
         .await
         .into_iter()
         .filter(|r| r.pr_number == Some(1) && r.commit == head2)
-        .find_map(|r| Some((r.finished_at? - r.started_at?).to_std().ok()?))
+        .find_map(|r| (r.finished_at? - r.started_at?).to_std().ok())
         .unwrap_or_default();
     eprintln!(
         "webhook to updated status: {webhook_to_status:?}; the plan run itself: {plan_time:?}; overhead {:?}",

@@ -52,7 +52,7 @@ async fn serve(db: &TestDb) -> Server {
         webhook_secret: None,
         key: key.clone(),
         pulls: Default::default(),
-        api_token: None,
+        access: Default::default(),
         work: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

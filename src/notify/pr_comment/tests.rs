@@ -153,12 +153,13 @@ fn text_from_outside_cannot_break_the_markup() {
     let plan = summary(&[("null_resource.this", &["create"])]);
     let mut stack = entry("stacks/a|b", StackStatus::Failed);
     stack.summary = Some(&plan);
-    stack.error = Some("<script>alert(1)</script> | `rm -rf` **bold**");
+    stack.error = Some("<script>alert(1)</script> | `rm -rf` **bold** @acme/admins");
     stack.plan_text = Some("```\n</details>\n<script>x</script>\n```");
     let body = render(&comment(vec![stack]));
     // Prose is escaped; the only raw tag is inside the fenced plan, where Markdown shows it
     // as text.
     assert!(body.contains("&lt;script&gt;alert(1)"), "{body}");
+    assert!(!body.contains("@acme"), "a mention: {body}");
     assert_eq!(body.matches("<script>").count(), 1, "{body}");
     // The plan's own fence is inside a longer one.
     assert!(body.contains("````diff\n```\n</details>"), "{body}");

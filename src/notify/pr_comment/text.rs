@@ -27,6 +27,8 @@ pub fn escape(text: &str) -> String {
                 out.push(c);
             }
             '\n' | '\r' => out.push(' '),
+            // `@team` in a plan message must not notify anyone: a word joiner breaks the mention.
+            '@' => out.push_str("@\u{2060}"),
             c => out.push(c),
         }
     }
