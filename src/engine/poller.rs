@@ -164,6 +164,9 @@ impl Poller {
             if let Err(err) = pulls.sync().await {
                 warn!(repo = %self.repo.name, error = %format!("{err:#}"), "pull request sync before planning the branch failed");
             }
+            if let Err(err) = pulls.merged_into(&info.sha).await {
+                warn!(repo = %self.repo.name, error = %format!("{err:#}"), "checking the pull requests this head merged failed");
+            }
             // Stacks whose merge applies (or re-plans) the reviewed plan are not planned twice.
             let handled = self
                 .store

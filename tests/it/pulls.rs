@@ -6,180 +6,15 @@
 //! planned; a command from a user without write permission is refused. Every request Tidemark
 //! sent passed the OpenAPI validation.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tidemark::store::{Run, RunFilter, RunKind, RunStatus, Store};
+use tidemark::store::{Run, RunKind, RunStatus};
 
 use crate::github_mock::GitHubMock;
-use crate::support::{GitFixture, ServeProcess, Toolchain, eventually, git, null_stack};
-
-const REPO: &str = "acme/infra";
-const TOKEN_VAR: &str = "TIDEMARK_TEST_GITHUB_TOKEN";
-const SECRET_VAR: &str = "TIDEMARK_TEST_WEBHOOK_SECRET";
-const SECRET: &str = "webhook-secret-for-tests";
-const MARKER: &str = "<!-- tidemark:pr-comment -->";
-
-fn config(dir: &Path, repo_url: &str, api: &str, poll: &str) -> PathBuf {
-    config_with(dir, repo_url, api, poll, "")
-}
-
-fn config_with(dir: &Path, repo_url: &str, api: &str, poll: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"listen   = "127.0.0.1:0"
-data_dir = "{data}"
-workers  = 2
-webhook_secret_env = "{SECRET_VAR}"
-
-{runner}
-
-repo "infra" {{
-  url           = "{repo_url}"
-  poll_interval = "1s"
-  github {{
-    repository       = "{REPO}"
-    api_url          = "{api}"
-    token_env        = "{TOKEN_VAR}"
-    pr_poll_interval = "{poll}"
-    apply_on_merge   = true
-    {extra}
-  }}
-}}
-"#,
-        data = dir.join("data").display(),
-        runner = Toolchain::get().runner_override(),
-    );
-    let path = dir.join("tidemark.hcl");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-/// The service, its database and its log.
-struct Service {
-    _serve: ServeProcess,
-    store: Store,
-    log: PathBuf,
-    addr: String,
-}
-
-impl Service {
-    async fn start(dir: &Path, config: &Path) -> Service {
-        let log = dir.join("serve.log");
-        let serve = ServeProcess::start(
-            config,
-            &[(TOKEN_VAR, "ghp_test_token"), (SECRET_VAR, SECRET)],
-            &log,
-        );
-        let text = || std::fs::read_to_string(&log).unwrap_or_default();
-        let addr: String = eventually(60, "the service to listen", || async {
-            let text = text();
-            let rest = text.split("listening on http://").nth(1)?;
-            Some(rest.split_whitespace().next()?.to_string())
-        })
-        .await;
-        let db = format!("sqlite://{}", dir.join("data/tidemark.db").display());
-        let store = eventually(60, "the database", || async { Store::open(&db).await.ok() }).await;
-        Service {
-            _serve: serve,
-            store,
-            log,
-            addr,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn runs(&self) -> Vec<Run> {
-        self.store
-            .runs(&RunFilter {
-                limit: 1000,
-                ..Default::default()
-            })
-            .await
-            .expect("runs")
-    }
-
-    /// Waits up to `secs` for `check` to hold, failing with the runs and the log.
-    async fn wait<T, F, Fut>(&self, secs: u64, what: &str, mut check: F) -> T
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Option<T>>,
-    {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}\nruns: {:#?}\nlog:\n{}",
-                    self.runs().await,
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Sends a webhook delivery signed as GitHub signs it.
-    async fn webhook(&self, event: &str, body: &serde_json::Value) -> u16 {
-        let body = serde_json::to_vec(body).expect("json");
-        let signature = hmac_sha256(SECRET.as_bytes(), &body);
-        reqwest::Client::new()
-            .post(format!("http://{}/webhooks/github", self.addr))
-            .header("X-GitHub-Event", event)
-            .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
-            .header("X-Hub-Signature-256", format!("sha256={signature}"))
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("webhook")
-            .status()
-            .as_u16()
-    }
-}
-
-fn hmac_sha256(key: &[u8], body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("key");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// Commits on a branch and publishes it as the forge does, at `refs/pull/N/head`.
-fn push_pr(git_fixture: &GitFixture, number: u64, message: &str) -> String {
-    let sha = git_fixture.commit(message);
-    git(
-        &git_fixture.work(),
-        &[
-            "push",
-            "-q",
-            "-f",
-            "origin",
-            &format!("HEAD:refs/pull/{number}/head"),
-        ],
-    );
-    sha
-}
-
-fn posts_and_patches(mock: &GitHubMock, number: u64) -> (usize, Vec<String>) {
-    let requests = mock.requests();
-    let posts = requests
-        .iter()
-        .filter(|r| {
-            r.method == "POST" && r.path == format!("/repos/{REPO}/issues/{number}/comments")
-        })
-        .count();
-    let patches = requests
-        .iter()
-        .filter(|r| r.method == "PATCH")
-        .map(|r| r.path.clone())
-        .collect();
-    (posts, patches)
-}
+use crate::pulls_harness::{
+    MARKER, REPO, Service, command, config, config_with, posts_and_patches, push_pr,
+};
+use crate::support::{GitFixture, git, null_stack};
 
 #[tokio::test]
 async fn a_pull_request_is_planned_commented_and_applied_on_merge_exactly_as_reviewed() {
@@ -317,9 +152,10 @@ async fn a_pull_request_is_planned_commented_and_applied_on_merge_exactly_as_rev
             "Merge pull request #1",
         ],
     );
-    git(&repo.work(), &["push", "-q", "origin", "main"]);
+    // As on GitHub, the pull request is merged when the merge commit reaches the branch.
     let merge = repo.head();
     mock.merge_pr(1, &merge);
+    git(&repo.work(), &["push", "-q", "origin", "main"]);
     let apply = service
         .wait(180, "the apply of the reviewed plan", || async {
             service
@@ -575,9 +411,9 @@ async fn a_merge_after_the_base_moved_replans_and_applies_only_the_reviewed_chan
                 &format!("Merge pull request #{number}"),
             ],
         );
-        git(&repo.work(), &["push", "-q", "origin", "main"]);
         let merge = repo.head();
         mock.merge_pr(number, &merge);
+        git(&repo.work(), &["push", "-q", "origin", "main"]);
         service
             .wait(180, "the merge to be handled", || async {
                 let view =
@@ -652,19 +488,6 @@ async fn a_merge_after_the_base_moved_replans_and_applies_only_the_reviewed_chan
         .expect("web's apply");
     assert_eq!(apply.plan_run_id, Some(web.run_id));
     assert_eq!(mock.violations(), Vec::<String>::new());
-}
-
-/// Sends `body` as a comment of `user` on pull request `number`, as GitHub's webhook would.
-async fn command(service: &Service, mock: &GitHubMock, number: u64, user: &str, body: &str) -> u64 {
-    let id = mock.add_comment(number, user, body);
-    let payload = serde_json::json!({
-        "action": "created",
-        "issue": { "number": number, "pull_request": { "url": "x" } },
-        "comment": { "id": id, "user": { "login": user }, "body": body },
-        "repository": { "full_name": REPO }
-    });
-    assert_eq!(service.webhook("issue_comment", &payload).await, 200);
-    id
 }
 
 #[tokio::test]

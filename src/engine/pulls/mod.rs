@@ -227,6 +227,46 @@ impl PullRequests {
         Ok(approvers.into_iter().map(|(login, _)| login).collect())
     }
 
+    /// Before the branch plans a new head: any open pull request whose planned head the new
+    /// head contains was merged (or its branch pushed to the base). Its state is read from the
+    /// forge at once, not from a list that may be cached, so its merge is handled (and its
+    /// stacks left out of the branch's plans) before the branch plans the merge commit.
+    pub async fn merged_into(&self, head: &str) -> Result<()> {
+        let open = self
+            .store
+            .pull_requests(Some(&self.repo.name), Some("open"))
+            .await?;
+        let path = self.mirror.path.clone();
+        let head = head.to_string();
+        let planned: Vec<(i64, String)> = open
+            .into_iter()
+            .filter_map(|(_, row)| Some((row.number, row.planned_head?)))
+            .collect();
+        let contained = tokio::task::spawn_blocking(move || -> Result<Vec<i64>> {
+            let repo = crate::repo::open(&path)?;
+            let head = git2::Oid::from_str(&head)?;
+            Ok(planned
+                .into_iter()
+                .filter(|(_, planned)| {
+                    git2::Oid::from_str(planned).is_ok_and(|p| {
+                        p == head || repo.graph_descendant_of(head, p).unwrap_or(false)
+                    })
+                })
+                .map(|(number, _)| number)
+                .collect())
+        })
+        .await
+        .context("reading the branch history panicked")??;
+        for number in contained {
+            let pr = self.forge.pull_request(number as u64).await?;
+            self.store.upsert_pull_request(self.repo_id, &pr).await?;
+            if pr.state == PrState::Merged {
+                self.merged(&pr).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Merged pull requests whose merge was recorded but not handled (an instance died in
     /// between): handle them now.
     async fn finish_merges(&self) -> Result<()> {
