@@ -393,8 +393,18 @@ async fn a_merge_after_the_base_moved_replans_and_applies_only_the_reviewed_chan
             "stacks/db/extra.tf",
             "resource \"null_resource\" \"extra\" {\n  triggers = { value = \"x\" }\n}\n",
         );
-    repo.commit_and_push("base moves");
-    service.wait(120, "the base's plans", settled).await;
+    let moved = repo.commit_and_push("base moves");
+    service
+        .wait(120, "the base's plans", || async {
+            let last = service
+                .store
+                .last_processed_commit(1, "main")
+                .await
+                .ok()??;
+            let runs = settled().await?;
+            (last == moved).then_some(runs)
+        })
+        .await;
 
     // Merge all three, one after the other.
     let mut merges = Vec::new();
