@@ -174,7 +174,7 @@ impl Builder<'_> {
             let tf: Vec<String> = self
                 .files
                 .dirs()
-                .filter(|(_, items)| file_items(items).any(|(n, _)| paths::is_terraform(n)))
+                .filter(|(_, items)| file_items(items).any(|(n, _)| tf_role(n).is_some()))
                 .map(|(dir, _)| dir.to_string())
                 .collect();
             self.load_tf_dirs(&tf.iter().map(String::as_str).collect::<Vec<_>>())?;
@@ -195,7 +195,7 @@ impl Builder<'_> {
                 let mut tf_files = self
                     .files
                     .in_dir(dir)
-                    .filter(|(n, _)| paths::is_terraform(n))
+                    .filter(|(n, _)| tf_role(n).is_some())
                     .peekable();
                 let shared = tf_files.peek().is_some()
                     && tf_files.all(|(n, _)| linked.contains(paths::child(dir, n).as_str()));
@@ -334,8 +334,7 @@ impl Builder<'_> {
             let wanted: Vec<(Oid, Role)> = fresh
                 .iter()
                 .flat_map(|d| files.in_dir(d))
-                .filter(|(name, _)| paths::is_terraform(name))
-                .map(|(_, id)| (id, Role::Terraform))
+                .filter_map(|(name, id)| Some((id, tf_role(name)?)))
                 .collect();
             self.index.ensure(self.repo, &wanted)?;
             for dir in fresh {
@@ -374,12 +373,8 @@ impl Builder<'_> {
             stack_dir: dir,
             exists: &exists,
         };
-        for (name, id) in self
-            .files
-            .in_dir(dir)
-            .filter(|(n, _)| paths::is_terraform(n))
-        {
-            let Some(facts) = self.index.facts(id, Role::Terraform) else {
+        for (name, id) in self.files.in_dir(dir) {
+            let Some(facts) = tf_role(name).and_then(|role| self.index.facts(id, role)) else {
                 continue;
             };
             let file = paths::child(dir, name);
@@ -634,6 +629,17 @@ impl Builder<'_> {
         // not, an empty set only loses watch reasons, never anything else.
         let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
         (set, owners)
+    }
+}
+
+/// How a file of a Terraform directory is analysed: HCL, JSON syntax, or not at all.
+fn tf_role(name: &str) -> Option<Role> {
+    if paths::is_terraform(name) {
+        Some(Role::Terraform)
+    } else if name.ends_with(".tf.json") || name.ends_with(".tofu.json") {
+        Some(Role::TerraformJson)
+    } else {
+        None
     }
 }
 

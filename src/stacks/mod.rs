@@ -15,7 +15,9 @@
 //!   default), so a `local` remote state pointing there is an edge.
 //! - A repository without `stack.hcl` or `terragrunt.hcl` but with a root `atlantis.yaml`
 //!   (version 3) takes its stacks from the projects there (`atlantis`).
-//! - Not analysed: `.tf.json` files (they still count as the stack's files), Terragrunt
+//! - `.tf.json`/`.tofu.json` files are rewritten into the HCL that says the same (`json`), so
+//!   their modules, backends and remote states give the same edges.
+//! - Not analysed: Terragrunt
 //!   `remote_state` blocks (no remote-state edges to Terragrunt stacks), and expressions beyond
 //!   the small set in `eval` (such paths are ignored, not guessed). Every `terragrunt.hcl`
 //!   directory is a stack, as specified, including a parent config others include.
@@ -29,6 +31,7 @@ mod hash;
 mod hcl;
 mod index;
 mod inputs;
+mod json;
 mod paths;
 mod resolve;
 mod state;

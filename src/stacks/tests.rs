@@ -796,3 +796,4 @@ fn root_stack_is_dot() {
 
 mod atlantis;
 mod fidelity;
+mod json;
