@@ -40,7 +40,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 } else {
                     format!(" ({})", stack.name)
                 };
-                println!("{}{name} [{kind}]", stack.path);
+                println!(
+                    "{}{name} [{kind}] from {}",
+                    stack.path,
+                    stack.source.as_str()
+                );
+                if let Some(workspace) = &stack.workspace {
+                    println!(
+                        "  workspace {workspace} (reported only: runs use the default workspace until environments exist)"
+                    );
+                }
+                if let Some(version) = &stack.terraform_version {
+                    println!("  terraform_version {version} (reported only: the runner decides)");
+                }
+                if !stack.autoplan {
+                    println!("  autoplan disabled: changes are not planned on their own");
+                }
                 if !stack.depends_on.is_empty() {
                     println!("  depends on {}", stack.depends_on.join(", "));
                 }

@@ -160,6 +160,22 @@ impl Poller {
             warn!(repo = %self.repo.name, commit = %info.sha, "{error}");
         }
         let mut affected = affected;
+        // An atlantis.yaml project with `autoplan.enabled: false` is planned only on request.
+        let manual: Vec<&str> = discovery
+            .stacks
+            .iter()
+            .filter(|s| !s.autoplan)
+            .map(|s| s.path.as_str())
+            .collect();
+        if !manual.is_empty() {
+            affected.stacks.retain(|s| {
+                let keep = !manual.contains(&s.path.as_str());
+                if !keep {
+                    info!(repo = %self.repo.name, stack = %s.path, "autoplan disabled: not planned");
+                }
+                keep
+            });
+        }
         if let Some(pulls) = &self.pulls {
             if let Err(err) = pulls.sync().await {
                 warn!(repo = %self.repo.name, error = %format!("{err:#}"), "pull request sync before planning the branch failed");

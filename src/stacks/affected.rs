@@ -283,6 +283,9 @@ fn attribute(snapshot: &Snapshot, path: &str, found: &mut dyn FnMut(usize, Reaso
 /// reasons name the `path` that changed.
 fn attribute_at(snapshot: &Snapshot, seen: &str, path: &str, found: &mut dyn FnMut(usize, Reason)) {
     let markdown = paths::is_markdown(path);
+    // The stack a path already counts for as its own file: a watch glob of that stack matching
+    // it too says nothing more.
+    let mut file_of = None;
     if !markdown {
         let dir = paths::parent(seen);
         let owner = paths::ancestors(dir).find_map(|d| snapshot.by_path.get(d).copied());
@@ -300,6 +303,7 @@ fn attribute_at(snapshot: &Snapshot, seen: &str, path: &str, found: &mut dyn FnM
             }
             if let Some(&stack) = snapshot.by_path.get(d) {
                 found(stack, Reason::file(ReasonKind::File, path));
+                file_of = Some(stack);
                 break;
             }
         }
@@ -308,6 +312,9 @@ fn attribute_at(snapshot: &Snapshot, seen: &str, path: &str, found: &mut dyn FnM
         found(user, Reason::file(ReasonKind::Include, path));
     }
     for glob in snapshot.watch.matches(seen) {
+        if file_of == Some(snapshot.watch_owner[glob]) {
+            continue;
+        }
         found(
             snapshot.watch_owner[glob],
             Reason::file(ReasonKind::Watch, path),

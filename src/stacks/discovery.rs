@@ -1,6 +1,10 @@
 //! Resolving one commit into a [`Snapshot`]: which directories are stacks, what each is made of
 //! (own files, local modules traced recursively, Terragrunt includes, watch globs) and the edges
 //! between stacks (`depends_on`, Terragrunt dependencies, `terraform_remote_state`).
+//! Stacks come from `stack.hcl` and `terragrunt.hcl`; without any, from a root `atlantis.yaml`;
+//! without that, from autodiscovery.
+
+mod terragrunt;
 
 use std::sync::Arc;
 
@@ -9,16 +13,15 @@ use git2::{Oid, Repository};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
+use super::atlantis::{self, Project};
 use super::eval::Scope;
 use super::hash::{Map, Set};
 use super::hcl::{FileError, FileFacts, Role, StackConfig};
 use super::index::{Files, Index, file_items};
 use super::paths;
-use super::resolve::{
-    Closure, ModuleUse, TfDir, closure, depends_on_target, local_source, resolve,
-};
+use super::resolve::{Closure, ModuleUse, TfDir, closure, depends_on_target, local_source};
 use super::state::StateKey;
-use super::{EdgeKind, Stack, StackError, StackKind};
+use super::{EdgeKind, Stack, StackError, StackKind, StackSource};
 
 /// Everything known about the stacks at one commit, ready to answer "who owns this path".
 pub(crate) struct Snapshot {
@@ -44,8 +47,13 @@ pub(crate) struct Snapshot {
     pub links: Vec<(String, String)>,
 }
 
-/// A stack's `stack.hcl` analysis, shared with the index rather than copied.
-struct Config(Option<Arc<FileFacts>>);
+/// A stack's configuration: its `stack.hcl` analysis (shared with the index rather than
+/// copied), its `atlantis.yaml` project, or nothing.
+enum Config {
+    None,
+    File(Arc<FileFacts>),
+    Atlantis(Box<StackConfig>),
+}
 
 /// What a stack without `stack.hcl` (or without a `stack` block) is configured with.
 static NO_CONFIG: StackConfig = StackConfig {
@@ -62,10 +70,40 @@ static NO_CONFIG: StackConfig = StackConfig {
 
 impl Config {
     fn get(&self) -> &StackConfig {
-        self.0
-            .as_ref()
-            .and_then(|facts| facts.stack.as_ref())
-            .unwrap_or(&NO_CONFIG)
+        match self {
+            Config::None => &NO_CONFIG,
+            Config::File(facts) => facts.stack.as_ref().unwrap_or(&NO_CONFIG),
+            Config::Atlantis(config) => config,
+        }
+    }
+
+    /// The file the settings are written in, for errors about them.
+    fn file(&self, dir: &str, atlantis: &str) -> String {
+        match self {
+            Config::Atlantis(_) => atlantis.to_string(),
+            _ => paths::child(dir, "stack.hcl"),
+        }
+    }
+}
+
+/// The `StackConfig` an `atlantis.yaml` project stands for: its name, `depends_on` by project
+/// name, and `when_modified` as watch globs relative to its directory.
+fn project_config(project: &Project) -> StackConfig {
+    let line = project.line;
+    StackConfig {
+        name: project.name.clone(),
+        depends_on: project
+            .depends_on
+            .iter()
+            .map(|name| (name.clone(), line))
+            .collect(),
+        watch: project
+            .when_modified
+            .iter()
+            .flat_map(|p| atlantis::watch_patterns(p))
+            .map(|p| (p, line))
+            .collect(),
+        ..NO_CONFIG.clone()
     }
 }
 
@@ -84,6 +122,8 @@ struct Builder<'a> {
     files: &'a Files,
     tf_dirs: Map<String, Arc<TfDir>>,
     errors: Vec<StackError>,
+    /// The root `atlantis.yaml` the stacks came from (its name), and its projects by directory.
+    atlantis: Option<(String, Map<String, Project>)>,
 }
 
 /// Resolves the commit whose root tree is `tree`.
@@ -96,6 +136,7 @@ pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<S
         files: &files,
         tf_dirs: Map::default(),
         errors: Vec::new(),
+        atlantis: None,
     };
     let found = b.find_stacks()?;
     let configs = b.stack_configs(&found)?;
@@ -111,20 +152,29 @@ impl Builder<'_> {
     /// Directories with `stack.hcl` or `terragrunt.hcl`; without any, autodiscovery.
     fn find_stacks(&mut self) -> Result<Vec<(String, StackKind)>> {
         let mut found: Vec<(String, StackKind)> = Vec::new();
+        let mut stack_hcl = false;
         for (dir, items) in self.files.dirs() {
             let has = |name: &str| file_items(items).any(|(n, _)| n == name);
+            stack_hcl |= has("stack.hcl");
             if has("terragrunt.hcl") {
                 found.push((dir.to_string(), StackKind::Terragrunt));
             } else if has("stack.hcl") {
                 found.push((dir.to_string(), StackKind::Terraform));
             }
         }
-        if found.is_empty() {
+        if !stack_hcl {
+            // Atlantis users list their projects, Terragrunt units among them.
+            let projects = self.atlantis_projects()?;
+            if self.atlantis.is_some() {
+                found = projects;
+            }
+        }
+        if found.is_empty() && self.atlantis.is_none() {
             // Autodiscovery: every directory of .tf files that nothing uses as a local module.
             let tf: Vec<String> = self
                 .files
                 .dirs()
-                .filter(|(_, items)| file_items(items).any(|(n, _)| paths::is_terraform(n)))
+                .filter(|(_, items)| file_items(items).any(|(n, _)| tf_role(n).is_some()))
                 .map(|(dir, _)| dir.to_string())
                 .collect();
             self.load_tf_dirs(&tf.iter().map(String::as_str).collect::<Vec<_>>())?;
@@ -145,7 +195,7 @@ impl Builder<'_> {
                 let mut tf_files = self
                     .files
                     .in_dir(dir)
-                    .filter(|(n, _)| paths::is_terraform(n))
+                    .filter(|(n, _)| tf_role(n).is_some())
                     .peekable();
                 let shared = tf_files.peek().is_some()
                     && tf_files.all(|(n, _)| linked.contains(paths::child(dir, n).as_str()));
@@ -163,7 +213,66 @@ impl Builder<'_> {
         Ok(found)
     }
 
+    /// The projects of a root `atlantis.yaml` as stacks (a directory with `terragrunt.hcl` is a
+    /// Terragrunt stack), its problems as errors; nothing without the file.
+    fn atlantis_projects(&mut self) -> Result<Vec<(String, StackKind)>> {
+        let Some((file, blob)) = atlantis::FILE_NAMES
+            .iter()
+            .find_map(|name| self.files.blob(name).map(|id| (name.to_string(), id)))
+        else {
+            return Ok(Vec::new());
+        };
+        let bytes = crate::repo::read_blob(self.repo, blob)?;
+        let config = atlantis::parse(&bytes);
+        for p in &config.problems {
+            self.errors
+                .push(StackError::at(paths::ROOT, &file, p.line, &p.message));
+        }
+        let mut found = Vec::new();
+        let mut projects: Map<String, Project> = Map::default();
+        for project in config.projects {
+            let line = Some(project.line);
+            if !self.files.has_dir(&project.dir) {
+                let message = format!("project directory {} not found", project.dir);
+                self.errors
+                    .push(StackError::at(&project.dir, &file, line, &message));
+                continue;
+            }
+            if projects.contains_key(&project.dir) {
+                // Atlantis plans one directory once per workspace; a stack is one directory
+                // with one state, so the first project keeps it.
+                let message = format!(
+                    "project directory {} is also an earlier project's (one stack per \
+                     directory; workspaces are not environments yet): ignored",
+                    project.dir
+                );
+                self.errors
+                    .push(StackError::at(&project.dir, &file, line, &message));
+                continue;
+            }
+            let terragrunt = self
+                .files
+                .exists(&paths::child(&project.dir, "terragrunt.hcl"));
+            let kind = if terragrunt {
+                StackKind::Terragrunt
+            } else {
+                StackKind::Terraform
+            };
+            found.push((project.dir.clone(), kind));
+            projects.insert(project.dir.clone(), project);
+        }
+        self.atlantis = Some((file, projects));
+        Ok(found)
+    }
+
     fn stack_configs(&mut self, found: &[(String, StackKind)]) -> Result<Vec<Config>> {
+        if let Some((_, projects)) = &self.atlantis {
+            let config = |dir: &String| match projects.get(dir) {
+                Some(p) => Config::Atlantis(Box::new(project_config(p))),
+                None => Config::None,
+            };
+            return Ok(found.iter().map(|(dir, _)| config(dir)).collect());
+        }
         let blobs: Vec<Option<Oid>> = found
             .iter()
             .map(|(dir, _)| {
@@ -183,7 +292,7 @@ impl Builder<'_> {
         for ((dir, _), blob) in found.iter().zip(blobs) {
             let Some(facts) = blob.and_then(|id| self.index.shared_facts(id, Role::StackConfig))
             else {
-                configs.push(Config(None));
+                configs.push(Config::None);
                 continue;
             };
             for e in &facts.errors {
@@ -191,149 +300,9 @@ impl Builder<'_> {
                 self.errors
                     .push(StackError::at(dir, &file, e.line, &e.message));
             }
-            configs.push(Config(Some(facts)));
+            configs.push(Config::File(facts));
         }
         Ok(configs)
-    }
-
-    /// Follows each Terragrunt stack's includes, in rounds so each round parses in parallel.
-    fn terragrunt(&mut self, found: &[(String, StackKind)]) -> Result<Vec<TgStack>> {
-        let mut out: Vec<TgStack> = found.iter().map(|_| TgStack::default()).collect();
-        let mut seen: Set<(usize, String)> = Set::default();
-        // (stack, file, the directory the file's relative paths are joined onto)
-        let mut frontier: Vec<(usize, String, String)> = found
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, kind))| *kind == StackKind::Terragrunt)
-            .map(|(i, (dir, _))| (i, paths::child(dir, "terragrunt.hcl"), dir.clone()))
-            .collect();
-        seen.extend(frontier.iter().map(|(i, file, _)| (*i, file.clone())));
-        while !frontier.is_empty() {
-            let wanted: Vec<(Oid, Role)> = frontier
-                .iter()
-                .filter_map(|(_, file, _)| self.files.blob(file))
-                .map(|id| (id, Role::Terragrunt))
-                .collect();
-            self.index.ensure(self.repo, &wanted)?;
-            let mut next = Vec::new();
-            for (i, file, base) in frontier {
-                let stack_dir = found[i].0.as_str();
-                let Some(facts) = self
-                    .files
-                    .blob(&file)
-                    .and_then(|id| self.index.facts(id, Role::Terragrunt))
-                else {
-                    continue;
-                };
-                let files = self.files;
-                let exists = |p: &str| files.exists(p);
-                // Terragrunt merges an included file into the unit: its relative paths are the
-                // unit's, and only get_parent_terragrunt_dir() names the file's own directory.
-                // A file read by read_terragrunt_config keeps its own directory.
-                let scope = Scope {
-                    file_dir: &base,
-                    included_dir: paths::parent(&file),
-                    stack_dir,
-                    exists: &exists,
-                };
-                let mut error = |line: Option<u32>, message: String| {
-                    self.errors
-                        .push(StackError::at(stack_dir, &file, line, &message));
-                };
-                for e in &facts.errors {
-                    error(e.line, e.message.clone());
-                }
-                let includes = facts.includes.iter().map(|r| (r, true));
-                for (r, merged) in includes.chain(facts.reads.iter().map(|r| (r, false))) {
-                    match resolve(&r.expr, &scope) {
-                        Ok(path) if files.exists(&path) => {
-                            if seen.insert((i, path.clone())) {
-                                out[i].included.push(path.clone());
-                                let base = if merged {
-                                    base.clone()
-                                } else {
-                                    paths::parent(&path).to_string()
-                                };
-                                next.push((i, path, base));
-                            }
-                        }
-                        Ok(path) => error(Some(r.line), format!("included file {path} not found")),
-                        Err(message) => error(Some(r.line), format!("include: {message}")),
-                    }
-                }
-                for r in &facts.modules {
-                    match local_source(&r.expr, &scope, true) {
-                        Some(Ok(dir)) => out[i].modules.push(dir),
-                        Some(Err(message)) => error(Some(r.line), message),
-                        None => {}
-                    }
-                }
-                for (line, expression) in &facts.unresolved {
-                    out[i].unresolved.push(super::UnresolvedInput {
-                        file: file.clone(),
-                        line: *line,
-                        expression: expression.clone(),
-                    });
-                }
-                for r in &facts.dependencies {
-                    match resolve(&r.expr, &scope) {
-                        Ok(dir) => out[i].dependencies.push((dir, file.clone(), r.line)),
-                        Err(message) => error(Some(r.line), format!("dependency: {message}")),
-                    }
-                }
-            }
-            frontier = next;
-        }
-        Ok(out)
-    }
-
-    /// A `terragrunt.hcl` that other units include and that has no `terraform` block is their
-    /// configuration, not a unit of its own (unless a `stack.hcl` makes it one): dropped, with
-    /// the errors reported in its name.
-    fn without_parent_configs(
-        &mut self,
-        found: Vec<(String, StackKind)>,
-        configs: Vec<Config>,
-        tg: Vec<TgStack>,
-    ) -> (Vec<(String, StackKind)>, Vec<Config>, Vec<TgStack>) {
-        let included: Set<&str> = tg
-            .iter()
-            .flat_map(|t| t.included.iter().map(String::as_str))
-            .collect();
-        let parent: Vec<bool> = found
-            .iter()
-            .zip(&configs)
-            .map(|((dir, kind), config)| {
-                let file = paths::child(dir, "terragrunt.hcl");
-                *kind == StackKind::Terragrunt
-                    && config.0.is_none()
-                    && included.contains(file.as_str())
-                    && self
-                        .files
-                        .blob(&file)
-                        .and_then(|id| self.index.facts(id, Role::Terragrunt))
-                        .is_some_and(|facts| !facts.terraform_block)
-            })
-            .collect();
-        if !parent.contains(&true) {
-            return (found, configs, tg);
-        }
-        let dropped: Set<String> = found
-            .iter()
-            .zip(&parent)
-            .filter(|(_, p)| **p)
-            .map(|((dir, _), _)| dir.clone())
-            .collect();
-        self.errors.retain(|e| !dropped.contains(&e.stack));
-        let mut out = (Vec::new(), Vec::new(), Vec::new());
-        for (((stack, config), t), parent) in found.into_iter().zip(configs).zip(tg).zip(parent) {
-            if !parent {
-                out.0.push(stack);
-                out.1.push(config);
-                out.2.push(t);
-            }
-        }
-        out
     }
 
     /// Analyses the Terraform files of these directories and, transitively, of the local
@@ -365,8 +334,7 @@ impl Builder<'_> {
             let wanted: Vec<(Oid, Role)> = fresh
                 .iter()
                 .flat_map(|d| files.in_dir(d))
-                .filter(|(name, _)| paths::is_terraform(name))
-                .map(|(_, id)| (id, Role::Terraform))
+                .filter_map(|(name, id)| Some((id, tf_role(name)?)))
                 .collect();
             self.index.ensure(self.repo, &wanted)?;
             for dir in fresh {
@@ -405,12 +373,8 @@ impl Builder<'_> {
             stack_dir: dir,
             exists: &exists,
         };
-        for (name, id) in self
-            .files
-            .in_dir(dir)
-            .filter(|(n, _)| paths::is_terraform(n))
-        {
-            let Some(facts) = self.index.facts(id, Role::Terraform) else {
+        for (name, id) in self.files.in_dir(dir) {
+            let Some(facts) = tf_role(name).and_then(|role| self.index.facts(id, role)) else {
                 continue;
             };
             let file = paths::child(dir, name);
@@ -495,17 +459,14 @@ impl Builder<'_> {
             }
         }
 
+        let atlantis_file = self.atlantis.as_ref().map_or("", |(file, _)| file.as_str());
         let mut names: Map<&str, usize> = Map::default();
         for (i, (dir, _)) in found.iter().enumerate() {
             let name = configs[i].get().name.as_deref().unwrap_or(dir);
             if let Some(&other) = names.get(name) {
                 let message = format!("stack name {name:?} is also used by {}", found[other].0);
-                self.errors.push(StackError::at(
-                    dir,
-                    &paths::child(dir, "stack.hcl"),
-                    None,
-                    &message,
-                ));
+                let file = configs[i].file(dir, atlantis_file);
+                self.errors.push(StackError::at(dir, &file, None, &message));
             } else {
                 names.insert(name, i);
             }
@@ -514,10 +475,18 @@ impl Builder<'_> {
         let mut upstreams: Vec<Vec<(usize, EdgeKind)>> = vec![Vec::new(); found.len()];
         for (i, (dir, _)) in found.iter().enumerate() {
             for (target, line) in &configs[i].get().depends_on {
-                match depends_on_target(dir, target, &by_path, &names) {
+                // Atlantis names projects only; stack.hcl names a path or a stack name.
+                let up = match &configs[i] {
+                    Config::Atlantis(_) => names
+                        .get(target.as_str())
+                        .copied()
+                        .ok_or_else(|| format!("depends_on {target:?}: no such project")),
+                    _ => depends_on_target(dir, target, &by_path, &names),
+                };
+                match up {
                     Ok(up) => upstreams[i].push((up, EdgeKind::DependsOn)),
                     Err(message) => {
-                        let file = paths::child(dir, "stack.hcl");
+                        let file = configs[i].file(dir, atlantis_file);
                         self.errors
                             .push(StackError::at(dir, &file, Some(*line), &message))
                     }
@@ -558,7 +527,18 @@ impl Builder<'_> {
             .zip(&configs)
             .enumerate()
             .map(|(i, ((dir, kind), config))| {
+                let project = self.atlantis.as_ref().and_then(|(_, p)| p.get(dir));
+                let source = match (project, config, kind) {
+                    (Some(_), _, _) => StackSource::Atlantis,
+                    (None, _, StackKind::Terragrunt) => StackSource::Terragrunt,
+                    (None, Config::File(_), _) => StackSource::StackHcl,
+                    (None, _, _) => StackSource::Autodiscovery,
+                };
                 let config = config.get();
+                let watch = match project {
+                    Some(p) => p.when_modified.clone(),
+                    None => config.watch.iter().map(|(w, _)| w.clone()).collect(),
+                };
                 Stack {
                     path: dir.clone(),
                     name: config.name.clone().unwrap_or_else(|| dir.clone()),
@@ -568,12 +548,16 @@ impl Builder<'_> {
                         .iter()
                         .map(|(up, _)| found[*up].0.clone())
                         .collect(),
-                    watch: config.watch.iter().map(|(w, _)| w.clone()).collect(),
+                    watch,
                     drift_schedule: config.drift_schedule.clone(),
                     auto_apply: config.auto_apply,
                     tags: config.tags.clone(),
                     drift_remediation: config.drift_remediation,
                     unresolved_inputs: tg[i].unresolved.clone(),
+                    source,
+                    workspace: project.and_then(|p| p.workspace.clone()),
+                    autoplan: project.is_none_or(|p| p.autoplan),
+                    terraform_version: project.and_then(|p| p.terraform_version.clone()),
                 }
             })
             .collect();
@@ -617,9 +601,10 @@ impl Builder<'_> {
     ) -> (GlobSet, Vec<usize>) {
         let mut builder = GlobSetBuilder::new();
         let mut owners = Vec::new();
+        let atlantis_file = self.atlantis.as_ref().map_or("", |(file, _)| file.as_str());
         for (i, (dir, _)) in found.iter().enumerate() {
             for (pattern, line) in &configs[i].get().watch {
-                let file = paths::child(dir, "stack.hcl");
+                let file = configs[i].file(dir, atlantis_file);
                 let glob = paths::join(dir, pattern)
                     .map_err(|_| format!("watch {pattern:?} escapes the repository"))
                     .and_then(|p| {
@@ -644,6 +629,17 @@ impl Builder<'_> {
         // not, an empty set only loses watch reasons, never anything else.
         let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
         (set, owners)
+    }
+}
+
+/// How a file of a Terraform directory is analysed: HCL, JSON syntax, or not at all.
+fn tf_role(name: &str) -> Option<Role> {
+    if paths::is_terraform(name) {
+        Some(Role::Terraform)
+    } else if name.ends_with(".tf.json") || name.ends_with(".tofu.json") {
+        Some(Role::TerraformJson)
+    } else {
+        None
     }
 }
 

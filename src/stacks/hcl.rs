@@ -16,6 +16,8 @@ use super::eval::PathExpr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Terraform,
+    /// A `*.tf.json` or `*.tofu.json` file: Terraform's JSON syntax.
+    TerraformJson,
     StackConfig,
     Terragrunt,
 }
@@ -91,6 +93,9 @@ pub fn analyze(bytes: &[u8], role: Role) -> FileFacts {
         });
         return facts;
     };
+    if role == Role::TerraformJson {
+        return analyze_json(text);
+    }
     let protected = protect_heredocs(text);
     let text = protected.as_deref().unwrap_or(text);
     let (body, text) = match parse_lenient(text) {
@@ -102,9 +107,35 @@ pub fn analyze(bytes: &[u8], role: Role) -> FileFacts {
     };
     let lines = Lines::new(&text);
     match role {
-        Role::Terraform => terraform(&body, &lines, &mut facts),
+        Role::Terraform | Role::TerraformJson => terraform(&body, &lines, &mut facts),
         Role::Terragrunt => terragrunt(&body, &lines, &mut facts),
         Role::StackConfig => stack_config(&body, &lines, &mut facts),
+    }
+    facts
+}
+
+/// A JSON configuration file read through its HCL rewriting, with lines of the JSON file.
+fn analyze_json(text: &str) -> FileFacts {
+    let mut facts = FileFacts::default();
+    let rewritten = match super::json::to_hcl(text) {
+        Ok(rewritten) => rewritten,
+        Err(message) => {
+            facts.errors.push(FileError {
+                line: None,
+                message,
+            });
+            return facts;
+        }
+    };
+    match parse_lenient(&rewritten.text) {
+        Ok((body, hcl)) => terraform(&body, &Lines::new(&hcl), &mut facts),
+        Err(error) => facts.errors.push(FileError {
+            line: None,
+            message: format!("json: {}", error.message),
+        }),
+    }
+    for module in &mut facts.modules {
+        module.line = rewritten.line(module.line);
     }
     facts
 }

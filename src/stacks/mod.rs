@@ -13,12 +13,17 @@
 //!   `get_terragrunt_dir()` and `find_in_parent_folders()` against the stack's directory.
 //! - A stack without a `backend` block writes `terraform.tfstate` in its directory (Terraform's
 //!   default), so a `local` remote state pointing there is an edge.
-//! - Not analysed: `.tf.json` files (they still count as the stack's files), Terragrunt
+//! - A repository without `stack.hcl` or `terragrunt.hcl` but with a root `atlantis.yaml`
+//!   (version 3) takes its stacks from the projects there (`atlantis`).
+//! - `.tf.json`/`.tofu.json` files are rewritten into the HCL that says the same (`json`), so
+//!   their modules, backends and remote states give the same edges.
+//! - Not analysed: Terragrunt
 //!   `remote_state` blocks (no remote-state edges to Terragrunt stacks), and expressions beyond
 //!   the small set in `eval` (such paths are ignored, not guessed). Every `terragrunt.hcl`
 //!   directory is a stack, as specified, including a parent config others include.
 
 mod affected;
+mod atlantis;
 mod discovery;
 mod eval;
 mod graph;
@@ -26,6 +31,7 @@ mod hash;
 mod hcl;
 mod index;
 mod inputs;
+mod json;
 mod paths;
 mod resolve;
 mod state;
@@ -87,6 +93,53 @@ pub struct Stack {
     /// variables): a change to what they name is not detected, so add a `watch` for it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unresolved_inputs: Vec<UnresolvedInput>,
+    /// Where the stack came from.
+    pub source: StackSource,
+    /// The Terraform workspace an `atlantis.yaml` project names. Reported only: Tidemark has no
+    /// environments yet, so the stack runs in the default workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// `false` for an `atlantis.yaml` project with `autoplan.enabled: false`: the poller never
+    /// queues its plans on its own.
+    #[serde(skip_serializing_if = "is_true")]
+    pub autoplan: bool,
+    /// The `terraform_version` an `atlantis.yaml` project asks for. Reported only: the runner
+    /// definition decides the binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub terraform_version: Option<String>,
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+/// Where a stack's definition came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum StackSource {
+    /// A `stack.hcl` in its directory.
+    #[serde(rename = "stack.hcl")]
+    StackHcl,
+    /// A `terragrunt.hcl` in its directory.
+    #[serde(rename = "terragrunt.hcl")]
+    Terragrunt,
+    /// A project of the root `atlantis.yaml`.
+    #[serde(rename = "atlantis.yaml")]
+    Atlantis,
+    /// A directory of Terraform files that no other uses as a module.
+    #[serde(rename = "autodiscovery")]
+    Autodiscovery,
+}
+
+impl StackSource {
+    /// The name printed and serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StackHcl => "stack.hcl",
+            Self::Terragrunt => "terragrunt.hcl",
+            Self::Atlantis => "atlantis.yaml",
+            Self::Autodiscovery => "autodiscovery",
+        }
+    }
 }
 
 /// One input of a stack that cannot be evaluated, where it is written.

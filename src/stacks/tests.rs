@@ -444,7 +444,7 @@ fn watch_globs_relative_and_rooted() {
             Write("config/app.txt", "no"),
             Write("b/files/x.json", "{}"),
         ],
-        "a: file a/files/x.json, watch a/files/x.json, watch config/prod/app.yaml
+        "a: file a/files/x.json, watch config/prod/app.yaml
          b: file b/files/x.json",
     );
 }
@@ -748,6 +748,10 @@ fn discovery_reports_stack_settings_and_edges() {
             tags: vec!["prod".into()],
             drift_remediation: DriftRemediation::Plan,
             unresolved_inputs: vec![],
+            source: StackSource::StackHcl,
+            workspace: None,
+            autoplan: true,
+            terraform_version: None,
         }
     );
     assert_eq!(found.stacks[1].kind, StackKind::Terragrunt);
@@ -790,4 +794,6 @@ fn root_stack_is_dot() {
     );
 }
 
+mod atlantis;
 mod fidelity;
+mod json;

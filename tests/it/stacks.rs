@@ -137,7 +137,8 @@ fn stacks_and_graph_json_and_dot() {
     let stack = |path: &str, name: &str, depends_on: Value| {
         json!({"path": path, "name": name, "kind": "terraform", "runner": null,
                "depends_on": depends_on, "watch": [], "drift_schedule": null,
-               "auto_apply": false, "tags": [], "drift_remediation": "none"})
+               "auto_apply": false, "tags": [], "drift_remediation": "none",
+               "source": "stack.hcl"})
     };
     let expected = json!({
         "commit": head,
@@ -229,4 +230,117 @@ fn malformed_file_is_reported_and_exit_is_zero() {
     assert_eq!(errors[0]["stack"], "a");
     assert_eq!(errors[0]["file"], "a/main.tf");
     assert_eq!(errors[0]["line"], 2);
+}
+
+/// An Atlantis repository (issue 14, item 11): `atlantis.yaml` projects are the stacks, with
+/// where each came from, its workspace, autoplan and Terraform version, `depends_on` by
+/// project name, and `when_modified` relative to the project directory.
+#[test]
+fn atlantis_yaml_projects_are_stacks_on_a_real_repository() {
+    let fixture = GitFixture::new();
+    fixture
+        .write(
+            "atlantis.yaml",
+            "version: 3\nparallel_plan: true\nprojects:\n- name: network\n  dir: live/net\n  workspace: prod\n  terraform_version: v1.5.7\n- name: app\n  dir: live/app\n  depends_on: [network]\n  autoplan:\n    when_modified: [\"*.tf\", \"../../policies/*.json\"]\n- name: manual\n  dir: live/manual\n  autoplan:\n    enabled: false\n  workflow: custom\n",
+        )
+        .write("live/net/main.tf", "")
+        .write("live/app/main.tf", "")
+        .write("live/manual/main.tf", "")
+        .write("policies/app.json", "{}")
+        .write("scratch/main.tf", "");
+    let base = fixture.commit("atlantis");
+    let work = fixture.work();
+    let work = work.to_str().expect("utf-8");
+    let stacks = json_of(&tidemark(&["stacks", "--repo", work, "--format", "json"]));
+    let summary: Vec<Value> = stacks["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .map(|s| {
+            json!([
+                s["path"],
+                s["name"],
+                s["source"],
+                s["workspace"],
+                s["autoplan"],
+                s["terraform_version"],
+                s["depends_on"],
+                s["watch"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            json!([
+                "live/app",
+                "app",
+                "atlantis.yaml",
+                null,
+                null,
+                null,
+                ["live/net"],
+                ["*.tf", "../../policies/*.json"]
+            ]),
+            json!([
+                "live/manual",
+                "manual",
+                "atlantis.yaml",
+                null,
+                false,
+                null,
+                [],
+                ["**/*.tf*"]
+            ]),
+            json!([
+                "live/net",
+                "network",
+                "atlantis.yaml",
+                "prod",
+                null,
+                "v1.5.7",
+                [],
+                ["**/*.tf*"]
+            ]),
+        ]
+    );
+    let messages: Vec<&str> = stacks["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["file"], "atlantis.yaml");
+            e["message"].as_str().expect("message")
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "key parallel_plan is not used by tidemark (ignored)",
+            "key projects[2].workflow is not used by tidemark (ignored)",
+        ]
+    );
+    let text = tidemark(&["stacks", "--repo", work]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("live/net (network) [terraform] from atlantis.yaml\n  workspace prod"),
+        "{text}"
+    );
+    assert!(
+        text.contains("live/manual (manual) [terraform] from atlantis.yaml\n"),
+        "{text}"
+    );
+
+    fixture.write("policies/app.json", "{\"changed\": true}");
+    let head = fixture.commit("policy");
+    let affected = json_of(&tidemark(&[
+        "affected", "--repo", work, "--base", &base, "--head", &head, "--format", "json",
+    ]));
+    let paths: Vec<&str> = affected["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .map(|s| s["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, ["live/app"]);
 }
