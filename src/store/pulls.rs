@@ -264,6 +264,50 @@ impl Store {
         Ok(())
     }
 
+    /// Claims the posting of a pull request's first comment, so two instances never both post
+    /// one: true for one caller. A claim older than a minute (its instance died before it
+    /// recorded the comment) may be taken over.
+    pub async fn claim_pr_comment(&self, repo_id: i64, number: i64) -> Result<bool> {
+        let now = Utc::now();
+        let stamp = |t: DateTime<Utc>| {
+            format!(
+                "creating:{}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        };
+        let stale = stamp(now - chrono::Duration::seconds(60));
+        Ok(on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE pull_requests SET comment_sha256 = $1 WHERE repo_id = $2 AND number = $3 \
+                 AND comment_id IS NULL AND (comment_sha256 IS NULL OR comment_sha256 NOT LIKE 'creating:%' \
+                 OR comment_sha256 < $4)",
+            )
+            .bind(stamp(now))
+            .bind(repo_id)
+            .bind(number)
+            .bind(stale)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1
+        }))
+    }
+
+    /// Gives up a comment claim whose post failed.
+    pub async fn release_pr_comment(&self, repo_id: i64, number: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE pull_requests SET comment_sha256 = NULL WHERE repo_id = $1 AND number = $2 \
+                 AND comment_id IS NULL AND comment_sha256 LIKE 'creating:%'",
+            )
+            .bind(repo_id)
+            .bind(number)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
     /// Remembers the statuses last sent (`context=state:sha` lines).
     pub async fn set_pr_statuses(&self, repo_id: i64, number: i64, statuses: &str) -> Result<()> {
         on_pool!(self, pool => {

@@ -617,3 +617,55 @@ async fn writers_run_plan_apply_unlock_and_help_from_comments() {
     );
     assert_eq!(mock.violations(), Vec::<String>::new());
 }
+
+/// An `atlantis.yaml` project with `autoplan.enabled: false` is not planned by a pull request
+/// that changes it, until a command names it.
+#[tokio::test]
+async fn a_manual_project_is_planned_only_when_a_command_names_it() {
+    let Some(mock) = GitHubMock::start(REPO).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = GitFixture::new();
+    repo.write(
+        "atlantis.yaml",
+        "version: 3\nprojects:\n- name: app\n  dir: live/app\n- name: manual\n  dir: live/manual\n  autoplan:\n    enabled: false\n",
+    )
+    .write("live/app/main.tf", &null_stack("a1"))
+    .write("live/manual/main.tf", &null_stack("m1"));
+    let base = repo.commit_and_push("atlantis projects");
+    let config = config(dir.path(), &repo.url(), &mock.url, "1s");
+    let service = Service::start(dir.path(), &config).await;
+    git(&repo.work(), &["checkout", "-q", "-b", "both"]);
+    repo.write("live/app/main.tf", &null_stack("a2"))
+        .write("live/manual/main.tf", &null_stack("m2"));
+    let head = push_pr(&repo, 9, "change both");
+    mock.open_pr(9, "alice", &head, &base);
+    mock.permit("bob", "write");
+    service
+        .wait(120, "the plan", || async {
+            (mock.status(&head, "tidemark/plan").as_deref() == Some("success")).then_some(())
+        })
+        .await;
+    let planned = |runs: Vec<Run>| {
+        let mut stacks: Vec<String> = runs
+            .into_iter()
+            .filter(|r| r.pr_number == Some(9))
+            .map(|r| r.stack)
+            .collect();
+        stacks.sort();
+        stacks
+    };
+    assert_eq!(planned(service.runs().await), vec!["live/app".to_string()]);
+    command(&service, &mock, 9, "bob", "tidemark plan -p live/manual").await;
+    service
+        .wait(120, "the manual plan", || async {
+            let runs = service.runs().await;
+            let stacks = planned(runs.clone());
+            (stacks.contains(&"live/manual".to_string())
+                && runs.iter().all(|r| r.status.is_final()))
+            .then_some(())
+        })
+        .await;
+    assert_eq!(mock.violations(), Vec::<String>::new());
+}

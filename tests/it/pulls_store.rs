@@ -106,6 +106,11 @@ async fn story(store: Store) {
     assert_eq!(row.planned_commit.as_deref(), Some("p2"));
     assert_eq!(store.pr_runs(repo, 7).await.expect("runs").len(), 2);
 
+    // One instance claims the first comment; a failed post gives the claim back.
+    assert!(store.claim_pr_comment(repo, 7).await.expect("claim"));
+    assert!(!store.claim_pr_comment(repo, 7).await.expect("claimed"));
+    store.release_pr_comment(repo, 7).await.expect("release");
+    assert!(store.claim_pr_comment(repo, 7).await.expect("claim again"));
     // The comment is remembered by id and digest.
     store
         .set_pr_comment(repo, 7, 41, "abc")

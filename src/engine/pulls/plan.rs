@@ -12,6 +12,8 @@ use crate::stacks;
 
 /// What a head is planned on.
 struct Planned {
+    /// Stacks planned only on request.
+    manual: Vec<String>,
     merge_base: String,
     commit: String,
     affected: stacks::Affected,
@@ -76,7 +78,16 @@ impl PullRequests {
                     Err(stacks::AffectedError::Cycle { stacks, rest }) => (*rest, stacks),
                     Err(err) => return Err(err.into()),
                 };
+            // Stacks that are never planned automatically (`autoplan.enabled: false` in
+            // atlantis.yaml) are planned only when a command names them.
+            let manual: Vec<String> = stacks::discover(&repo, head, Some(&mut index))?
+                .stacks
+                .into_iter()
+                .filter(|s| !s.autoplan)
+                .map(|s| s.path)
+                .collect();
             Ok(Some(Planned {
+                manual,
                 merge_base: merge_base.to_string(),
                 commit: commit.to_string(),
                 affected,
@@ -102,7 +113,13 @@ impl PullRequests {
             return Ok(());
         };
         let mut planned = planned;
-        if !only.is_empty() {
+        if only.is_empty() {
+            let manual = std::mem::take(&mut planned.manual);
+            planned
+                .affected
+                .stacks
+                .retain(|s| !manual.contains(&s.path));
+        } else {
             planned.affected.stacks.retain(|s| only.contains(&s.path));
         }
         for error in &planned.affected.errors {

@@ -166,7 +166,24 @@ impl PullRequests {
                 Err(err) => return Err(err.into()),
             },
             None => {
-                let comment = self.forge.create_comment(number, body).await?;
+                // Another instance may be posting the first comment right now: the one that
+                // claims it posts; the others edit it on a later refresh.
+                if !self
+                    .store
+                    .claim_pr_comment(self.repo_id, row.number)
+                    .await?
+                {
+                    return Ok(());
+                }
+                let comment = match self.forge.create_comment(number, body).await {
+                    Ok(comment) => comment,
+                    Err(err) => {
+                        self.store
+                            .release_pr_comment(self.repo_id, row.number)
+                            .await?;
+                        return Err(err.into());
+                    }
+                };
                 info!(repo = %self.repo.name, pr = number, comment = comment.id, "pull request comment posted");
                 comment
             }
