@@ -15,6 +15,7 @@ mod layers;
 mod notify;
 mod policy;
 mod pulls;
+mod pulls_commands;
 mod pulls_harness;
 mod pulls_store;
 mod recovery;
