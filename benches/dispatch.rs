@@ -138,6 +138,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         .collect();
     store.enqueue(&batch).await.expect("enqueue");
     let ctx = Arc::new(WorkerContext {
+        provider_cache: None,
         store: store.clone(),
         exe: env!("CARGO_BIN_EXE_tidemark").into(),
         runners,

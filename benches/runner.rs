@@ -1,7 +1,8 @@
 //! What the sandbox costs: the median wall time of a bare `terraform plan` against the same
 //! plan step through the runner (prlimit, bubblewrap, streamed and redacted output), on one
 //! null-provider stack; then the whole pipeline (`runner::plan`: export, init, version, plan,
-//! show -json, redaction, artifact) against the same four commands run bare.
+//! show -json, redaction, artifact) against the same four commands run bare; then `init` with
+//! and without the shared provider cache.
 //!
 //! Run: `cargo bench --bench runner` (BENCH_ITERS sets the iterations, default 10;
 //! TIDEMARK_TOOLS_DIR reuses an installed toolchain). Bare and sandboxed runs alternate so
@@ -38,6 +39,8 @@ fn main() {
     let repo = tidemark::repo::open(&fixture.work()).expect("open repo");
     let oid = git2::Oid::from_str(&commit).expect("oid");
     let request = || PlanRequest {
+        instance: Default::default(),
+        provider_cache: None,
         workspace: Workspace::export(root.path(), &repo, oid).expect("export"),
         stack: "stack".into(),
         runner: def.clone(),
@@ -167,6 +170,60 @@ fn main() {
     };
     let (bare, sandboxed) = alternate(iters.div_ceil(2), bare_pipeline, runner_pipeline);
     report("whole plan (init, version, plan, show)", &bare, &sandboxed);
+
+    // 3. `init` in a fresh workspace through the runner, without and with the shared provider
+    // cache (filled once by a first plan): the provider is copied out of the mirror, or
+    // linked from the cache.
+    let cache = tempfile::tempdir().expect("provider cache");
+    let cached = || PlanRequest {
+        provider_cache: Some(cache.path().to_path_buf()),
+        ..request()
+    };
+    let outcome = rt.block_on(runner::plan(
+        cached(),
+        discard_logs(&rt),
+        CancellationToken::new(),
+    ));
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{:?}", outcome.error);
+    let init_without = || {
+        let req = request();
+        timed(|| run_step(&req, StepKind::Init))
+    };
+    let init_with = || {
+        let req = cached();
+        timed(|| run_step(&req, StepKind::Init))
+    };
+    let (without, with) = alternate(iters, init_without, init_with);
+    let ms = |d: Vec<Duration>| median(d).as_secs_f64() * 1000.0;
+    let written = |req: &PlanRequest| {
+        run_step(req, StepKind::Init);
+        du(&req.workspace.tree().join("stack/.terraform"))
+    };
+    let (plain, linked) = (written(&request()), written(&cached()));
+    println!(
+        "init, fresh workspace, {iters} runs each: median without the provider cache {:.1} ms \
+         ({:.1} MiB written), with it {:.1} ms ({:.1} MiB written)",
+        ms(without),
+        plain as f64 / 1048576.0,
+        ms(with),
+        linked as f64 / 1048576.0,
+    );
+}
+
+/// Bytes of the regular files below `dir` (links are not followed).
+fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            total += du(&entry.path());
+        } else if kind.is_file() {
+            total += entry.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
 }
 
 /// The shipped terraform definition pointed at the toolchain's binary.

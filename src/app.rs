@@ -156,6 +156,7 @@ impl App {
             .run(shutdown.clone()),
         );
         let ctx = Arc::new(WorkerContext {
+            provider_cache: Some(config.data_dir.join("provider-cache")),
             exe,
             store: store.clone(),
             runners,
@@ -293,6 +294,8 @@ async fn reaper(store: Store, work: Arc<Notify>, shutdown: CancellationToken) {
                 if !recovered.requeued.is_empty() || !recovered.interrupted.is_empty() =>
             {
                 warn!(requeued = ?recovered.requeued, interrupted = ?recovered.interrupted, "took back runs whose lease expired");
+                crate::telemetry::lease_expired("plan_or_drift", recovered.requeued.len() as u64);
+                crate::telemetry::lease_expired("apply", recovered.interrupted.len() as u64);
                 work.notify_waiters();
             }
             Ok(_) => {}
@@ -385,6 +388,11 @@ fn access(config: &Config) -> Result<crate::api::Access> {
             role: crate::config::Role::Admin,
             sha256: hash(&value),
         });
+    }
+    if let Some(var) = &config.metrics_token_env {
+        let value = std::env::var(var)
+            .with_context(|| format!("metrics_token_env names {var}, which is not set"))?;
+        access.metrics_token = Some(hash(&value));
     }
     Ok(access)
 }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod drift;
 pub mod engine;
 pub mod forge;
@@ -23,6 +24,7 @@ pub mod stacks;
 pub mod state_backend;
 pub mod statefile;
 pub mod store;
+pub mod telemetry;
 pub mod variables;
 
 /// Installs ring as rustls's crypto provider for this process: reqwest is built without a

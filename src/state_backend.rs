@@ -46,8 +46,19 @@ pub fn state_path(repo: &str, stack: &str) -> String {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
     const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
     let enc = |s: &str| utf8_percent_encode(s, SEGMENT).to_string();
-    let stack: Vec<String> = stack.split('/').map(enc).collect();
+    let route = route(stack);
+    let stack: Vec<String> = route.split('/').map(enc).collect();
     format!("/state/{}/{}", enc(repo), stack.join("/"))
+}
+
+/// Where under `/state/{repo}/` a stack's state is served: its path, and for an instance of
+/// an environment `{stack}/{env}` (`stacks/app@prod` at `stacks/app/prod`). Which state a
+/// request reaches is decided by its credentials, never by this path alone.
+fn route(stack: &str) -> String {
+    match crate::stacks::split_instance(stack) {
+        (dir, Some(env)) => format!("{dir}/{env}"),
+        (dir, None) => dir.to_string(),
+    }
 }
 
 /// Serves the state routes of `api` (normally scoped with `only`) on a run's Unix socket until
@@ -138,8 +149,8 @@ async fn handle(
     let served = api
         .only
         .as_ref()
-        .is_none_or(|(r, s)| *r == repo && *s == stack);
-    if grant.repo != repo || grant.stack != stack || !served {
+        .is_none_or(|(r, s)| *r == repo && route(s) == stack);
+    if grant.repo != repo || route(&grant.stack) != stack || !served {
         return json_error(
             StatusCode::FORBIDDEN,
             &format!("these credentials are not valid for the state of {repo}/{stack}"),
@@ -287,6 +298,10 @@ mod tests {
         assert_eq!(state_path("infra", "stacks/app"), "/state/infra/stacks/app");
         assert_eq!(state_path("in fra", "."), "/state/in%20fra/.");
         assert_eq!(state_path("infra", "a b/c?d"), "/state/infra/a%20b/c%3Fd");
+        assert_eq!(
+            state_path("infra", "stacks/app@prod"),
+            "/state/infra/stacks/app/prod"
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Access {
     /// Reads need no token.
     pub open_read: bool,
     pub tokens: Vec<Token>,
+    /// The SHA-256 of the token `GET /metrics` needs, if it needs one.
+    pub metrics_token: Option<[u8; 32]>,
 }
 
 /// Who a request comes from, for handlers (in the request's extensions).
@@ -41,6 +43,20 @@ pub struct Principal {
 }
 
 impl Access {
+    /// Whether a request may read `/metrics`: always without a metrics token, else only with it.
+    pub fn may_scrape(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(want) = self.metrics_token else {
+            return true;
+        };
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        digest == want
+    }
+
     /// The principal a request's `Authorization: Bearer` token names, if any.
     fn identify(&self, request: &Request) -> Option<Principal> {
         let given = request
@@ -72,7 +88,11 @@ enum Need {
 }
 
 fn need(method: &Method, path: &str) -> Need {
-    if path == "/healthz" || path.starts_with("/webhooks/") || path.starts_with("/state/") {
+    if path == "/healthz"
+        || path == "/metrics"
+        || path.starts_with("/webhooks/")
+        || path.starts_with("/state/")
+    {
         return Need::Own;
     }
     if path.starts_with("/api/v1/audit") {
@@ -175,6 +195,7 @@ mod tests {
     #[test]
     fn routes_need_what_they_do() {
         assert_eq!(need(&Method::GET, "/healthz"), Need::Own);
+        assert_eq!(need(&Method::GET, "/metrics"), Need::Own);
         assert_eq!(need(&Method::POST, "/webhooks/github"), Need::Own);
         assert_eq!(need(&Method::POST, "/state/infra/stacks/a"), Need::Own);
         assert_eq!(need(&Method::GET, "/api/v1/runs"), Need::Read);

@@ -104,11 +104,13 @@ async fn authorize(
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
-    let actor = format!(
-        "{} (api, token {})",
-        body.actor.as_deref().unwrap_or("unknown"),
-        principal.name
-    );
+    // The token is who acts; a name the client adds is kept beside it, never instead of it.
+    let actor = match body.actor.as_deref().map(str::trim) {
+        Some(named) if !named.is_empty() && named != principal.name => {
+            format!("{} (api, for {named})", principal.name)
+        }
+        _ => format!("{} (api)", principal.name),
+    };
     Ok((actor, body))
 }
 

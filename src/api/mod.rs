@@ -5,6 +5,7 @@ mod access;
 mod dashboard;
 mod error;
 mod gate;
+mod metrics;
 mod webhook;
 
 use std::collections::HashMap;
@@ -50,10 +51,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/dora", get(metrics::dora))
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(get_run))
         .route("/api/v1/runs/{id}/logs", get(run_logs))
         .route("/api/v1/runs/{id}/verdict", get(gate::verdict))
+        .route("/api/v1/runs/{id}/mark-failed", post(metrics::mark_failed))
         .route("/api/v1/runs/{id}/{action}", post(gate::act))
         .route("/api/v1/stacks", get(list_stacks))
         .route("/api/v1/repos", get(list_repos))
@@ -66,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(states)
         .layer(axum::middleware::from_fn_with_state(state, access::guard))
+        .layer(axum::middleware::from_fn(metrics::track))
 }
 
 /// The query string of `GET /api/v1/prs`.

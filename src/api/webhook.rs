@@ -21,6 +21,27 @@ pub async fn github(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let handled = handle(state, headers, body).await;
+    let result = match &handled {
+        Ok(Json(answer)) if answer.get("ignored").is_some() => "ignored",
+        Ok(_) => "accepted",
+        Err(ApiError::Unauthorized(_)) => "rejected",
+        Err(_) => "invalid",
+    };
+    crate::telemetry::webhook(&event, result);
+    handled
+}
+
+async fn handle(
+    state: AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let delivery = headers
         .get("x-github-delivery")
         .and_then(|v| v.to_str().ok())

@@ -88,11 +88,14 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     // One analysis of the commit for every stack's export.
     let mut index = crate::stacks::Index::new();
     for stack in stacks {
-        let workspace =
-            Workspace::export_stack(root.path(), &repo, commit, &stack, Some(&mut index))?;
+        let (workspace, instance) =
+            Workspace::export_instance(root.path(), &repo, commit, &stack, Some(&mut index))?;
+        let dir = instance
+            .as_ref()
+            .map_or(stack.clone(), |s| s.dir().to_string());
         // A stack that keeps its state in Tidemark's backend has none here: planned against an
         // empty state, everything would look drifted. The service checks those.
-        if runner::stack_backend(&workspace.tree().join(&stack)) == runner::StackBackend::None {
+        if runner::stack_backend(&workspace.tree().join(&dir)) == runner::StackBackend::None {
             let why = format!(
                 "stack {stack} declares no backend: its state lives in Tidemark's state backend, so only the service (`tidemark drift status`) can check it"
             );
@@ -100,8 +103,13 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             continue;
         }
         let req = PlanRequest {
+            instance: instance
+                .as_ref()
+                .map(runner::Instance::of)
+                .unwrap_or_default(),
+            provider_cache: None,
             workspace,
-            stack: stack.clone(),
+            stack: dir,
             runner: def.clone(),
             sandbox,
             variables: Vec::new(),

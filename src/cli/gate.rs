@@ -157,11 +157,15 @@ pub fn verdict(args: VerdictArgs) -> Result<ExitCode> {
         Format::Text => match &verdict {
             None => println!("run {} has no policy verdict", run.id),
             Some((digest, verdict)) => {
-                let state = if verdict.passed { "passed" } else { "blocked" };
-                println!(
-                    "run {}: {state} ({:?}), plan {digest}",
-                    run.id, verdict.blocking
-                );
+                use crate::policy::Blocking;
+                let state = match verdict.blocking {
+                    Blocking::None => "passed",
+                    Blocking::Soft => {
+                        "blocked by soft-mandatory policy (an override of this plan lets it through)"
+                    }
+                    Blocking::Hard => "blocked by hard-mandatory policy or a policy error",
+                };
+                println!("run {}: {state}; plan {digest}", run.id);
                 for result in &verdict.results {
                     println!(
                         "  [{}] {} {}/{}: {}",

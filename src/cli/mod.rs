@@ -59,6 +59,8 @@ pub enum Command {
     Drift(drift::Args),
     /// The variable sets a stack's runs get, per phase, and the names they set.
     Vars(vars::Args),
+    /// Delivery metrics (DORA): deployments, lead time, change fail rate, recovery, rework.
+    Dora(dora::Args),
     /// List the pull requests the service follows, with their plans per stack.
     Prs(prs::ListArgs),
     /// Show one pull request: its plans per stack and what its merge applied.
@@ -132,6 +134,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::StateProxy(args) => state::proxy(args),
         Command::Drift(args) => drift::run(args),
         Command::Vars(args) => vars::run(args),
+        Command::Dora(args) => dora::run(args),
         Command::Prs(args) => prs::list(args),
         Command::Pr(args) => prs::show(args),
     }
@@ -151,6 +154,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 mod affected;
+mod dora;
 mod drift;
 mod gate;
 mod graph;

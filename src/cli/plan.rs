@@ -141,10 +141,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // One analysis of the commit for every stack's export.
     let mut index = crate::stacks::Index::new();
     for stack in stacks {
-        let workspace = Workspace::export_stack(&root, &repo, commit, &stack, Some(&mut index))?;
+        let (workspace, instance) =
+            Workspace::export_instance(&root, &repo, commit, &stack, Some(&mut index))?;
+        let dir = instance
+            .as_ref()
+            .map_or(stack.clone(), |s| s.dir().to_string());
         let req = PlanRequest {
+            instance: instance
+                .as_ref()
+                .map(runner::Instance::of)
+                .unwrap_or_default(),
+            provider_cache: None,
             workspace,
-            stack: stack.clone(),
+            stack: dir,
             runner: def.clone(),
             sandbox,
             variables: Vec::new(),

@@ -63,16 +63,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Format::Text => {
             println!(
-                "{:>6}  {:<10} {:<28} {:<10} {:<6} {:<12} {:<14} created",
-                "id", "repo", "stack", "commit", "kind", "status", "+add ~chg -del"
+                "{:>6}  {:<10} {:<28} {:<10} {:<6} {:<12} {:<19} created",
+                "id", "repo", "stack", "commit", "kind", "status", "+add ~chg -del ±rep"
             );
             for run in runs {
                 let summary = run
                     .change_summary()
-                    .map(|s| format!("+{} ~{} -{}", s.add, s.change, s.destroy))
+                    .map(|s| format!("+{} ~{} -{} ±{}", s.add, s.change, s.destroy, s.replace))
                     .unwrap_or_else(|| "-".into());
                 println!(
-                    "{:>6}  {:<10} {:<28} {:<10} {:<6} {:<12} {:<14} {}",
+                    "{:>6}  {:<10} {:<28} {:<10} {:<6} {:<12} {:<19} {}",
                     run.id,
                     run.repo,
                     run.stack,

@@ -45,9 +45,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     stack.path,
                     stack.source.as_str()
                 );
+                if let Some(environment) = &stack.environment {
+                    print!("  environment {environment}");
+                    if !stack.var_files.is_empty() {
+                        print!(", var files {}", stack.var_files.join(", "));
+                    }
+                    println!();
+                }
                 if let Some(workspace) = &stack.workspace {
                     println!(
-                        "  workspace {workspace} (reported only: runs use the default workspace until environments exist)"
+                        "  workspace {workspace} (selected when the stack keeps its own backend)"
                     );
                 }
                 if let Some(version) = &stack.terraform_version {

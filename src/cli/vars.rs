@@ -47,10 +47,14 @@ struct View {
 pub fn run(args: Args) -> Result<ExitCode> {
     let config = args.config.load()?;
     let mut tags = args.tags.clone();
+    // `stacks/app@prod` names the instance as `stacks/app --env prod` does.
+    let (dir, named) = crate::stacks::split_instance(&args.stack);
+    let environment = args.environment.as_deref().or(named);
     if let Some(repo) = &args.repo {
+        let instance = crate::stacks::instance_path(dir, environment);
         let recorded = super::runtime()?.block_on(async {
             let store = Store::open(&config.database).await?;
-            store.stack_settings(repo, &args.stack).await
+            store.stack_settings(repo, &instance).await
         })?;
         tags.extend(recorded.tags);
     }
@@ -58,9 +62,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     tags.dedup();
     let sets_for = |phase| -> Vec<SetView> {
         let target = Target {
-            stack: &args.stack,
+            stack: dir,
             tags: &tags,
-            environment: args.environment.as_deref(),
+            environment,
             phase,
             pull_request: false,
         };
@@ -73,8 +77,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .collect()
     };
     let view = View {
-        stack: args.stack.clone(),
-        environment: args.environment.clone(),
+        stack: dir.to_string(),
+        environment: environment.map(String::from),
         plan: sets_for(Phase::Plan),
         apply: sets_for(Phase::Apply),
         tags,

@@ -36,6 +36,9 @@ pub struct Config {
     /// The environment variable holding the API token that approve, override and apply over
     /// HTTP require (they are refused when none is set).
     pub api_token_env: Option<String>,
+    /// The environment variable holding the token `GET /metrics` requires (no variable: the
+    /// metrics are open, as Prometheus scrapers expect).
+    pub metrics_token_env: Option<String>,
     /// The environment variable holding the Slack incoming-webhook URL for drift alerts
     /// (no variable: drift is recorded, nobody is told).
     pub slack_webhook_env: Option<String>,
@@ -117,6 +120,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     let mut plan_key_env = None;
     let mut webhook_secret_env = None;
     let mut api_token_env = None;
+    let mut metrics_token_env = None;
     let mut slack_webhook_env = None;
     let mut drift_concurrency = 4;
     let mut base_url = None;
@@ -152,6 +156,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
             "plan_key_env" => plan_key_env = Some(ctx.env_name(attr, &attr.name)?),
             "webhook_secret_env" => webhook_secret_env = Some(ctx.env_name(attr, &attr.name)?),
             "api_token_env" => api_token_env = Some(ctx.env_name(attr, &attr.name)?),
+            "metrics_token_env" => metrics_token_env = Some(ctx.env_name(attr, &attr.name)?),
             "slack_webhook_env" => slack_webhook_env = Some(ctx.env_name(attr, &attr.name)?),
             "drift_concurrency" => drift_concurrency = ctx.count(attr, &attr.name, 1, 1024)?,
             "base_url" => {
@@ -230,6 +235,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         plan_key_env,
         webhook_secret_env,
         api_token_env,
+        metrics_token_env,
         slack_webhook_env,
         drift_concurrency,
         base_url,

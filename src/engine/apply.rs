@@ -73,6 +73,11 @@ pub async fn judge(
     let verdict = tokio::task::spawn_blocking(move || policy::evaluate(&sets, &plan_json, &input))
         .await
         .context("policy evaluation panicked")?;
+    crate::telemetry::policy_evaluated(match (verdict.passed, verdict.errors.is_empty()) {
+        (_, false) => "error",
+        (true, true) => "passed",
+        (false, true) => "failed",
+    });
     store
         .save_verdict(run.id, digest, &verdict)
         .await

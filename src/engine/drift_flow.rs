@@ -67,6 +67,11 @@ impl DriftHook {
             failed_check(outcome)
         };
         let now = Utc::now();
+        crate::telemetry::drift_checked(match &result {
+            CheckResult::InSync => "in_sync",
+            CheckResult::Drifted { .. } => "drifted",
+            CheckResult::Error { .. } => "error",
+        });
         let check = DriftCheck {
             repo: &run.repo,
             stack: &run.stack,

@@ -44,6 +44,14 @@ impl OutboxSender {
         };
         let id = delivery.id.unwrap_or_default();
         self.notifier.deliver(&mut delivery, &self.policy).await;
+        crate::telemetry::notification(
+            "slack",
+            match delivery.status {
+                DeliveryStatus::Delivered => "sent",
+                DeliveryStatus::Pending => "retry",
+                DeliveryStatus::Dead => "failed",
+            },
+        );
         match delivery.status {
             DeliveryStatus::Delivered => info!(message = id, "slack message sent"),
             DeliveryStatus::Pending => warn!(

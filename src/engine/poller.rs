@@ -76,6 +76,11 @@ impl Poller {
     /// repository's row, where `tidemark` and the API show them.
     pub async fn poll_once(&self) -> Result<PollOutcome> {
         let result = self.poll_inner().await;
+        crate::telemetry::polled(match &result {
+            Ok(PollOutcome::Unchanged) => "unchanged",
+            Ok(PollOutcome::Queued { .. }) => "new_commit",
+            Err(_) => "error",
+        });
         if let Err(err) = &result {
             let message = format!("{err:#}");
             if let Err(store_err) = self.store.record_fetch(self.repo_id, Some(&message)).await {
@@ -135,6 +140,7 @@ impl Poller {
                 tags: s.tags.clone(),
                 drift_schedule: s.drift_schedule.clone(),
                 drift_remediation: s.drift_remediation,
+                environment: s.environment.clone(),
             })
             .collect();
         self.store

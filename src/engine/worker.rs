@@ -54,6 +54,8 @@ pub struct WorkerContext {
     pub indexes: HashMap<String, Arc<tokio::sync::Mutex<crate::stacks::Index>>>,
     /// Per repository with a forge: where a pull request's finished runs are announced.
     pub pr_refresh: HashMap<String, super::PrRefresh>,
+    /// The shared provider cache (`DATA_DIR/provider-cache`); `None` downloads on every init.
+    pub provider_cache: Option<PathBuf>,
 }
 
 /// One worker slot.
@@ -95,11 +97,24 @@ impl Worker {
         };
         let span = info_span!("run", run = run.id, repo = %run.repo, stack = %run.stack, commit = %run.commit, kind = %run.kind);
         self.follow_ups().started(&run);
-        self.execute(run, shutdown).instrument(span).await?;
+        let kind = run.kind.as_str();
+        let waited = (chrono::Utc::now() - run.created_at).num_milliseconds() as f64 / 1000.0;
+        crate::telemetry::run_started(kind, waited);
+        let started = std::time::Instant::now();
+        let executed = self.execute(run, shutdown).instrument(span).await;
+        let status = match &executed {
+            Ok(Some(status)) => status.as_str(),
+            Ok(None) => "released",
+            Err(_) => "error",
+        };
+        crate::telemetry::run_finished(kind, status, started.elapsed().as_secs_f64());
+        executed?;
         Ok(true)
     }
 
-    async fn execute(&self, run: Run, shutdown: &CancellationToken) -> Result<()> {
+    /// Executes a claimed run; returns the status it recorded (`None`: released at shutdown, or
+    /// taken by another worker).
+    async fn execute(&self, run: Run, shutdown: &CancellationToken) -> Result<Option<RunStatus>> {
         let ctx = &self.ctx;
         if run.kind == RunKind::Plan && run.transitive {
             let upstream = ctx.store.upstream_runs(run.id).await?;
@@ -112,7 +127,7 @@ impl Worker {
                     summary: None,
                 };
                 ctx.store.finish(run.id, &self.name, &outcome).await?;
-                return Ok(());
+                return Ok(Some(outcome.status));
             }
         }
         info!("run started");
@@ -165,11 +180,17 @@ impl Worker {
         if outcome.status == RunStatus::Cancelled && shutdown.is_cancelled() {
             let released = ctx.store.release(run.id, &self.name).await?;
             warn!(?released, "run stopped by shutdown");
-            return Ok(());
+            return Ok(None);
         }
         if !ctx.store.finish(run.id, &self.name, &outcome).await? {
             warn!("run was taken from this worker before it finished; outcome not recorded");
-            return Ok(());
+            return Ok(None);
+        }
+        if run.kind == RunKind::Apply
+            && outcome.status == RunStatus::Succeeded
+            && let Err(err) = self.record_deployment(&run).await
+        {
+            warn!(error = %format!("{err:#}"), "recording the deployment's commits failed");
         }
         follow.after_finish(&run, &outcome).await;
         match outcome.status {
@@ -178,7 +199,44 @@ impl Worker {
                 warn!(%status, error = outcome.error.as_deref().unwrap_or(""), "run did not succeed")
             }
         }
-        Ok(())
+        Ok(Some(outcome.status))
+    }
+
+    /// Records the commits a successful apply carried to its stack (since the stack's previous
+    /// successful apply), for the delivery metrics' lead time and revert detection.
+    async fn record_deployment(&self, run: &Run) -> Result<()> {
+        let ctx = &self.ctx;
+        let mirror = ctx
+            .mirrors
+            .get(&run.repo)
+            .with_context(|| format!("no mirror for repository {}", run.repo))?
+            .clone();
+        let previous = ctx.store.last_deployed_commit(run.id).await?;
+        let commit = run.commit.clone();
+        let carried = tokio::task::spawn_blocking(move || -> Result<_> {
+            let repo = crate::repo::open(&mirror)?;
+            let head = git2::Oid::from_str(&commit)?;
+            let since = previous
+                .as_deref()
+                .and_then(|s| git2::Oid::from_str(s).ok());
+            crate::repo::carried_commits(&repo, head, since, 1000)
+        })
+        .await
+        .context("reading the deployment's commits panicked")??;
+        let now = chrono::Utc::now();
+        for commit in &carried {
+            crate::telemetry::lead_time((now - commit.committed_at).num_seconds() as f64);
+        }
+        let commits: Vec<crate::store::DeployedCommit> = carried
+            .into_iter()
+            .map(|c| crate::store::DeployedCommit {
+                revert: crate::delivery::is_revert(&c.summary),
+                sha: c.sha,
+                committed_at: c.committed_at,
+            })
+            .collect();
+        info!(commits = commits.len(), "deployment recorded");
+        ctx.store.record_deployment(run.id, &commits).await
     }
 
     /// Exports what the run's stack reads of its commit into a fresh workspace and builds the runner request for it,
@@ -205,18 +263,28 @@ impl Worker {
         let (mirror, root, commit) = (mirror.clone(), ctx.workspaces.clone(), run.commit.clone());
         let stack = run.stack.clone();
         let index = ctx.indexes.get(&run.repo).cloned();
-        let workspace = tokio::task::spawn_blocking(move || -> Result<Workspace> {
+        let (workspace, instance) = tokio::task::spawn_blocking(move || {
             let repo = crate::repo::open(&mirror)?;
             let oid = git2::Oid::from_str(&commit).with_context(|| format!("commit {commit}"))?;
             let mut index = index.as_ref().map(|i| i.blocking_lock());
-            Workspace::export_stack(&root, &repo, oid, &stack, index.as_deref_mut())
+            Workspace::export_instance(&root, &repo, oid, &stack, index.as_deref_mut())
         })
         .await
         .context("workspace export panicked")??;
         let (state, server) = self.state_backend(run, &workspace).await?;
+        // The directory the steps run in: the instance's stack (`stacks/app` for
+        // `stacks/app@prod`).
+        let dir = instance
+            .as_ref()
+            .map_or(run.stack.clone(), |s| s.dir().to_string());
         let request = PlanRequest {
+            instance: instance
+                .as_ref()
+                .map(runner::Instance::of)
+                .unwrap_or_default(),
+            provider_cache: ctx.provider_cache.clone(),
             workspace,
-            stack: run.stack.clone(),
+            stack: dir,
             runner,
             sandbox: ctx.sandbox,
             variables: vars.variables,
@@ -243,12 +311,14 @@ impl Worker {
             RunKind::Apply => Phase::Apply,
             RunKind::Plan | RunKind::Drift => Phase::Plan,
         };
+        let (dir, environment) = crate::stacks::split_instance(&run.stack);
+        let environment = settings.environment.as_deref().or(environment);
         let target = Target {
-            stack: &run.stack,
+            stack: dir,
             tags: &settings.tags,
-            environment: None,
+            environment,
             phase,
-            pull_request: false,
+            pull_request: run.pr_number.is_some(),
         };
         let sets = variables::matching(&ctx.variables, &target);
         let resolved = variables::resolve(

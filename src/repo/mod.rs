@@ -57,3 +57,50 @@ pub fn commit_info(repo: &Repository, id: Oid) -> Result<CommitInfo> {
         message: commit.summary().ok().flatten().unwrap_or("").to_string(),
     })
 }
+
+/// A commit a deployment carried: its committer time and the first line of its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carried {
+    pub sha: String,
+    pub committed_at: chrono::DateTime<chrono::Utc>,
+    pub summary: String,
+}
+
+/// The commits reachable from `head` and not from `since` (the commit deployed before), newest
+/// first and at most `cap` of them; without `since` (a first deployment, or one whose commit is
+/// gone) only `head` itself.
+pub fn carried_commits(
+    repo: &Repository,
+    head: Oid,
+    since: Option<Oid>,
+    cap: usize,
+) -> Result<Vec<Carried>> {
+    let carried = |id: Oid| -> Result<Carried> {
+        let commit = repo
+            .find_commit(id)
+            .with_context(|| format!("reading commit {id}"))?;
+        let committed_at = chrono::DateTime::from_timestamp(commit.committer().when().seconds(), 0)
+            .unwrap_or_default();
+        Ok(Carried {
+            sha: id.to_string(),
+            committed_at,
+            summary: commit.summary().ok().flatten().unwrap_or("").to_string(),
+        })
+    };
+    if since == Some(head) {
+        return Ok(Vec::new());
+    }
+    let Some(since) = since.filter(|s| repo.find_commit(*s).is_ok()) else {
+        return Ok(vec![carried(head)?]);
+    };
+    let mut walk = repo.revwalk().context("walking history")?;
+    walk.push(head)
+        .with_context(|| format!("walking from {head}"))?;
+    walk.hide(since)
+        .with_context(|| format!("hiding {since}"))?;
+    let mut found = Vec::new();
+    for id in walk.take(cap) {
+        found.push(carried(id.context("walking history")?)?);
+    }
+    Ok(found)
+}

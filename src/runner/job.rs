@@ -11,6 +11,7 @@ use super::artifact::{Binding, PlanArtifact};
 use super::backend::{self, StackBackend, StateBackend};
 use super::definition::{ExitMeaning, RunnerDef, StepKind};
 use super::process::{self, Exit, Invocation, OutputPolicy, StepRun};
+use super::provider_cache;
 use super::redact::{Redactor, redact_plan_json, secret_file_values, sensitive_in_stack};
 use super::sandbox::{self, SandboxMode, SandboxSpec, SandboxTools};
 use super::steps::{ApplyRequest, PlanOutcome, PlanRequest};
@@ -55,6 +56,8 @@ pub(super) struct Job {
     backend: StackBackend,
     /// Set when the stack's state is kept in Tidemark: every step runs behind the state proxy.
     proxy: Option<StateBackend>,
+    /// The shared provider cache and this run's private plugin cache directory.
+    provider_cache: Option<(PathBuf, PathBuf)>,
 }
 
 impl Job {
@@ -116,7 +119,23 @@ impl Job {
                 .map(|(k, s)| (k.clone(), s.expose().to_string())),
         );
 
+        let provider_cache = match &req.provider_cache {
+            Some(shared) if !env.iter().any(|(k, _)| k == "TF_PLUGIN_CACHE_DIR") => {
+                let private = req.workspace.path().join("plugins");
+                let linked = std::fs::create_dir_all(shared)
+                    .and_then(|()| provider_cache::prepare(shared, &private))
+                    .map_err(|e| {
+                        Stop::failed(format!("provider cache {}: {e}", shared.display()))
+                    })?;
+                tracing::debug!(linked, "cached provider versions linked");
+                env.push(("TF_PLUGIN_CACHE_DIR".into(), private.display().to_string()));
+                Some((shared.clone(), private))
+            }
+            _ => None,
+        };
+
         let mut ro_binds = vec![program.clone()];
+        ro_binds.extend(provider_cache.as_ref().map(|(shared, _)| shared.clone()));
         ro_binds.extend(helpers);
         ro_binds.extend(req.files.iter().cloned());
         if let Some(var) = &def.cli_config_env
@@ -144,6 +163,11 @@ impl Job {
         }));
 
         let backend = backend::stack_backend(&cwd);
+        // Without Tidemark's backend (a local plan), a stack with no backend block keeps a
+        // local state, whose workspaces terraform supports.
+        let own_backend = !matches!(backend, StackBackend::None) || req.state.is_none();
+        let instance = req.instance.env(&req.workspace.tree(), own_backend);
+        env.extend(instance.map_err(|e| Stop::failed(format!("stack {}: {e}", req.stack)))?);
         let proxy = match (&req.state, &backend) {
             (Some(state), StackBackend::None) => {
                 write_override(req.workspace.path(), &cwd).map_err(|e| {
@@ -170,6 +194,7 @@ impl Job {
         Ok(Job {
             backend,
             proxy,
+            provider_cache,
             plan_file: req.workspace.out().join("plan.tfplan"),
             workspace: req.workspace.path().to_path_buf(),
             def,
@@ -186,7 +211,7 @@ impl Job {
     }
 
     pub(super) async fn plan(&mut self, req: &PlanRequest) -> Result<PlanOutcome, Stop> {
-        self.run(StepKind::Init, false).await?;
+        self.init().await?;
         let tool_version = self.tool_version().await?;
         let (plan_run, _) = self.run(StepKind::Plan, false).await?;
         let plan_bytes = match read_workspace_file(&self.workspace, &self.plan_file) {
@@ -231,7 +256,7 @@ impl Job {
         self.def
             .step(StepKind::Apply)
             .map_err(|e| Stop::failed(e.to_string()))?;
-        self.run(StepKind::Init, false).await?;
+        self.init().await?;
         let tool_version = self.tool_version().await?;
         let binding = self.binding(&req.run, tool_version)?;
         let plan = req
@@ -246,6 +271,34 @@ impl Job {
             _ => None,
         };
         Ok((code(&run).unwrap_or(0), state))
+    }
+
+    /// `init`, then the provider versions it downloaded go into the shared provider cache (a
+    /// failure there is logged: the run has what it needs).
+    async fn init(&mut self) -> Result<(), Stop> {
+        self.run(StepKind::Init, false).await?;
+        let Some((shared, private)) = self.provider_cache.clone() else {
+            return Ok(());
+        };
+        let harvested =
+            tokio::task::spawn_blocking(move || provider_cache::harvest(&private, &shared))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r);
+        let text = match harvested {
+            Ok(added) if added.is_empty() => return Ok(()),
+            Ok(added) => format!("provider cache: added {}", added.join(", ")),
+            Err(err) => format!("provider cache: keeping what init installed failed: {err}"),
+        };
+        let _ = self
+            .logs
+            .send(LogLine {
+                step: "init".into(),
+                stream: super::Stream::System,
+                text,
+            })
+            .await;
+        Ok(())
     }
 
     /// `state_pull` after an apply; a failure is logged, not fatal: the apply itself worked.
@@ -365,6 +418,7 @@ impl Job {
         .await
         .map_err(|e| Stop::failed(format!("starting step {}: {e}", kind.name())))?;
         let name = kind.name();
+        crate::telemetry::phase(name, run.elapsed.as_secs_f64());
         let took = run.elapsed.as_millis();
         self.system(kind, format!("{name} ended: {} after {took} ms", run.exit))
             .await;

@@ -32,6 +32,7 @@ mod backend;
 mod definition;
 mod job;
 mod process;
+pub mod provider_cache;
 mod proxy;
 mod redact;
 mod sandbox;
@@ -51,7 +52,8 @@ pub use sandbox::{
     SandboxError, SandboxMode, SandboxSpec, SandboxTools, command_line, find_on_path,
 };
 pub use steps::{
-    ApplyOutcome, ApplyRequest, PlanOutcome, PlanRequest, StepOutcome, apply, plan, run_step,
+    ApplyOutcome, ApplyRequest, Instance, PlanOutcome, PlanRequest, StepOutcome, apply, plan,
+    run_step,
 };
 pub use system::{SystemMount, accounts, system_view};
 pub use workspace::Workspace;

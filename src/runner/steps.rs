@@ -40,6 +40,95 @@ pub struct PlanRequest {
     /// Tidemark's state backend for this run; used when the stack declares no backend of its
     /// own ([`super::stack_backend`]).
     pub state: Option<StateBackend>,
+    /// The instance's environment settings; the default for a stack without environments.
+    pub instance: Instance,
+    /// The shared provider cache ([`super::provider_cache`]); `None` downloads on every init.
+    pub provider_cache: Option<std::path::PathBuf>,
+}
+
+/// What an environment adds to a run of its instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Instance {
+    pub environment: Option<String>,
+    /// Variable files from the repository root: `-var-file` for the plan step.
+    pub var_files: Vec<String>,
+    /// The Terraform workspace to select (`TF_WORKSPACE`), for a stack with its own backend.
+    pub workspace: Option<String>,
+    /// `-backend-config` pairs for `init`, for a stack with its own backend.
+    pub backend_config: std::collections::BTreeMap<String, String>,
+    /// The workspace names the instance rather than asks for one (an `atlantis.yaml`
+    /// project's): on Tidemark's backend, whose state is per instance already, it is not set.
+    pub workspace_optional: bool,
+}
+
+impl Instance {
+    /// The instance settings of a discovered stack instance.
+    pub fn of(stack: &crate::stacks::Stack) -> Instance {
+        Instance {
+            environment: stack.environment.clone(),
+            var_files: stack.var_files.clone(),
+            workspace: stack.environment.as_ref().and(stack.workspace.clone()),
+            backend_config: stack.backend_config.clone(),
+            workspace_optional: stack.source == crate::stacks::StackSource::Atlantis,
+        }
+    }
+
+    /// The environment variables that carry these settings to terraform (and OpenTofu, and
+    /// Terragrunt, which passes them on): `TF_CLI_ARGS_plan` with each `-var-file` (absolute,
+    /// under `tree`), `TF_CLI_ARGS_init` with each `-backend-config`, `TF_WORKSPACE`.
+    /// `own_backend` says whether the stack keeps its own backend: Tidemark's `http` backend
+    /// has no workspaces and its address is already per instance, so these two are refused.
+    pub fn env(
+        &self,
+        tree: &std::path::Path,
+        own_backend: bool,
+    ) -> Result<Vec<(String, String)>, String> {
+        let label = self.environment.as_deref().unwrap_or("default");
+        let word = |arg: String| -> Result<String, String> {
+            if arg.contains(['"', '\\', '\'', '\n']) {
+                Err(format!(
+                    "environment {label:?}: {arg:?} holds a quote, backslash or newline, which \
+                     terraform's argument variables cannot carry"
+                ))
+            } else if arg.contains(' ') {
+                Ok(format!("\"{arg}\""))
+            } else {
+                Ok(arg)
+            }
+        };
+        let mut env = Vec::new();
+        if !self.var_files.is_empty() {
+            let args = self
+                .var_files
+                .iter()
+                .map(|file| word(format!("-var-file={}", tree.join(file).display())))
+                .collect::<Result<Vec<_>, _>>()?;
+            env.push(("TF_CLI_ARGS_plan".to_string(), args.join(" ")));
+        }
+        let workspace = self
+            .workspace
+            .as_ref()
+            .filter(|_| own_backend || !self.workspace_optional);
+        if !own_backend && (workspace.is_some() || !self.backend_config.is_empty()) {
+            return Err(format!(
+                "environment {label:?} sets workspace or backend_config, but the stack uses \
+                 Tidemark's state backend, which already keeps one state per environment: \
+                 remove them, or give the stack a backend of its own"
+            ));
+        }
+        if !self.backend_config.is_empty() {
+            let args = self
+                .backend_config
+                .iter()
+                .map(|(k, v)| word(format!("-backend-config={k}={v}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            env.push(("TF_CLI_ARGS_init".to_string(), args.join(" ")));
+        }
+        if let Some(workspace) = workspace {
+            env.push(("TF_WORKSPACE".to_string(), workspace.clone()));
+        }
+        Ok(env)
+    }
 }
 
 /// Shows names, never values: variables may hold anything and requests end up in logs.
@@ -221,6 +310,8 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let set = super::super::RunnerSet::load(&[]).expect("shipped");
         let req = PlanRequest {
+            instance: Default::default(),
+            provider_cache: None,
             workspace: Workspace::create(root.path()).expect("workspace"),
             stack: "s".into(),
             runner: set.get("terraform").expect("terraform").clone(),

@@ -70,9 +70,25 @@ impl Workspace {
         stack: &str,
         index: Option<&mut crate::stacks::Index>,
     ) -> Result<Workspace> {
-        let what = crate::stacks::export_of(repo, commit, stack, index)?
-            .unwrap_or(crate::repo::Export::Full);
-        Workspace::export_only(root, repo, commit, &what)
+        Ok(Workspace::export_instance(root, repo, commit, stack, index)?.0)
+    }
+
+    /// [`Workspace::export_stack`] for an instance path (`stacks/app@prod`): also returns the
+    /// instance as discovered at `commit` (its directory, environment and variable files), or
+    /// `None` when the commit has no such instance.
+    pub fn export_instance(
+        root: &Path,
+        repo: &git2::Repository,
+        commit: git2::Oid,
+        stack: &str,
+        index: Option<&mut crate::stacks::Index>,
+    ) -> Result<(Workspace, Option<crate::stacks::Stack>)> {
+        let inputs = crate::stacks::run_inputs(repo, commit, stack, index)?;
+        let (what, instance) = match inputs {
+            Some(inputs) => (inputs.export, Some(inputs.stack)),
+            None => (crate::repo::Export::Full, None),
+        };
+        Ok((Workspace::export_only(root, repo, commit, &what)?, instance))
     }
 
     /// What was exported into the workspace, when it was exported.

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::discovery::Snapshot;
 use super::graph;
+use super::instances::Instances;
 use super::paths;
 use super::{Index, StackError, snapshot};
 use crate::repo::commit_tree;
@@ -109,12 +110,13 @@ pub fn affected(
     let index = index.unwrap_or(&mut scratch);
     let head_tree = commit_tree(repo, head)?;
     let now = snapshot(repo, head_tree, index)?;
+    let inst = &now.instances;
     let mut direct: BTreeMap<usize, Vec<Reason>> = BTreeMap::new();
     let mut removed: Vec<AffectedStack> = Vec::new();
     let mut orphaned: Vec<(usize, Reason)> = Vec::new();
     match base {
         None => {
-            for i in 0..now.stacks.len() {
+            for i in 0..inst.stacks.len() {
                 direct.insert(i, vec![Reason::new(ReasonKind::Added)]);
             }
         }
@@ -140,20 +142,20 @@ pub fn affected(
         entry.push(reason);
     }
     while let Some(up) = queue.pop() {
-        for &down in &now.downstreams[up] {
+        for &down in &inst.downstreams[up] {
             let entry = reasons.entry(down).or_default();
             if entry.is_empty() {
                 queue.push(down);
             }
             entry.push(Reason {
-                stack: Some(now.stacks[up].path.clone()),
+                stack: Some(inst.stacks[up].path.clone()),
                 ..Reason::new(ReasonKind::Dependency)
             });
         }
     }
 
     let nodes: Vec<usize> = reasons.keys().copied().collect();
-    let upstreams = |i: usize| now.upstreams[i].iter().map(|(u, _)| *u).collect();
+    let upstreams = |i: usize| inst.upstreams[i].iter().map(|(u, _)| *u).collect();
     let (ordered, cycle) = match graph::order(&nodes, &upstreams) {
         Ok(ordered) => (ordered, None),
         Err(cyclic) => {
@@ -173,16 +175,16 @@ pub fn affected(
             let mut why = reasons.remove(&i).unwrap_or_default();
             why.sort();
             why.dedup();
-            let stack = &now.stacks[i];
+            let stack = &inst.stacks[i];
             AffectedStack {
                 path: stack.path.clone(),
                 name: stack.name.clone(),
                 direct: direct.contains(&i),
                 reasons: why,
-                depends_on: now.upstreams[i]
+                depends_on: inst.upstreams[i]
                     .iter()
                     .filter(|(u, _)| listed.contains(u))
-                    .map(|(u, _)| now.stacks[*u].path.clone())
+                    .map(|(u, _)| inst.stacks[*u].path.clone())
                     .collect(),
             }
         })
@@ -197,14 +199,19 @@ pub fn affected(
     match cycle {
         None => Ok(result),
         Some(cyclic) => Err(AffectedError::Cycle {
-            stacks: cyclic.iter().map(|&i| now.stacks[i].path.clone()).collect(),
+            stacks: cyclic
+                .iter()
+                .map(|&i| inst.stacks[i].path.clone())
+                .collect(),
             rest: Box::new(result),
         }),
     }
 }
 
-/// The directly affected stacks: added, removed, and those owning a changed path at either
-/// commit (a deleted file belonged to its stack at `base`).
+/// The directly affected instances: added, removed, and those owning a changed path at
+/// either commit (a deleted file belonged to its stack at `base`). A path is attributed to
+/// stacks, then to their instances: every instance reads the stack's files, except an
+/// environment's variable file, which only its own instance reads.
 fn compare(
     now: &Snapshot,
     before: &Snapshot,
@@ -212,13 +219,14 @@ fn compare(
     direct: &mut BTreeMap<usize, Vec<Reason>>,
     removed: &mut Vec<AffectedStack>,
 ) {
-    for (i, stack) in now.stacks.iter().enumerate() {
-        if !before.by_path.contains_key(&stack.path) {
+    let (ni, bi) = (&now.instances, &before.instances);
+    for (i, stack) in ni.stacks.iter().enumerate() {
+        if !bi.by_path.contains_key(&stack.path) {
             direct.insert(i, vec![Reason::new(ReasonKind::Added)]);
         }
     }
-    for stack in &before.stacks {
-        if !now.by_path.contains_key(&stack.path) {
+    for stack in &bi.stacks {
+        if !ni.by_path.contains_key(&stack.path) {
             removed.push(AffectedStack {
                 path: stack.path.clone(),
                 name: stack.name.clone(),
@@ -235,25 +243,56 @@ fn compare(
         }
     };
     for path in changed {
-        attribute(now, path, &mut |i, reason| add(i, reason));
+        let mut to_instances = |stack: usize, reason: Reason| {
+            for &i in &ni.of_stack[stack] {
+                if reads(ni, i, &reason) {
+                    add(i, reason.clone());
+                }
+            }
+        };
+        attribute(now, path, &mut |i, reason| to_instances(i, reason));
         attribute(before, path, &mut |j, reason| {
             if let Some(&i) = now.by_path.get(&before.stacks[j].path) {
-                add(i, reason);
+                to_instances(i, reason);
             }
         });
+        for &i in ni.var_files.get(path.as_str()).into_iter().flatten() {
+            add(i, Reason::file(ReasonKind::File, path));
+        }
+        for &j in bi.var_files.get(path.as_str()).into_iter().flatten() {
+            if let Some(&i) = ni.by_path.get(&bi.stacks[j].path) {
+                add(i, Reason::file(ReasonKind::File, path));
+            }
+        }
     }
 }
 
-/// Stacks that depended on a stack now removed: they are planned again too, as downstream of
-/// it (their edge to it is gone at `head`, so the head graph alone would miss them).
+/// Whether instance `i` reads what `reason` names: a variable file of another instance of the
+/// same stack is not its input.
+fn reads(instances: &Instances, i: usize, reason: &Reason) -> bool {
+    let Some(readers) = reason
+        .file
+        .as_deref()
+        .and_then(|f| instances.var_files.get(f))
+    else {
+        return true;
+    };
+    let stack = instances.stack_of[i];
+    readers.contains(&i) || !readers.iter().any(|&r| instances.stack_of[r] == stack)
+}
+
+/// Instances that depended on an instance now removed: they are planned again too, as
+/// downstream of it (their edge to it is gone at `head`, so the head graph alone would miss
+/// them).
 fn orphans(now: &Snapshot, before: &Snapshot) -> Vec<(usize, Reason)> {
+    let (ni, bi) = (&now.instances, &before.instances);
     let mut out = Vec::new();
-    for (j, stack) in before.stacks.iter().enumerate() {
-        if now.by_path.contains_key(&stack.path) {
+    for (j, stack) in bi.stacks.iter().enumerate() {
+        if ni.by_path.contains_key(&stack.path) {
             continue;
         }
-        for &down in &before.downstreams[j] {
-            if let Some(&i) = now.by_path.get(&before.stacks[down].path) {
+        for &down in &bi.downstreams[j] {
+            if let Some(&i) = ni.by_path.get(&bi.stacks[down].path) {
                 let reason = Reason {
                     stack: Some(stack.path.clone()),
                     ..Reason::new(ReasonKind::Dependency)

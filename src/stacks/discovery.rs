@@ -4,6 +4,7 @@
 //! Stacks come from `stack.hcl` and `terragrunt.hcl`; without any, from a root `atlantis.yaml`;
 //! without that, from autodiscovery.
 
+mod projects;
 mod terragrunt;
 
 use std::sync::Arc;
@@ -13,11 +14,12 @@ use git2::{Oid, Repository};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
-use super::atlantis::{self, Project};
+use super::atlantis::Project;
 use super::eval::Scope;
 use super::hash::{Map, Set};
 use super::hcl::{FileError, FileFacts, Role, StackConfig};
 use super::index::{Files, Index, file_items};
+use super::instances::{self, Instances, StackPart};
 use super::paths;
 use super::resolve::{Closure, ModuleUse, TfDir, closure, depends_on_target, local_source};
 use super::state::StateKey;
@@ -30,7 +32,6 @@ pub(crate) struct Snapshot {
     pub by_path: Map<String, usize>,
     /// For each stack, its upstream stacks and how each edge arose.
     pub upstreams: Vec<Vec<(usize, EdgeKind)>>,
-    pub downstreams: Vec<Vec<usize>>,
     pub errors: Vec<StackError>,
     /// Local module directory -> stacks whose configuration uses it (directly or nested).
     pub module_users: Map<String, Vec<usize>>,
@@ -45,6 +46,8 @@ pub(crate) struct Snapshot {
     pub included: Vec<Vec<String>>,
     /// Followed symbolic links as (target, link): a change under a target is seen at the link.
     pub links: Vec<(String, String)>,
+    /// The stacks' instances (one per `environment`, or the stack itself) and their graph.
+    pub instances: Instances,
 }
 
 /// A stack's configuration: its `stack.hcl` analysis (shared with the index rather than
@@ -56,7 +59,7 @@ enum Config {
 }
 
 /// What a stack without `stack.hcl` (or without a `stack` block) is configured with.
-static NO_CONFIG: StackConfig = StackConfig {
+pub(super) static NO_CONFIG: StackConfig = StackConfig {
     name: None,
     depends_on: Vec::new(),
     watch: Vec::new(),
@@ -66,6 +69,7 @@ static NO_CONFIG: StackConfig = StackConfig {
     tags: Vec::new(),
     drift_remediation: super::DriftRemediation::None,
     export_full: false,
+    environments: Vec::new(),
 };
 
 impl Config {
@@ -86,27 +90,6 @@ impl Config {
     }
 }
 
-/// The `StackConfig` an `atlantis.yaml` project stands for: its name, `depends_on` by project
-/// name, and `when_modified` as watch globs relative to its directory.
-fn project_config(project: &Project) -> StackConfig {
-    let line = project.line;
-    StackConfig {
-        name: project.name.clone(),
-        depends_on: project
-            .depends_on
-            .iter()
-            .map(|name| (name.clone(), line))
-            .collect(),
-        watch: project
-            .when_modified
-            .iter()
-            .flat_map(|p| atlantis::watch_patterns(p))
-            .map(|p| (p, line))
-            .collect(),
-        ..NO_CONFIG.clone()
-    }
-}
-
 /// What a Terragrunt stack's configuration adds, through its includes.
 #[derive(Default)]
 struct TgStack {
@@ -123,7 +106,7 @@ struct Builder<'a> {
     tf_dirs: Map<String, Arc<TfDir>>,
     errors: Vec<StackError>,
     /// The root `atlantis.yaml` the stacks came from (its name), and its projects by directory.
-    atlantis: Option<(String, Map<String, Project>)>,
+    atlantis: Option<(String, Map<String, Vec<Project>>)>,
 }
 
 /// Resolves the commit whose root tree is `tree`.
@@ -213,62 +196,10 @@ impl Builder<'_> {
         Ok(found)
     }
 
-    /// The projects of a root `atlantis.yaml` as stacks (a directory with `terragrunt.hcl` is a
-    /// Terragrunt stack), its problems as errors; nothing without the file.
-    fn atlantis_projects(&mut self) -> Result<Vec<(String, StackKind)>> {
-        let Some((file, blob)) = atlantis::FILE_NAMES
-            .iter()
-            .find_map(|name| self.files.blob(name).map(|id| (name.to_string(), id)))
-        else {
-            return Ok(Vec::new());
-        };
-        let bytes = crate::repo::read_blob(self.repo, blob)?;
-        let config = atlantis::parse(&bytes);
-        for p in &config.problems {
-            self.errors
-                .push(StackError::at(paths::ROOT, &file, p.line, &p.message));
-        }
-        let mut found = Vec::new();
-        let mut projects: Map<String, Project> = Map::default();
-        for project in config.projects {
-            let line = Some(project.line);
-            if !self.files.has_dir(&project.dir) {
-                let message = format!("project directory {} not found", project.dir);
-                self.errors
-                    .push(StackError::at(&project.dir, &file, line, &message));
-                continue;
-            }
-            if projects.contains_key(&project.dir) {
-                // Atlantis plans one directory once per workspace; a stack is one directory
-                // with one state, so the first project keeps it.
-                let message = format!(
-                    "project directory {} is also an earlier project's (one stack per \
-                     directory; workspaces are not environments yet): ignored",
-                    project.dir
-                );
-                self.errors
-                    .push(StackError::at(&project.dir, &file, line, &message));
-                continue;
-            }
-            let terragrunt = self
-                .files
-                .exists(&paths::child(&project.dir, "terragrunt.hcl"));
-            let kind = if terragrunt {
-                StackKind::Terragrunt
-            } else {
-                StackKind::Terraform
-            };
-            found.push((project.dir.clone(), kind));
-            projects.insert(project.dir.clone(), project);
-        }
-        self.atlantis = Some((file, projects));
-        Ok(found)
-    }
-
     fn stack_configs(&mut self, found: &[(String, StackKind)]) -> Result<Vec<Config>> {
         if let Some((_, projects)) = &self.atlantis {
             let config = |dir: &String| match projects.get(dir) {
-                Some(p) => Config::Atlantis(Box::new(project_config(p))),
+                Some(p) => Config::Atlantis(Box::new(projects::project_config(p))),
                 None => Config::None,
             };
             return Ok(found.iter().map(|(dir, _)| config(dir)).collect());
@@ -459,7 +390,11 @@ impl Builder<'_> {
             }
         }
 
-        let atlantis_file = self.atlantis.as_ref().map_or("", |(file, _)| file.as_str());
+        let atlantis_file = self
+            .atlantis
+            .as_ref()
+            .map_or(String::new(), |(file, _)| file.clone());
+        let atlantis_file = atlantis_file.as_str();
         let mut names: Map<&str, usize> = Map::default();
         for (i, (dir, _)) in found.iter().enumerate() {
             let name = configs[i].get().name.as_deref().unwrap_or(dir);
@@ -473,15 +408,35 @@ impl Builder<'_> {
         }
 
         let mut upstreams: Vec<Vec<(usize, EdgeKind)>> = vec![Vec::new(); found.len()];
+        let mut pins: Vec<Vec<(usize, String, u32)>> = vec![Vec::new(); found.len()];
+        let project_names = match &self.atlantis {
+            Some((_, projects)) => projects::project_names(&found, projects),
+            None => Map::default(),
+        };
         for (i, (dir, _)) in found.iter().enumerate() {
             for (target, line) in &configs[i].get().depends_on {
-                // Atlantis names projects only; stack.hcl names a path or a stack name.
+                // Atlantis names projects only; stack.hcl names a path or a stack name, either
+                // optionally with `@environment` for one instance of it.
                 let up = match &configs[i] {
-                    Config::Atlantis(_) => names
-                        .get(target.as_str())
-                        .copied()
-                        .ok_or_else(|| format!("depends_on {target:?}: no such project")),
-                    _ => depends_on_target(dir, target, &by_path, &names),
+                    Config::Atlantis(_) => match project_names.get(target.as_str()) {
+                        Some((up, env)) => {
+                            if let Some(env) = env {
+                                pins[i].push((*up, env.clone(), *line));
+                            }
+                            Ok(*up)
+                        }
+                        None => Err(format!("depends_on {target:?}: no such project")),
+                    },
+                    _ => depends_on_target(dir, target, &by_path, &names).or_else(|err| {
+                        match super::split_instance(target) {
+                            (base, Some(env)) => {
+                                let up = depends_on_target(dir, base, &by_path, &names)?;
+                                pins[i].push((up, env.to_string(), *line));
+                                Ok(up)
+                            }
+                            (_, None) => Err(err),
+                        }
+                    }),
                 };
                 match up {
                     Ok(up) => upstreams[i].push((up, EdgeKind::DependsOn)),
@@ -513,21 +468,19 @@ impl Builder<'_> {
             upstreams[i].dedup_by_key(|(up, _)| *up);
         }
 
-        let mut downstreams: Vec<Vec<usize>> = vec![Vec::new(); found.len()];
-        for (i, ups) in upstreams.iter().enumerate() {
-            for (up, _) in ups {
-                downstreams[*up].push(i);
-            }
-        }
         let (watch, watch_owner) = self.watch_globs(&found, &configs);
         let export_full = configs.iter().map(|c| c.get().export_full).collect();
         let included = tg.iter().map(|t| t.included.clone()).collect();
-        let stacks = found
+        let stacks: Vec<Stack> = found
             .iter()
             .zip(&configs)
             .enumerate()
             .map(|(i, ((dir, kind), config))| {
-                let project = self.atlantis.as_ref().and_then(|(_, p)| p.get(dir));
+                let project = self
+                    .atlantis
+                    .as_ref()
+                    .and_then(|(_, p)| p.get(dir))
+                    .and_then(|group| group.first());
                 let source = match (project, config, kind) {
                     (Some(_), _, _) => StackSource::Atlantis,
                     (None, _, StackKind::Terragrunt) => StackSource::Terragrunt,
@@ -558,6 +511,9 @@ impl Builder<'_> {
                     workspace: project.and_then(|p| p.workspace.clone()),
                     autoplan: project.is_none_or(|p| p.autoplan),
                     terraform_version: project.and_then(|p| p.terraform_version.clone()),
+                    environment: None,
+                    var_files: Vec::new(),
+                    backend_config: Default::default(),
                 }
             })
             .collect();
@@ -575,14 +531,27 @@ impl Builder<'_> {
                 }
             }
         }
+        let parts: Vec<StackPart<'_>> = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, stack)| StackPart {
+                stack,
+                environments: &configs[i].get().environments,
+                file: configs[i].file(&found[i].0, atlantis_file),
+                upstreams: &upstreams[i],
+                pins: &pins[i],
+            })
+            .collect();
+        let instances = instances::expand(&parts, &mut self.errors);
+        drop(parts);
         let mut errors = self.errors;
         errors.sort();
         errors.dedup();
         Snapshot {
+            instances,
             stacks,
             by_path,
             upstreams,
-            downstreams,
             errors,
             module_users,
             include_users,

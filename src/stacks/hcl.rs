@@ -57,6 +57,8 @@ pub struct StackConfig {
     pub drift_remediation: super::DriftRemediation,
     /// `export = "full"`: a run of this stack gets the commit's whole tree.
     pub export_full: bool,
+    /// The `environment` blocks, in file order: each is one deployment of the stack.
+    pub environments: Vec<super::environment::EnvironmentConfig>,
 }
 
 /// Everything detection needs from one file.
@@ -227,7 +229,7 @@ fn is_id_continue(c: char) -> bool {
 }
 
 /// Byte offsets to one-based line numbers.
-struct Lines {
+pub(super) struct Lines {
     starts: Vec<usize>,
 }
 
@@ -238,7 +240,7 @@ impl Lines {
         Self { starts }
     }
 
-    fn of(&self, node: &impl Span) -> u32 {
+    pub(super) fn of(&self, node: &impl Span) -> u32 {
         let offset = node.span().map_or(0, |s| s.start);
         self.starts.partition_point(|&s| s <= offset) as u32
     }
@@ -405,6 +407,20 @@ fn stack_config(body: &Body, lines: &Lines, facts: &mut FileFacts) {
         );
     }
     for block in body.blocks() {
+        if block.ident.as_str() == "environment" {
+            let found = super::environment::parse(block, lines, &mut error);
+            if let Some(env) = found {
+                if config.environments.iter().any(|e| e.name == env.name) {
+                    error(
+                        env.line,
+                        format!("environment {:?} is defined twice", env.name),
+                    );
+                } else {
+                    config.environments.push(env);
+                }
+            }
+            continue;
+        }
         if block.ident.as_str() != "stack" {
             error(
                 lines.of(block),
@@ -476,11 +492,11 @@ fn label(block: &Block, i: usize) -> Option<String> {
     block.labels.get(i).map(|l| l.as_str().to_string())
 }
 
-fn string(expr: &Expression) -> Option<String> {
+pub(super) fn string(expr: &Expression) -> Option<String> {
     PathExpr::lower(expr)?.literal()
 }
 
-fn strings(expr: &Expression) -> Option<Vec<String>> {
+pub(super) fn strings(expr: &Expression) -> Option<Vec<String>> {
     match expr {
         Expression::Array(items) => items.iter().map(string).collect(),
         _ => None,

@@ -8,7 +8,7 @@ use git2::{Oid, Repository};
 
 use super::discovery::Snapshot;
 use super::hash::Set;
-use super::{EdgeKind, Index, paths, snapshot};
+use super::{EdgeKind, Index, Stack, paths, snapshot};
 use crate::repo::{Export, Selection};
 
 impl Snapshot {
@@ -86,13 +86,49 @@ pub fn export_of(
     stack: &str,
     index: Option<&mut Index>,
 ) -> Result<Option<Export>> {
+    Ok(run_inputs(repo, commit, stack, index)?.map(|inputs| inputs.export))
+}
+
+/// What a run of one instance takes from its commit.
+#[derive(Debug, Clone)]
+pub struct RunInputs {
+    /// What it must have on disk: its stack's closure and its variable files.
+    pub export: Export,
+    /// The instance as discovered at the commit: its directory, environment, variable files,
+    /// workspace and backend settings.
+    pub stack: Stack,
+}
+
+/// What a run of `stack` (an instance path: `stacks/app@prod`, or a stack's directory) takes
+/// from `commit`, or `None` when `commit` has no such instance.
+pub fn run_inputs(
+    repo: &Repository,
+    commit: Oid,
+    stack: &str,
+    index: Option<&mut Index>,
+) -> Result<Option<RunInputs>> {
     let mut scratch = Index::new();
     let index = index.unwrap_or(&mut scratch);
     let tree = crate::repo::commit_tree(repo, commit)?;
     let snap = snapshot(repo, tree, index)?;
     let stack = stack.trim_end_matches('/');
     let stack = if stack.is_empty() { paths::ROOT } else { stack };
-    Ok(snap.by_path.get(stack).map(|&i| snap.export_of(i)))
+    let Some(&n) = snap.instances.by_path.get(stack) else {
+        return Ok(None);
+    };
+    let instance = snap.instances.stacks[n].clone();
+    let mut export = snap.export_of(snap.instances.stack_of[n]);
+    if let Export::Only(selection) = &mut export
+        && !instance.var_files.is_empty()
+    {
+        selection.files.extend(instance.var_files.iter().cloned());
+        selection.files.sort_unstable();
+        selection.files.dedup();
+    }
+    Ok(Some(RunInputs {
+        export,
+        stack: instance,
+    }))
 }
 
 #[cfg(test)]

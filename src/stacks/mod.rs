@@ -25,12 +25,14 @@
 mod affected;
 mod atlantis;
 mod discovery;
+mod environment;
 mod eval;
 mod graph;
 mod hash;
 mod hcl;
 mod index;
 mod inputs;
+mod instances;
 mod json;
 mod paths;
 mod resolve;
@@ -47,8 +49,9 @@ use git2::{Oid, Repository};
 use serde::Serialize;
 
 pub use affected::{Affected, AffectedError, AffectedStack, Reason, ReasonKind, affected};
+pub use environment::{instance_path, split_instance};
 pub use index::Index;
-pub use inputs::export_of;
+pub use inputs::{RunInputs, export_of, run_inputs};
 
 use discovery::Snapshot;
 
@@ -95,10 +98,22 @@ pub struct Stack {
     pub unresolved_inputs: Vec<UnresolvedInput>,
     /// Where the stack came from.
     pub source: StackSource,
-    /// The Terraform workspace an `atlantis.yaml` project names. Reported only: Tidemark has no
-    /// environments yet, so the stack runs in the default workspace.
+    /// The Terraform workspace: an `environment`'s `workspace` (runs select it, for stacks
+    /// whose own backend has workspaces), or the one an `atlantis.yaml` project names (reported
+    /// only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+    /// The environment this instance deploys (`environment "prod" {}` in `stack.hcl`); `path` is
+    /// then `DIR@prod`. `None` for a stack without environments: its one instance is the
+    /// directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The environment's variable files, from the repository root: `-var-file` for its plans.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub var_files: Vec<String>,
+    /// The environment's `-backend-config` pairs, for a stack with its own backend.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub backend_config: std::collections::BTreeMap<String, String>,
     /// `false` for an `atlantis.yaml` project with `autoplan.enabled: false`: the poller never
     /// queues its plans on its own.
     #[serde(skip_serializing_if = "is_true")]
@@ -111,6 +126,20 @@ pub struct Stack {
 
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+impl Stack {
+    /// The stack's directory: `path` without the `@environment` of an instance.
+    pub fn dir(&self) -> &str {
+        match &self.environment {
+            Some(env) => self
+                .path
+                .strip_suffix(env.as_str())
+                .and_then(|p| p.strip_suffix('@'))
+                .unwrap_or(&self.path),
+            None => &self.path,
+        }
+    }
 }
 
 /// Where a stack's definition came from.
@@ -220,7 +249,8 @@ pub struct Edge {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Discovery {
     pub commit: String,
-    /// Sorted by path.
+    /// Sorted by path. A stack with environments is listed once per environment, as its
+    /// instances (`stacks/app@prod`).
     pub stacks: Vec<Stack>,
     /// Sorted by downstream, then upstream.
     pub edges: Vec<Edge>,
@@ -263,19 +293,20 @@ pub fn discover(repo: &Repository, commit: Oid, index: Option<&mut Index>) -> Re
     let index = index.unwrap_or(&mut scratch);
     let tree = crate::repo::commit_tree(repo, commit)?;
     let snap = snapshot(repo, tree, index)?;
+    let instances = &snap.instances;
     let mut edges = Vec::new();
-    for (i, ups) in snap.upstreams.iter().enumerate() {
+    for (i, ups) in instances.upstreams.iter().enumerate() {
         for (up, kind) in ups {
             edges.push(Edge {
-                from: snap.stacks[*up].path.clone(),
-                to: snap.stacks[i].path.clone(),
+                from: instances.stacks[*up].path.clone(),
+                to: instances.stacks[i].path.clone(),
                 kind: *kind,
             });
         }
     }
     Ok(Discovery {
         commit: commit.to_string(),
-        stacks: snap.stacks.clone(),
+        stacks: instances.stacks.clone(),
         edges,
         errors: snap.errors.clone(),
     })

@@ -752,6 +752,9 @@ fn discovery_reports_stack_settings_and_edges() {
             workspace: None,
             autoplan: true,
             terraform_version: None,
+            environment: None,
+            var_files: vec![],
+            backend_config: Default::default(),
         }
     );
     assert_eq!(found.stacks[1].kind, StackKind::Terragrunt);

@@ -19,6 +19,8 @@ pub struct StackSettings {
     pub tags: Vec<String>,
     /// `none`, `plan` or `apply`: what a drift check's plan may become.
     pub drift_remediation: String,
+    /// The environment of an instance.
+    pub environment: Option<String>,
 }
 
 impl Store {
@@ -165,9 +167,9 @@ impl Store {
 
     /// The stack's settings as last discovered; defaults when the stack is not recorded.
     pub async fn stack_settings(&self, repo: &str, stack: &str) -> Result<StackSettings> {
-        let row: Option<(String, bool, String, String)> = on_pool!(self, pool => {
+        let row: Option<(String, bool, String, String, Option<String>)> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT s.name, s.auto_apply, s.tags, s.drift_remediation FROM stacks s \
+                "SELECT s.name, s.auto_apply, s.tags, s.drift_remediation, s.environment FROM stacks s \
                  JOIN repos p ON p.id = s.repo_id \
                  WHERE p.name = $1 AND s.path = $2",
             )
@@ -177,11 +179,12 @@ impl Store {
             .await?
         });
         Ok(match row {
-            Some((name, auto_apply, tags, drift_remediation)) => StackSettings {
+            Some((name, auto_apply, tags, drift_remediation, environment)) => StackSettings {
                 name,
                 auto_apply,
                 tags: serde_json::from_str(&tags).unwrap_or_default(),
                 drift_remediation,
+                environment,
             },
             None => StackSettings {
                 drift_remediation: "none".into(),

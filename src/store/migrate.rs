@@ -55,6 +55,16 @@ const SQLITE: Embedded = &[
         "audit",
         include_str!("../../migrations/sqlite/0009_audit.sql"),
     ),
+    (
+        10,
+        "environments",
+        include_str!("../../migrations/sqlite/0010_environments.sql"),
+    ),
+    (
+        11,
+        "deployments",
+        include_str!("../../migrations/sqlite/0011_deployments.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -97,6 +107,16 @@ const POSTGRES: Embedded = &[
         "audit",
         include_str!("../../migrations/postgres/0009_audit.sql"),
     ),
+    (
+        10,
+        "environments",
+        include_str!("../../migrations/postgres/0010_environments.sql"),
+    ),
+    (
+        11,
+        "deployments",
+        include_str!("../../migrations/postgres/0011_deployments.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -135,10 +155,19 @@ impl Store {
 
     /// [`Store::migrate`] for a caller that holds the lock file already ([`Store::open`]).
     pub(super) async fn migrate_locked(&self) -> Result<usize> {
-        let (source, name) = match self.backend {
-            Backend::Sqlite(_) => (Source(SQLITE), "sqlite"),
-            Backend::Postgres(_) => (Source(POSTGRES), "postgres"),
+        self.migrate_through(i64::MAX).await
+    }
+
+    /// Applies the migrations up to `version` only: a database as an earlier release left it,
+    /// for upgrade tests.
+    #[doc(hidden)]
+    pub async fn migrate_through(&self, version: i64) -> Result<usize> {
+        let (all, name) = match self.backend {
+            Backend::Sqlite(_) => (SQLITE, "sqlite"),
+            Backend::Postgres(_) => (POSTGRES, "postgres"),
         };
+        let upto = all.partition_point(|(v, ..)| *v <= version);
+        let source = Source(&all[..upto]);
         let migrator = Migrator::new(source).await.context("loading migrations")?;
         let before = self.applied_migrations().await.unwrap_or(0);
         match &self.backend {

@@ -9,6 +9,7 @@ mod audit;
 mod drift;
 mod gate;
 mod locks;
+mod metrics;
 mod migrate;
 mod pulls;
 mod repos;
@@ -21,6 +22,7 @@ pub use drift::{
     DriftCheck, DriftCheckRow, DriftDecision, DriftSaved, DriftStack, DriftStatus, OutboxRow,
 };
 pub use gate::StackSettings;
+pub use metrics::{DeployedCommit, Gauges, HistoryFilter};
 pub use pulls::PrRow;
 pub use repos::StackRecord;
 pub use runs::Recovered;

@@ -17,6 +17,8 @@ pub struct StackRecord {
     /// The stack's own `drift_schedule` (`None`: the repository's default applies).
     pub drift_schedule: Option<String>,
     pub drift_remediation: crate::stacks::DriftRemediation,
+    /// The environment of an instance (`path` is then `DIR@ENV`).
+    pub environment: Option<String>,
 }
 
 impl Store {
@@ -117,12 +119,13 @@ impl Store {
             for stack in stacks {
                 sqlx::query(
                     "INSERT INTO stacks (repo_id, path, name, runner, removed, last_commit, updated_at, \
-                     auto_apply, tags, drift_schedule, drift_remediation) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (repo_id, path) DO UPDATE SET \
+                     auto_apply, tags, drift_schedule, drift_remediation, environment) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (repo_id, path) DO UPDATE SET \
                      name = excluded.name, runner = excluded.runner, removed = excluded.removed, \
                      last_commit = excluded.last_commit, updated_at = excluded.updated_at, \
                      auto_apply = excluded.auto_apply, tags = excluded.tags, \
-                     drift_schedule = excluded.drift_schedule, drift_remediation = excluded.drift_remediation",
+                     drift_schedule = excluded.drift_schedule, drift_remediation = excluded.drift_remediation, \
+                     environment = excluded.environment",
                 )
                 .bind(repo_id)
                 .bind(&stack.path)
@@ -135,6 +138,7 @@ impl Store {
                 .bind(serde_json::to_string(&stack.tags)?)
                 .bind(&stack.drift_schedule)
                 .bind(stack.drift_remediation.as_str())
+                .bind(&stack.environment)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -147,7 +151,7 @@ impl Store {
     pub async fn stacks(&self, repo: Option<&str>) -> Result<Vec<StackRow>> {
         Ok(on_pool!(self, pool => {
             sqlx::query_as::<_, StackRow>(
-                "SELECT p.name AS repo, s.path, s.name, s.runner, s.removed, s.last_commit, s.updated_at \
+                "SELECT p.name AS repo, s.path, s.name, s.runner, s.removed, s.last_commit, s.updated_at, s.environment \
                  FROM stacks s JOIN repos p ON p.id = s.repo_id WHERE ($1 IS NULL OR p.name = $1) \
                  ORDER BY p.name, s.path",
             )

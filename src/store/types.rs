@@ -176,6 +176,9 @@ pub struct StackRow {
     pub removed: bool,
     pub last_commit: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// The environment of an instance (`path` is then `DIR@ENV`); `None` for a stack without
+    /// environments.
+    pub environment: Option<String>,
 }
 
 /// Filters for listing runs; `None` means any.

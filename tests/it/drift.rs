@@ -249,6 +249,7 @@ impl Rig {
                     runner: None,
                     drift_schedule: None,
                     drift_remediation: Default::default(),
+                    environment: None,
                     auto_apply: false,
                     tags: Vec::new(),
                 }],
@@ -262,6 +263,7 @@ impl Rig {
         .expect("runners");
         let outbox = Arc::new(tokio::sync::Notify::new());
         let ctx = Arc::new(WorkerContext {
+            provider_cache: None,
             store: store.clone(),
             runners,
             sandbox: SandboxMode::None,
@@ -515,6 +517,7 @@ async fn a_failed_drift_plan_is_an_error_that_keeps_the_open_drift() {
                 runner: None,
                 drift_schedule: None,
                 drift_remediation: Default::default(),
+                environment: None,
                 auto_apply: false,
                 tags: Vec::new(),
             }],

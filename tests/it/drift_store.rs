@@ -25,6 +25,7 @@ fn stack(path: &str) -> StackRecord {
         runner: None,
         drift_schedule: None,
         drift_remediation: Default::default(),
+        environment: None,
         auto_apply: false,
         tags: Vec::new(),
     }

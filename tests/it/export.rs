@@ -47,6 +47,8 @@ async fn plan(ws: Workspace, commit: &str) -> (runner::PlanOutcome, Vec<LogLine>
     );
     let set = RunnerSet::load(&[RunnerSource::new("test.hcl", text)]).expect("runner");
     let req = PlanRequest {
+        instance: Default::default(),
+        provider_cache: None,
         workspace: ws,
         stack: "stacks/s".into(),
         runner: set.get("terraform").expect("terraform").clone(),

@@ -25,9 +25,11 @@ const LAYERS: &[&str] = &[
     "run",
     "statefile",
     "plan",
+    "delivery",
     "schedule",
     "crypto",
     "repo",
+    "telemetry",
 ];
 
 /// Items of the crate root (`lib.rs`) that any module may use.

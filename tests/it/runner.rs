@@ -85,6 +85,8 @@ impl Stack {
 
     fn request(&self, runner: RunnerDef) -> PlanRequest {
         PlanRequest {
+            instance: Default::default(),
+            provider_cache: None,
             workspace: self.workspace(),
             stack: "stacks/s".into(),
             runner,

@@ -279,7 +279,7 @@ fn atlantis_yaml_projects_are_stacks_on_a_real_repository() {
                 null,
                 null,
                 null,
-                ["live/net"],
+                ["live/net@prod"],
                 ["*.tf", "../../policies/*.json"]
             ]),
             json!([
@@ -292,9 +292,10 @@ fn atlantis_yaml_projects_are_stacks_on_a_real_repository() {
                 [],
                 ["**/*.tf*"]
             ]),
+            // A project in workspace `prod` is the stack's `prod` instance.
             json!([
-                "live/net",
-                "network",
+                "live/net@prod",
+                "network@prod",
                 "atlantis.yaml",
                 "prod",
                 null,
@@ -323,7 +324,7 @@ fn atlantis_yaml_projects_are_stacks_on_a_real_repository() {
     let text = tidemark(&["stacks", "--repo", work]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("live/net (network) [terraform] from atlantis.yaml\n  workspace prod"),
+        text.contains("live/net@prod (network@prod) [terraform] from atlantis.yaml\n  environment prod\n  workspace prod"),
         "{text}"
     );
     assert!(

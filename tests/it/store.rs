@@ -77,6 +77,7 @@ async fn story(store: Store) {
         tags: Vec::new(),
         drift_schedule: None,
         drift_remediation: Default::default(),
+        environment: None,
     };
     store
         .sync_stacks(repo, "c1", &[rec("a"), rec("b")])

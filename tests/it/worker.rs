@@ -56,6 +56,7 @@ async fn steps_follow_dependencies_locks_and_recovery() {
     let worker = Worker {
         name: "here#0".into(),
         ctx: Arc::new(WorkerContext {
+            provider_cache: None,
             store: store.clone(),
             exe: env!("CARGO_BIN_EXE_tidemark").into(),
             runners: noop_runners(dir.path()),

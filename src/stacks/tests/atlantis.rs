@@ -37,8 +37,8 @@ fn atlantis_projects_are_the_stacks_and_depends_on_is_an_edge() {
     check(
         &repo(),
         &[Write("infra/net/main.tf", "# c\n")],
-        "infra/net: file infra/net/main.tf
-         infra/app (indirect): dependency infra/net
+        "infra/net@prod: file infra/net/main.tf
+         infra/app (indirect): dependency infra/net@prod
          ! . atlantis.yaml key automerge is not used by tidemark (ignored)",
     );
 }
@@ -75,14 +75,17 @@ fn atlantis_leaves_directories_that_are_no_project_out() {
 
 #[test]
 fn atlantis_problems_name_the_file_key_and_project() {
-    let yaml = "version: 3\nprojects:\n- dir: a\n  depends_on: [nope]\n  colour: blue\n- dir: missing\n- dir: a\n  workspace: staging\n";
+    // Two workspaces of one directory are two environments of its stack; a third project in
+    // a workspace already taken is reported.
+    let yaml = "version: 3\nprojects:\n- dir: a\n  depends_on: [nope]\n  colour: blue\n- dir: missing\n- dir: a\n  workspace: staging\n- dir: a\n  workspace: staging\n";
     check(
         &[("atlantis.yaml", yaml), ("a/main.tf", "")],
         &[Write("a/main.tf", "# c\n")],
-        "a: file a/main.tf
+        "a@default: file a/main.tf
+         a@staging: file a/main.tf
          ! . atlantis.yaml:3 unknown key projects[0].colour (ignored)
          ! a atlantis.yaml:3 depends_on \"nope\": no such project
-         ! a atlantis.yaml:7 project directory a is also an earlier project's (one stack per directory; workspaces are not environments yet): ignored
+         ! a atlantis.yaml:9 project directory a is also an earlier project's in workspace \"staging\": ignored
          ! missing atlantis.yaml:6 project directory missing not found",
     );
 }
@@ -136,11 +139,14 @@ fn atlantis_stack_settings_are_reported() {
         [
             "infra/app app Terraform atlantis.yaml None true None [\"*.tf\", \"../../modules/**/*.tf\", \"../../shared/\"]",
             "infra/manual infra/manual Terraform atlantis.yaml None false None [\"**/*.tf*\"]",
-            "infra/net network Terraform atlantis.yaml Some(\"prod\") true Some(\"v1.5.7\") [\"**/*.tf*\"]",
+            "infra/net@prod network@prod Terraform atlantis.yaml Some(\"prod\") true Some(\"v1.5.7\") [\"**/*.tf*\"]",
             "infra/tg infra/tg Terragrunt atlantis.yaml None true Some(\"1.6\") [\"**/*.tf*\"]",
         ]
     );
-    assert_eq!(found.upstreams("infra/app"), ["infra/net"]);
+    // A project in workspace `prod` is the instance `infra/net@prod`, which selects that
+    // workspace when the stack keeps its own backend.
+    assert_eq!(found.upstreams("infra/app"), ["infra/net@prod"]);
+    assert_eq!(found.stacks[2].environment.as_deref(), Some("prod"));
     let json = serde_json::to_value(&found).expect("json");
     assert_eq!(json["stacks"][0]["source"], "atlantis.yaml");
     assert_eq!(json["stacks"][1]["autoplan"], false);
