@@ -128,6 +128,28 @@ impl PlanKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// A keyed signature of `data` for `purpose` (a session cookie, a CSRF token): the same
+    /// key never signs two purposes alike.
+    pub fn sign(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        let mut message = Vec::with_capacity(purpose.len() + 1 + data.len());
+        message.extend_from_slice(purpose.as_bytes());
+        message.push(0);
+        message.extend_from_slice(data);
+        self.mac(&message)
+    }
+
+    /// Whether `signature` is [`PlanKey::sign`]'s of `data` for `purpose`, compared in time
+    /// independent of where they differ.
+    pub fn verify(&self, purpose: &str, data: &[u8], signature: &[u8]) -> bool {
+        let want = self.sign(purpose, data);
+        signature.len() == want.len()
+            && want
+                .iter()
+                .zip(signature)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
     /// Compresses, then encrypts arbitrary bytes (a state file, say): the nonce followed by the
     /// ciphertext. `label` is authenticated with them, so a blob moved to a row with another
     /// label (its digest) does not open.

@@ -40,6 +40,9 @@ pub struct Access {
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// Came with a browser session cookie (not a bearer token): it may read the API and act
+    /// only through the dashboard's forms, which carry a CSRF token.
+    pub session: bool,
 }
 
 impl Access {
@@ -73,6 +76,30 @@ impl Access {
             .map(|t| Principal {
                 name: t.name.clone(),
                 role: t.role,
+                session: false,
+            })
+    }
+
+    /// The token a bearer value names, if any (the login form exchanges it for a session).
+    pub fn token_named_by(&self, value: &str) -> Option<&Token> {
+        let digest: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+        self.tokens.iter().find(|t| t.sha256 == digest)
+    }
+
+    /// The principal a session cookie names, while its token still exists with that role.
+    fn identify_session(
+        &self,
+        key: &crate::crypto::PlanKey,
+        request: &Request,
+    ) -> Option<Principal> {
+        let session = super::pages::session_of(request.headers(), key)?;
+        self.tokens
+            .iter()
+            .find(|t| t.name == session.name && t.role == session.role)
+            .map(|t| Principal {
+                name: t.name.clone(),
+                role: t.role,
+                session: true,
             })
     }
 }
@@ -95,6 +122,9 @@ fn need(method: &Method, path: &str) -> Need {
     {
         return Need::Own;
     }
+    if path == "/login" || path == "/logout" {
+        return Need::Own;
+    }
     if path.starts_with("/api/v1/audit") {
         return Need::Admin;
     }
@@ -115,11 +145,23 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     if need == Need::Own {
         return next.run(request).await;
     }
-    let principal = state.access.identify(&request);
     let has_token = request
         .headers()
         .contains_key(axum::http::header::AUTHORIZATION);
+    let principal = if has_token {
+        state.access.identify(&request)
+    } else {
+        state.access.identify_session(&state.key, &request)
+    };
+    let api = path.starts_with("/api/");
     let refusal = match (need, &principal) {
+        // A cookie rides along with any request the browser makes: over the API it reads,
+        // and acts only through a form that carries the page's CSRF token.
+        (Need::Act | Need::Admin, Some(p)) if p.session && api && method != Method::GET => {
+            Some(ApiError::Forbidden(
+                "API actions need a bearer token; in a browser, use the dashboard's buttons",
+            ))
+        }
         (_, None) if has_token => Some(ApiError::Unauthorized("the bearer token is not valid")),
         (Need::Read, None) if state.access.open_read => None,
         (Need::Read, None) => Some(ApiError::Unauthorized(
@@ -149,6 +191,19 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         .map(|p| format!("{} ({})", p.name, p.role.as_str()))
         .unwrap_or_else(|| "anonymous".into());
     let response = match refusal {
+        // A browser asking for a page is sent to log in, and back afterwards.
+        Some(ApiError::Unauthorized(_)) if !api && method == Method::GET && !has_token => {
+            let next = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            axum::response::Redirect::to(&format!(
+                "/login?next={}",
+                super::pages::url_encode(&next)
+            ))
+            .into_response()
+        }
         Some(err) => err.into_response(),
         None => {
             if let Some(p) = principal {
@@ -159,7 +214,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     };
     if need != Need::Read {
         let status = response.status();
-        let outcome = if status.is_success() {
+        let outcome = if status.is_success() || status.is_redirection() {
             "ok".to_string()
         } else {
             format!(

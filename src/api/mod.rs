@@ -2,10 +2,10 @@
 //! dashboard. Only this module knows HTTP types.
 
 mod access;
-mod dashboard;
 mod error;
 mod gate;
 mod metrics;
+mod pages;
 mod webhook;
 
 use std::collections::HashMap;
@@ -49,7 +49,6 @@ pub fn router(state: AppState) -> Router {
         only: None,
     });
     Router::new()
-        .route("/", get(dashboard::page))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/dora", get(metrics::dora))
@@ -63,10 +62,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/repos", get(list_repos))
         .route("/api/v1/repos/{name}/poll", post(poll_repo))
         .route("/api/v1/locks", get(list_locks))
+        .route("/api/v1/drift", get(list_drift))
         .route("/api/v1/prs", get(list_prs))
         .route("/api/v1/prs/{repo}/{number}", get(get_pr))
         .route("/api/v1/audit", get(access::audit))
         .route("/webhooks/github", post(webhook::github))
+        .merge(pages::routes())
         .with_state(state.clone())
         .merge(states)
         .layer(axum::middleware::from_fn_with_state(state, access::guard))
@@ -246,6 +247,11 @@ async fn list_stacks(State(state): State<AppState>) -> Result<Json<serde_json::V
 async fn list_repos(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let repos = state.store.repos().await?;
     Ok(Json(serde_json::json!({ "repos": repos })))
+}
+
+async fn list_drift(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let drift = state.store.drift_statuses().await?;
+    Ok(Json(serde_json::json!({ "drift": drift })))
 }
 
 async fn list_locks(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -77,8 +77,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     run.repo,
                     run.stack,
                     &run.commit[..run.commit.len().min(10)],
-                    run.kind,
-                    run.status,
+                    run.kind.as_str(),
+                    run.status.as_str(),
                     summary,
                     run.created_at.format("%Y-%m-%d %H:%M:%S")
                 );

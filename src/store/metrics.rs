@@ -278,3 +278,16 @@ impl Store {
         Ok(crate::delivery::dora(&applies, &drift, &window))
     }
 }
+
+impl Store {
+    /// Why an operator marked a run failed, if one did.
+    pub async fn marked_failed(&self, run_id: i64) -> Result<Option<String>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar::<_, Option<String>>("SELECT marked_failed FROM runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await?
+                .flatten()
+        }))
+    }
+}

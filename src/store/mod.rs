@@ -11,6 +11,7 @@ mod gate;
 mod locks;
 mod metrics;
 mod migrate;
+mod overview;
 mod pulls;
 mod repos;
 mod runs;
@@ -23,6 +24,7 @@ pub use drift::{
 };
 pub use gate::StackSettings;
 pub use metrics::{DeployedCommit, Gauges, HistoryFilter};
+pub use overview::StackOverview;
 pub use pulls::PrRow;
 pub use repos::StackRecord;
 pub use runs::Recovered;

@@ -73,7 +73,7 @@ macro_rules! insert_dep {
     };
 }
 
-const RUN_COLUMNS: &str = "r.id, p.name AS repo, r.stack_path AS stack, r.commit_sha AS \"commit\", \
+pub(super) const RUN_COLUMNS: &str = "r.id, p.name AS repo, r.stack_path AS stack, r.commit_sha AS \"commit\", \
      r.kind, r.status, r.reason, r.created_at, r.started_at, r.finished_at, r.exit_code, r.error, \
      r.summary AS summary_json, r.worker, r.attempt, r.plan_run_id, r.transitive, r.gate AS gate_json, \
      r.pr_number, r.reviewed_run_id";
@@ -503,5 +503,67 @@ impl Store {
             .fetch_optional(pool)
             .await?
         }))
+    }
+}
+
+impl Store {
+    /// The queued runs in the order workers claim them (priority, then age): a run's place in
+    /// the queue for the dashboard.
+    pub async fn queue_order(&self) -> Result<Vec<i64>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT id FROM runs WHERE status = 'queued' ORDER BY priority DESC, id",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// A run's log lines after the line with id `after`, with their ids (for a live view).
+    pub async fn logs_after(&self, run_id: i64, after: i64) -> Result<Vec<(i64, LogEntry)>> {
+        let rows: Vec<(i64, String, String, String, DateTime<Utc>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, step, stream, text, created_at FROM run_logs \
+                 WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT 1000",
+            )
+            .bind(run_id)
+            .bind(after)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, step, stream, text, created_at)| {
+                (
+                    id,
+                    LogEntry {
+                        step,
+                        stream,
+                        text,
+                        created_at,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Locks a stack by hand: no run of it starts until it is unlocked. Returns false when it
+    /// is locked already (the existing lock and its reason stay).
+    pub async fn lock(&self, repo: &str, stack: &str, reason: &str) -> Result<bool> {
+        let rows = on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO stack_locks (repo_id, stack_path, run_id, reason, created_at) \
+                 SELECT id, $2, NULL, $3, $4 FROM repos WHERE name = $1 \
+                 ON CONFLICT (repo_id, stack_path) DO NOTHING",
+            )
+            .bind(repo)
+            .bind(stack)
+            .bind(reason)
+            .bind(Utc::now())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(rows == 1)
     }
 }

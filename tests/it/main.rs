@@ -3,6 +3,7 @@
 
 mod access;
 mod cli;
+mod dashboard;
 mod drift;
 mod drift_store;
 mod engine;

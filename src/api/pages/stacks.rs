@@ -1,0 +1,493 @@
+//! The stack pages: every stack with one worst-of state badge (failed, drifted, changes
+//! pending, locked, in sync) and filters; one stack's applies, runs, drift timeline, state
+//! versions and lock, with lock and unlock forms; the drift and locks lists; delivery metrics.
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{TimeDelta, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::session::{check_csrf, viewer};
+use super::{render, since, took, url_encode, when};
+use crate::api::{ApiError, AppState, Principal};
+use crate::store::{DriftStatus, HistoryFilter, Run, RunKind, RunStatus, StackLock};
+
+type Who = Option<axum::Extension<Principal>>;
+
+/// The states, worst first, with their labels and bar colours.
+const STATES: [(&str, &str, &str); 5] = [
+    ("failed", "failed", "#d92d20"),
+    ("drifted", "drifted", "#f79009"),
+    ("changes_pending", "changes pending", "#fdb022"),
+    ("locked", "locked", "#7a5af8"),
+    ("in_sync", "in sync", "#17b26a"),
+];
+
+fn failed(run: &Run) -> bool {
+    matches!(
+        run.status,
+        RunStatus::Failed | RunStatus::TimedOut | RunStatus::Interrupted
+    )
+}
+
+/// A stack's state: the worst of its latest plan and apply, its drift and its lock.
+fn state(
+    plan: Option<&Run>,
+    apply: Option<&Run>,
+    drift: Option<&DriftStatus>,
+    locked: bool,
+) -> &'static str {
+    let pending = plan.is_some_and(|p| {
+        p.status == RunStatus::Succeeded
+            && p.change_summary()
+                .is_some_and(|c| c.add + c.change + c.destroy + c.replace > 0)
+            && apply.is_none_or(|a| a.plan_run_id != Some(p.id) || a.status != RunStatus::Succeeded)
+    });
+    if plan.is_some_and(failed)
+        || apply.is_some_and(failed)
+        || drift.is_some_and(|d| d.state == "error")
+    {
+        "failed"
+    } else if drift.is_some_and(|d| d.state == "drifted") {
+        "drifted"
+    } else if pending {
+        "changes_pending"
+    } else if locked {
+        "locked"
+    } else {
+        "in_sync"
+    }
+}
+
+fn label(state: &str) -> &'static str {
+    STATES.iter().find(|s| s.0 == state).map_or("", |s| s.1)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StacksQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    offset: usize,
+}
+
+const PAGE: usize = 200;
+
+pub async fn list(
+    State(state_): State<AppState>,
+    headers: HeaderMap,
+    who: Who,
+    Query(query): Query<StacksQuery>,
+) -> Result<Response, ApiError> {
+    let store = &state_.store;
+    let stacks = store.stack_overview().await?;
+    let mut latest: HashMap<(String, String, &'static str), Run> = HashMap::new();
+    for run in store.latest_runs().await? {
+        latest.insert(
+            (run.repo.clone(), run.stack.clone(), run.kind.as_str()),
+            run,
+        );
+    }
+    let drift: HashMap<(String, String), DriftStatus> = store
+        .drift_statuses()
+        .await?
+        .into_iter()
+        .map(|d| ((d.repo.clone(), d.stack.clone()), d))
+        .collect();
+    let locks: HashMap<(String, String), StackLock> = store
+        .locks()
+        .await?
+        .into_iter()
+        .map(|l| ((l.repo.clone(), l.stack.clone()), l))
+        .collect();
+    let now = Utc::now();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let mut shown = Vec::new();
+    let mut total = 0;
+    for stack in &stacks {
+        let key = (stack.repo.clone(), stack.path.clone());
+        let get =
+            |kind: RunKind| latest.get(&(stack.repo.clone(), stack.path.clone(), kind.as_str()));
+        let (plan, apply) = (get(RunKind::Plan), get(RunKind::Apply));
+        let d = drift.get(&key);
+        let s = state(plan, apply, d, locks.contains_key(&key));
+        let tags: Vec<String> = serde_json::from_str(&stack.tags).unwrap_or_default();
+        let search = query.q.trim();
+        if (!query.repo.is_empty() && stack.repo != query.repo)
+            || (!query.tag.is_empty() && !tags.contains(&query.tag))
+            || (!search.is_empty() && !stack.path.contains(search))
+        {
+            continue;
+        }
+        *counts.entry(s).or_default() += 1;
+        if !query.state.is_empty() && s != query.state {
+            continue;
+        }
+        total += 1;
+        if total <= query.offset || shown.len() >= PAGE {
+            continue;
+        }
+        shown.push(json!({
+            "repo": stack.repo,
+            "path": stack.path,
+            "environment": stack.environment,
+            "tags": tags,
+            "state": s,
+            "state_label": label(s),
+            "last_apply": apply.map(|a| json!({ "id": a.id, "commit": &a.commit[..a.commit.len().min(10)], "at": when(a.finished_at), "status": a.status.as_str() })),
+            "last_plan": plan.map(|p| json!({ "id": p.id, "status": p.status.as_str() })),
+            "drift": d.map(|d| json!({
+                "state": d.state,
+                "age": (d.state == "drifted").then(|| since(d.since, now)),
+                "checked": since(d.checked_at, now) + " ago",
+            })),
+        }));
+    }
+    let all: usize = counts.values().sum();
+    let count_list: Vec<Value> = STATES
+        .iter()
+        .map(|(s, l, color)| {
+            let n = counts.get(s).copied().unwrap_or(0);
+            json!({ "state": s, "label": l, "count": n, "color": color,
+                    "percent": if all == 0 { 0.0 } else { n as f64 * 100.0 / all as f64 } })
+        })
+        .collect();
+    let more = (query.offset + shown.len() < total).then(|| {
+        format!(
+            "/stacks?q={}&repo={}&tag={}&state={}&offset={}",
+            url_encode(&query.q),
+            url_encode(&query.repo),
+            url_encode(&query.tag),
+            url_encode(&query.state),
+            query.offset + PAGE
+        )
+    });
+    let viewer = viewer(&state_, &headers, who.map(|w| w.0));
+    let mut states = vec![""];
+    states.extend(STATES.iter().map(|s| s.0));
+    render(
+        "stacks.html",
+        "stacks",
+        &viewer,
+        json!({
+            "stacks": shown,
+            "counts": count_list,
+            "total": total,
+            "more": more,
+            "states": states,
+            "filters": { "q": query.q, "repo": query.repo, "tag": query.tag, "state": query.state },
+        }),
+    )
+}
+
+pub async fn detail(
+    State(state_): State<AppState>,
+    headers: HeaderMap,
+    who: Who,
+    Path((repo, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let store = &state_.store;
+    let stack = store
+        .stack_overview()
+        .await?
+        .into_iter()
+        .find(|s| s.repo == repo && s.path == path)
+        .ok_or(ApiError::NotFound("stack"))?;
+    let runs = store
+        .runs(&crate::store::RunFilter {
+            repo: Some(repo.clone()),
+            stack: Some(path.clone()),
+            limit: 200,
+            ..Default::default()
+        })
+        .await?;
+    let latest = |kind| {
+        runs.iter()
+            .find(|r| r.kind == kind && r.pr_number.is_none())
+    };
+    let drift_now = store
+        .drift_statuses()
+        .await?
+        .into_iter()
+        .find(|d| d.repo == repo && d.stack == path);
+    let lock = store
+        .locks()
+        .await?
+        .into_iter()
+        .find(|l| l.repo == repo && l.stack == path);
+    let s = state(
+        latest(RunKind::Plan),
+        latest(RunKind::Apply),
+        drift_now.as_ref(),
+        lock.is_some(),
+    );
+    let short = |r: &Run| {
+        json!({
+            "id": r.id, "kind": r.kind.as_str(), "status": r.status.as_str(),
+            "commit_short": &r.commit[..r.commit.len().min(10)], "queued": when(Some(r.created_at)),
+            "finished": when(r.finished_at), "why": r.reason, "changes": r.change_summary(),
+        })
+    };
+    let applies: Vec<Value> = runs
+        .iter()
+        .filter(|r| r.kind == RunKind::Apply)
+        .map(short)
+        .collect();
+    let recent: Vec<Value> = runs.iter().take(30).map(short).collect();
+    let mut drift: Vec<Value> = store
+        .drift_checks(&repo, &path)
+        .await?
+        .into_iter()
+        .map(|c| json!({ "checked": when(Some(c.checked_at)), "result": c.result, "run": c.run_id, "cause": c.cause, "error": c.error, "notified": c.notified }))
+        .collect();
+    drift.reverse();
+    let states: Vec<Value> = store
+        .state_versions(&repo, &path)
+        .await?
+        .into_iter()
+        .map(|v| json!({ "serial": v.serial, "resources": v.resource_count, "run": v.run_id, "at": when(Some(v.created_at)) }))
+        .collect();
+    let viewer = viewer(&state_, &headers, who.map(|w| w.0));
+    render(
+        "stack.html",
+        "stacks",
+        &viewer,
+        json!({
+            "stack": { "repo": repo, "path": path, "environment": stack.environment, "last_commit": stack.last_commit, "state": s, "state_label": label(s) },
+            "lock": lock.map(|l| json!({ "kind": l.kind, "reason": l.reason, "since": when(Some(l.since)) })),
+            "can_act": viewer.can_act(),
+            "applies": applies,
+            "runs": recent,
+            "drift": drift,
+            "states": states,
+        }),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LockForm {
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /stacks/{repo}/{path}/lock` and `.../unlock`, from the stack page's forms.
+pub async fn act(
+    State(state_): State<AppState>,
+    headers: HeaderMap,
+    who: Who,
+    Path((repo, path)): Path<(String, String)>,
+    Form(form): Form<LockForm>,
+) -> Result<Response, ApiError> {
+    check_csrf(&state_, &headers, &form.csrf)?;
+    let principal = who
+        .map(|w| w.0)
+        .ok_or(ApiError::Unauthorized("log in to act"))?;
+    let (stack, action) = path.rsplit_once('/').ok_or(ApiError::NotFound("action"))?;
+    match action {
+        "lock" => {
+            let reason = form.reason.trim();
+            if reason.is_empty() {
+                return Err(ApiError::BadRequest("a lock needs a reason".into()));
+            }
+            let reason = format!("{reason} (locked by {} from the dashboard)", principal.name);
+            if !state_.store.lock(&repo, stack, &reason).await? {
+                return Err(ApiError::Conflict(format!("{stack} is locked already")));
+            }
+        }
+        "unlock" => {
+            state_.store.unlock(Some(&repo), stack).await?;
+            state_.work.notify_waiters();
+        }
+        _ => return Err(ApiError::NotFound("action")),
+    }
+    Ok(Redirect::to(&format!("/stacks/{repo}/{stack}")).into_response())
+}
+
+/// Drifted stacks, oldest drift first, with their resource counts and last checks.
+pub async fn drift(
+    State(state_): State<AppState>,
+    headers: HeaderMap,
+    who: Who,
+) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    let mut statuses: Vec<DriftStatus> = state_
+        .store
+        .drift_statuses()
+        .await?
+        .into_iter()
+        .filter(|d| d.state != "in_sync")
+        .collect();
+    statuses.sort_by_key(|d| d.since);
+    let rows: Vec<Value> = statuses
+        .iter()
+        .map(|d| {
+            json!({ "cells": [
+                { "text": d.stack, "href": format!("/stacks/{}/{}", d.repo, d.stack) },
+                { "text": d.state, "badge": d.state },
+                { "text": since(d.since, now) },
+                { "text": d.resources.len().to_string() },
+                { "text": d.cause.clone().or(d.error.clone()).unwrap_or_default() },
+                { "text": format!("{} ago", since(d.checked_at, now)) },
+            ]})
+        })
+        .collect();
+    let viewer = viewer(&state_, &headers, who.map(|w| w.0));
+    render(
+        "table.html",
+        "drift",
+        &viewer,
+        json!({
+            "title": "Drift",
+            "intro": "Stacks whose last drift check found drift or failed, the oldest first.",
+            "headers": ["stack", "state", "for", "resources", "cause", "last check"],
+            "rows": rows,
+            "empty": "Nothing has drifted.",
+            "json": "/api/v1/drift",
+        }),
+    )
+}
+
+/// Held stacks: running runs and explicit locks.
+pub async fn locks(
+    State(state_): State<AppState>,
+    headers: HeaderMap,
+    who: Who,
+) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    let rows: Vec<Value> = state_
+        .store
+        .locks()
+        .await?
+        .into_iter()
+        .map(|l| json!({ "cells": [
+            { "text": l.stack, "href": format!("/stacks/{}/{}", l.repo, l.stack) },
+            { "text": l.kind, "badge": if l.kind == "lock" { "locked" } else { "running" } },
+            { "text": l.reason },
+            { "text": l.run_id.map(|r| format!("#{r}")).unwrap_or_default(), "href": l.run_id.map(|r| format!("/runs/{r}")) },
+            { "text": since(l.since, now) },
+        ]}))
+        .collect();
+    let viewer = viewer(&state_, &headers, who.map(|w| w.0));
+    render(
+        "table.html",
+        "locks",
+        &viewer,
+        json!({
+            "title": "Locks",
+            "intro": "A locked stack starts no run until it is unlocked (from its page, or tidemark unlock).",
+            "headers": ["stack", "held by", "reason", "run", "for"],
+            "rows": rows,
+            "empty": "No stack is held.",
+            "json": "/api/v1/locks",
+        }),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeliveryQuery {
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    stack: String,
+    since: Option<String>,
+}
+
+/// Delivery metrics over a window, with deployments a day as an inline SVG bar chart.
+pub async fn delivery(
+    State(state_): State<AppState>,
+    headers: HeaderMap,
+    who: Who,
+    Query(query): Query<DeliveryQuery>,
+) -> Result<Response, ApiError> {
+    let window = query.since.clone().unwrap_or_else(|| "30d".into());
+    let span = humantime::parse_duration(&window)
+        .ok()
+        .and_then(|d| TimeDelta::from_std(d).ok())
+        .filter(|d| *d > TimeDelta::zero() && *d <= TimeDelta::days(3650))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("since: {window:?} is not a duration such as 30d"))
+        })?;
+    let blank = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    let filter = HistoryFilter {
+        repo: blank(&query.repo),
+        stack: blank(&query.stack),
+    };
+    let now = Utc::now();
+    let from = now - span;
+    let dora = state_
+        .store
+        .dora(&filter, from, now, TimeDelta::hours(24))
+        .await?;
+    let (applies, _) = state_.store.delivery_history(&filter, from).await?;
+    let days = span.num_days().clamp(1, 365) as usize;
+    let mut per_day = vec![0usize; days];
+    for a in applies
+        .iter()
+        .filter(|a| a.succeeded && a.finished_at >= from)
+    {
+        let day =
+            ((a.finished_at - from).num_seconds() / 86_400).clamp(0, days as i64 - 1) as usize;
+        per_day[day] += 1;
+    }
+    let secs = |s: Option<f64>| s.map_or("-".to_string(), took);
+    let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0));
+    let viewer = viewer(&state_, &headers, who.map(|w| w.0));
+    render(
+        "delivery.html",
+        "delivery",
+        &viewer,
+        json!({
+            "dora": dora,
+            "per_day": format!("{:.2}", dora.deployment_frequency_per_day),
+            "lead_median": secs(dora.lead_time_seconds.median),
+            "lead_p90": secs(dora.lead_time_seconds.p90),
+            "fail_rate": rate(dora.change_fail_rate),
+            "recovery": secs(dora.recovery_time_seconds.median),
+            "rework": rate(dora.rework_rate),
+            "reconcile": secs(dora.drift_reconcile_seconds.median),
+            "chart": bars(&per_day),
+            "filters": { "repo": query.repo, "stack": query.stack, "since": window },
+            "json": format!("/api/v1/dora?repo={}&stack={}&since={}", url_encode(&query.repo), url_encode(&query.stack), url_encode(&window)),
+        }),
+    )
+}
+
+/// An inline SVG bar chart of daily counts (numbers only: nothing to escape).
+fn bars(counts: &[usize]) -> String {
+    let (width, height) = (720.0, 120.0);
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let max = most.max(1) as f64;
+    let step = width / counts.len().max(1) as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"deployments a day\">",
+        height + 14.0
+    );
+    for (i, n) in counts.iter().enumerate() {
+        let h = (*n as f64 / max) * height;
+        svg.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"#2e90fa\"><title>{n}</title></rect>",
+            i as f64 * step + 1.0,
+            height - h,
+            (step - 2.0).max(1.0),
+        ));
+    }
+    svg.push_str(&format!(
+        "<line x1=\"0\" x2=\"{width}\" y1=\"{height}\" y2=\"{height}\" stroke=\"#d0d5dd\"/><text x=\"0\" y=\"{}\" font-size=\"11\" fill=\"#667085\">{} days ago</text><text x=\"{width}\" y=\"{}\" font-size=\"11\" fill=\"#667085\" text-anchor=\"end\">today (at most {most} a day)</text></svg>",
+        height + 12.0,
+        counts.len(),
+        height + 12.0
+    ));
+    svg
+}
