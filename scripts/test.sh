@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need (bubblewrap, terraform 1.0.3 and the
-# null provider, the GitHub mock), points the PostgreSQL tests at a fresh database when a server is reachable
+# null provider, the GitHub mock, Chromium), points the PostgreSQL tests at a fresh database when a server is reachable
 # (always in CI), and runs every test.
 set -euo pipefail
 
@@ -14,6 +14,8 @@ bash scripts/install-terraform.sh "$TIDEMARK_TOOLS_DIR" >/dev/null
 # GitHub's OpenAPI description served by Prism, for the pull-request tests.
 export TIDEMARK_GITHUB_MOCK_DIR="${TIDEMARK_GITHUB_MOCK_DIR:-$target/github-mock}"
 bash scripts/install-github-mock.sh "$TIDEMARK_GITHUB_MOCK_DIR"
+# Debian's Chromium and ChromeDriver, for the dashboard's browser test.
+bash scripts/install-browser.sh
 
 # A fresh PostgreSQL database for this run, dropped on exit. The tests create one database
 # per test inside the server this URL names.

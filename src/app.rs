@@ -181,6 +181,16 @@ impl App {
             tasks.spawn(worker.run(shutdown.clone()));
         }
         tasks.spawn(reaper(store.clone(), work.clone(), shutdown.clone()));
+        let retention = config.retention.unwrap_or_default();
+        tasks.spawn(sweeper(
+            store.clone(),
+            crate::store::Ages {
+                runs: retention.runs,
+                logs: retention.logs,
+                artifacts: retention.artifacts,
+            },
+            shutdown.clone(),
+        ));
 
         let webhook_secret = match &config.webhook_secret_env {
             Some(var) => Some(
@@ -300,6 +310,32 @@ async fn reaper(store: Store, work: Arc<Notify>, shutdown: CancellationToken) {
             }
             Ok(_) => {}
             Err(err) => warn!(error = %err, "recovering expired runs failed"),
+        }
+    }
+}
+
+/// Sweeps history older than the retention ages, once soon after the start and then hourly.
+/// Several instances sweeping at once is harmless: each delete is one statement.
+async fn sweeper(store: Store, ages: crate::store::Ages, shutdown: CancellationToken) {
+    let mut delay = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = Duration::from_secs(3600);
+        match store.sweep(ages, chrono::Utc::now()).await {
+            Ok(swept) if swept != crate::store::Swept::default() => {
+                info!(
+                    runs = swept.runs,
+                    log_lines = swept.log_lines,
+                    artifacts = swept.artifacts,
+                    deliveries = swept.deliveries,
+                    "retention sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(err) => warn!(error = format!("{err:#}"), "retention sweep failed"),
         }
     }
 }

@@ -125,7 +125,7 @@ fn need(method: &Method, path: &str) -> Need {
     if path == "/login" || path == "/logout" {
         return Need::Own;
     }
-    if path.starts_with("/api/v1/audit") {
+    if path.starts_with("/api/v1/audit") || path == "/audit" {
         return Need::Admin;
     }
     let nudge = path.starts_with("/api/v1/repos/") && path.ends_with("/poll");

@@ -119,3 +119,38 @@ async fn authorize(
 fn refused(err: anyhow::Error) -> ApiError {
     ApiError::Conflict(format!("{err:#}"))
 }
+
+/// `GET /api/v1/freeze`: whether applies are frozen, why, by whom and since when.
+pub(super) async fn frozen(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(super::pages::freeze_view(&state).await?))
+}
+
+/// The body of `POST /api/v1/freeze`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeBody {
+    pub reason: String,
+}
+
+/// `POST /api/v1/freeze {"reason"}`: no apply starts until `DELETE /api/v1/freeze`; 409 when
+/// applies are frozen already.
+pub(super) async fn freeze(
+    State(state): State<AppState>,
+    principal: Option<axum::Extension<super::Principal>>,
+    Json(body): Json<FreezeBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let principal = principal.ok_or(ApiError::Unauthorized("a valid bearer token is required"))?;
+    let actor = format!("{} (api)", principal.0.name);
+    super::pages::freeze(&state, &actor, &body.reason).await?;
+    Ok(Json(super::pages::freeze_view(&state).await?))
+}
+
+/// `DELETE /api/v1/freeze`: lifts the freeze; 409 when there was none.
+pub(super) async fn thaw(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    super::pages::thaw(&state).await?;
+    Ok(Json(super::pages::freeze_view(&state).await?))
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -42,6 +42,12 @@ pub struct AppState {
     pub pulls: Arc<HashMap<String, Arc<crate::engine::PullRequests>>>,
 }
 
+/// The largest body an API call or a dashboard form may send (each is a few fields); larger
+/// ones get 413 before a handler runs.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The largest webhook delivery: GitHub caps payloads at 25 MB.
+pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
+
 pub fn router(state: AppState) -> Router {
     let states = crate::state_backend::routes(crate::state_backend::StateApi {
         store: state.store.clone(),
@@ -62,12 +68,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/repos", get(list_repos))
         .route("/api/v1/repos/{name}/poll", post(poll_repo))
         .route("/api/v1/locks", get(list_locks))
+        .route(
+            "/api/v1/freeze",
+            get(gate::frozen).post(gate::freeze).delete(gate::thaw),
+        )
         .route("/api/v1/drift", get(list_drift))
         .route("/api/v1/prs", get(list_prs))
         .route("/api/v1/prs/{repo}/{number}", get(get_pr))
         .route("/api/v1/audit", get(access::audit))
-        .route("/webhooks/github", post(webhook::github))
+        .route(
+            "/webhooks/github",
+            post(webhook::github).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+        )
         .merge(pages::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone())
         .merge(states)
         .layer(axum::middleware::from_fn_with_state(state, access::guard))
@@ -100,11 +114,24 @@ async fn get_pr(
         .ok_or_else(|| ApiError::NotFound("pull request is not followed"))
 }
 
-async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.store.repos().await?;
-    Ok(Json(
-        serde_json::json!({ "status": "ok", "database": state.store.backend_name() }),
-    ))
+/// `GET /healthz`: 200 `ok` while the database answers; 503 `degraded`, with the error,
+/// while it does not (the service keeps running and recovers by itself).
+async fn health(
+    State(state): State<AppState>,
+) -> (axum::http::StatusCode, Json<serde_json::Value>) {
+    let database = state.store.backend_name();
+    match state.store.repos().await {
+        Ok(_) => (
+            axum::http::StatusCode::OK,
+            Json(serde_json::json!({ "status": "ok", "database": database })),
+        ),
+        Err(err) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "degraded", "database": database, "error": format!("{err:#}"),
+            })),
+        ),
+    }
 }
 
 /// The query string of `GET /api/v1/runs`.
@@ -117,6 +144,9 @@ pub struct RunsQuery {
     pub limit: Option<i64>,
     /// The cursor from the previous page's `next`.
     pub before: Option<i64>,
+    /// A commit sha or its prefix.
+    pub commit: Option<String>,
+    pub pr: Option<i64>,
 }
 
 impl RunsQuery {
@@ -136,6 +166,8 @@ impl RunsQuery {
                 .map_err(ApiError::BadRequest)?,
             limit: self.limit.unwrap_or(100).clamp(1, 1000),
             before: self.before,
+            commit: self.commit,
+            pr: self.pr,
         })
     }
 }

@@ -64,6 +64,23 @@ async fn handle(
     if event == "ping" {
         return Ok(Json(serde_json::json!({ "ok": true })));
     }
+    // A delivery handled once is not handled again (a replay, or GitHub's "Redeliver": a
+    // webhook only nudges, so the next poll covers anything a skipped one would have). Only
+    // signed deliveries get here, so a forger cannot use up ids. When the database cannot
+    // say, the delivery is handled: a nudge twice is harmless, a lost one is not.
+    if delivery != "-" {
+        match state.store.first_delivery(&delivery).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(Json(
+                    serde_json::json!({ "ignored": "replay", "delivery": delivery }),
+                ));
+            }
+            Err(err) => {
+                warn!(delivery, error = %format!("{err:#}"), "recording the webhook delivery failed: handling it anyway");
+            }
+        }
+    }
     let parsed = parse_event(event, &body)
         .map_err(|err| ApiError::BadRequest(format!("delivery {delivery}: {err}")))?;
     match parsed {

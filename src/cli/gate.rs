@@ -73,7 +73,7 @@ pub struct ActorArg {
 }
 
 impl ActorArg {
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         self.actor.clone().unwrap_or_else(|| {
             let user = std::env::var("USER")
                 .or_else(|_| std::env::var("LOGNAME"))

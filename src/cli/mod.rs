@@ -30,6 +30,10 @@ pub enum Command {
     Locks(locks::LocksArgs),
     /// Release the lock an interrupted apply left on a stack.
     Unlock(locks::UnlockArgs),
+    /// Freeze every apply (plans and drift checks go on) until `tidemark thaw`.
+    Freeze(locks::FreezeArgs),
+    /// Lift the apply freeze.
+    Thaw(locks::ThawArgs),
     /// Print the version of Tidemark.
     Version(version::Args),
     /// List the stacks at a commit.
@@ -120,6 +124,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Poll(args) => poll::run(args),
         Command::Locks(args) => locks::locks(args),
         Command::Unlock(args) => locks::unlock(args),
+        Command::Freeze(args) => locks::freeze(args),
+        Command::Thaw(args) => locks::thaw(args),
         Command::Version(args) => version::run(args),
         Command::Stacks(args) => stacks::run(args),
         Command::Affected(args) => affected::run(args),

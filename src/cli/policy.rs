@@ -57,9 +57,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn test(args: TestArgs) -> Result<ExitCode> {
-    let set = match &args.policies {
-        Some(dir) => PolicySet::load(dir, args.level)?,
-        None => PolicySet::shipped(args.level)?,
+    let loaded = match &args.policies {
+        Some(dir) => PolicySet::load(dir, args.level),
+        None => PolicySet::shipped(args.level),
+    };
+    let set = match loaded {
+        Ok(set) => set,
+        // A policy that does not load is a failed check, reported where a script reads it.
+        Err(err) if matches!(args.format, Format::Json) => {
+            let message = format!("{:#}", anyhow::Error::from(err));
+            eprintln!("error: {message}");
+            print_json(
+                &serde_json::json!({ "passed": false, "results": [], "errors": [message] }),
+            )?;
+            return Ok(ExitCode::from(1));
+        }
+        Err(err) => return Err(err.into()),
     };
     let passed = if args.unit {
         let report = set.run_unit_tests()?;
@@ -104,8 +117,9 @@ fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
-/// The JSON is exactly `{"passed", "results": [{"policy", "rule", "level", "message"}]}`;
-/// evaluation errors go to stderr (they also make `passed` false).
+/// The JSON is `{"passed", "results": [{"policy", "rule", "level", "message"}], "errors"}`;
+/// evaluation errors (a policy that failed to load or to evaluate) are in `errors` and on
+/// stderr, and make `passed` false.
 fn print_verdict(verdict: &Verdict, format: Format) -> Result<()> {
     for error in &verdict.errors {
         eprintln!("error: {error}");
@@ -124,7 +138,11 @@ fn print_verdict(verdict: &Verdict, format: Format) -> Result<()> {
                     })
                 })
                 .collect();
-            print_json(&serde_json::json!({ "passed": verdict.passed, "results": results }))
+            print_json(&serde_json::json!({
+                "passed": verdict.passed,
+                "results": results,
+                "errors": verdict.errors,
+            }))
         }
         Format::Text => {
             for r in &verdict.results {

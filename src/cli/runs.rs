@@ -30,6 +30,12 @@ pub struct Args {
     /// Only runs older than this run id (the next page after a page ending at it).
     #[arg(long)]
     pub before: Option<i64>,
+    /// Only runs of this commit (a sha or its prefix).
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Only runs of this pull request.
+    #[arg(long)]
+    pub pr: Option<i64>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -53,6 +59,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             kind: args.kind,
             limit: args.limit,
             before: args.before,
+            commit: args.commit,
+            pr: args.pr,
         };
         store.runs(&filter).await
     })?;

@@ -4,11 +4,13 @@
 mod access;
 mod github;
 mod raw;
+mod retention;
 mod valid;
 mod variables;
 
 pub use access::{AccessConfig, Role, TokenConfig, TokenSource};
 pub use github::{ApplyRequirement, Checkout, GitHubAuth, GitHubConfig};
+pub use retention::Retention;
 pub use valid::{Config, DEFAULT_DRIFT_SCHEDULE, PolicyConfig, RepoConfig, RunnerBlock};
 
 use std::fmt;

@@ -56,6 +56,8 @@ pub struct Config {
     pub variables: Vec<VariableSet>,
     /// Who may read and act over HTTP; `None`: reads are open on a loopback address only.
     pub access: Option<super::AccessConfig>,
+    /// How long history is kept; `None`: for ever.
+    pub retention: Option<super::Retention>,
     /// The Tidemark executable that runs the state proxy inside each step's sandbox; `None`
     /// is this process's own executable. Not a config file setting: tests that run the service
     /// inside a test binary point it at the built `tidemark`.
@@ -172,6 +174,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     let mut policies: Vec<PolicyConfig> = Vec::new();
     let mut variables: Vec<VariableSet> = Vec::new();
     let mut access = None;
+    let mut retention = None;
     for block in &raw.blocks {
         match block.kind.as_str() {
             "variables" => {
@@ -220,6 +223,12 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
                 }
                 access = Some(super::access::access(&ctx, block)?);
             }
+            "retention" => {
+                if retention.is_some() {
+                    return Err(ctx.block_err(block, "there is one retention block at most".into()));
+                }
+                retention = Some(super::retention::retention(&ctx, block)?);
+            }
             other => return Err(ctx.block_err(block, format!("unknown block {other:?}"))),
         }
     }
@@ -244,6 +253,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         runners,
         variables,
         access,
+        retention,
         exe: None,
     })
 }

@@ -141,6 +141,7 @@ impl Poller {
                 drift_schedule: s.drift_schedule.clone(),
                 drift_remediation: s.drift_remediation,
                 environment: s.environment.clone(),
+                depends_on: s.depends_on.clone(),
             })
             .collect();
         self.store

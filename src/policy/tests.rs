@@ -351,16 +351,33 @@ fn shipped_policies_load_and_their_unit_tests_pass() {
 
 #[test]
 fn a_builtin_this_build_lacks_is_an_error_not_a_pass() {
-    // regorus is built without its `regex` feature (see Cargo.toml): a policy calling
-    // `regex.match` loads, then blocks at evaluation instead of producing no messages.
+    // regorus is built without its `crypto` feature (see Cargo.toml): a policy calling
+    // `crypto.sha256` loads, then blocks at evaluation instead of producing no messages.
     check(
         &[(
             "a.rego",
-            "package a\nimport rego.v1\ndeny contains \"x\" if regex.match(\"^a\", \"abc\")\n",
+            "package a\nimport rego.v1\ndeny contains \"x\" if crypto.sha256(\"a\") == \"\"\n",
         )],
         json!({}),
         &[],
-        &["pol: pol/a.rego:3: pol/a.rego:3:33: could not find function regex.match"],
+        &["could not find function crypto.sha256"],
+    );
+    let verdict = evaluate(
+        &[set(
+            Level::HardMandatory,
+            &[(
+                "a.rego",
+                "package a\nimport rego.v1\ndeny contains \"x\" if crypto.sha256(\"a\") == \"\"\n",
+            )],
+        )
+        .expect("loads")],
+        &json!({}),
+        &tidemark(),
+    );
+    assert!(
+        verdict.errors[0].starts_with("pol: pol/a.rego:3"),
+        "{:?}",
+        verdict.errors
     );
 }
 

@@ -10,12 +10,19 @@
 //!   `--unshare-all` leaves the tool only loopback unless the step allows the network.
 //! - `--die-with-parent` and the new PID namespace are what let [`super::process`] stop a
 //!   step completely by killing one process group.
+//! - Steps run as an unprivileged user ([`SANDBOX_UID`]) of their own user namespace, even when
+//!   Tidemark runs as root: the workspace (owned by Tidemark's user outside) is theirs inside,
+//!   and a step that escapes the sandbox lands without root.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::definition::Limits;
 use super::system::SystemMount;
+
+/// The uid and gid steps run as inside bubblewrap's user namespace (mapped to Tidemark's own
+/// user outside it).
+pub const SANDBOX_UID: u32 = 1000;
 
 /// Whether steps run inside bubblewrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,12 +128,15 @@ pub fn command_line(prlimit: &Path, bwrap: Option<&Path>, spec: &SandboxSpec) ->
         argv.push(bwrap.into());
         let flags = [
             "--unshare-all",
+            "--unshare-user",
             "--die-with-parent",
             "--new-session",
             "--cap-drop",
             "ALL",
         ];
         argv.extend(flags.iter().map(OsString::from));
+        let id = SANDBOX_UID.to_string();
+        argv.extend(["--uid", &id, "--gid", &id].map(OsString::from));
         if spec.network {
             argv.push("--share-net".into());
         }
@@ -213,8 +223,8 @@ mod tests {
                 &spec(false),
             ),
             "/usr/bin/prlimit --as=4294967296 --cpu=60 --fsize=1073741824 --nofile=1024 -- \
-             /usr/bin/bwrap --unshare-all --die-with-parent --new-session --cap-drop ALL \
-             --proc /proc --dev /dev --tmpfs /tmp --bind /tmp/ws /tmp/ws \
+             /usr/bin/bwrap --unshare-all --unshare-user --die-with-parent --new-session --cap-drop ALL \
+             --uid 1000 --gid 1000 --proc /proc --dev /dev --tmpfs /tmp --bind /tmp/ws /tmp/ws \
              --ro-bind /opt/tf/terraform /opt/tf/terraform --ro-bind /opt/mirror /opt/mirror \
              --ro-bind-try /usr /usr --chdir /tmp/ws/tree/stack -- \
              /opt/tf/terraform plan -out=/tmp/ws/out/plan",

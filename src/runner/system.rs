@@ -101,11 +101,9 @@ pub(super) fn prepare(workspace: &Path, home: &Path) -> anyhow::Result<Vec<Syste
     use anyhow::Context;
     let dir = workspace.join("system");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The workspace was created by this process: its owner is the user the steps run as.
-    use std::os::unix::fs::MetadataExt;
-    let owner =
-        std::fs::metadata(workspace).with_context(|| format!("reading {}", workspace.display()))?;
-    let (passwd, group) = accounts(owner.uid(), owner.gid(), home);
+    // Inside the sandbox the steps' user is always the unprivileged one of its namespace.
+    let id = super::sandbox::SANDBOX_UID;
+    let (passwd, group) = accounts(id, id, home);
     let write = |name: &str, text: &str| {
         let file = dir.join(name);
         std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;

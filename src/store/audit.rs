@@ -40,11 +40,18 @@ impl Store {
 
     /// The newest `limit` records, newest first.
     pub async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>> {
+        self.audit_page(limit, None).await
+    }
+
+    /// The newest `limit` records older than record `before` (all, without it), newest first.
+    pub async fn audit_page(&self, limit: i64, before: Option<i64>) -> Result<Vec<AuditRecord>> {
         Ok(on_pool!(self, pool => {
             sqlx::query_as::<_, AuditRecord>(
-                "SELECT id, at, actor, action, outcome, remote FROM audit_log ORDER BY id DESC LIMIT $1",
+                "SELECT id, at, actor, action, outcome, remote FROM audit_log \
+                 WHERE ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $1",
             )
             .bind(limit)
+            .bind(before)
             .fetch_all(pool)
             .await?
         }))

@@ -65,6 +65,11 @@ const SQLITE: Embedded = &[
         "deployments",
         include_str!("../../migrations/sqlite/0011_deployments.sql"),
     ),
+    (
+        12,
+        "controls",
+        include_str!("../../migrations/sqlite/0012_controls.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -116,6 +121,11 @@ const POSTGRES: Embedded = &[
         11,
         "deployments",
         include_str!("../../migrations/postgres/0011_deployments.sql"),
+    ),
+    (
+        12,
+        "controls",
+        include_str!("../../migrations/postgres/0012_controls.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@
 //! whichever pool this store holds. Where the SQL must differ, the two variants sit side by side.
 
 mod audit;
+mod controls;
 mod drift;
 mod gate;
 mod locks;
@@ -14,11 +15,13 @@ mod migrate;
 mod overview;
 mod pulls;
 mod repos;
+mod retention;
 mod runs;
 mod states;
 mod types;
 
 pub use audit::AuditRecord;
+pub use controls::Freeze;
 pub use drift::{
     DriftCheck, DriftCheckRow, DriftDecision, DriftSaved, DriftStack, DriftStatus, OutboxRow,
 };
@@ -27,6 +30,7 @@ pub use metrics::{DeployedCommit, Gauges, HistoryFilter};
 pub use overview::StackOverview;
 pub use pulls::PrRow;
 pub use repos::StackRecord;
+pub use retention::{Ages, Swept};
 pub use runs::Recovered;
 pub use states::{
     LockOutcome, StateCredential, StateError, StateGrant, StateLock, StateVersion, UnlockOutcome,

@@ -15,6 +15,8 @@ pub struct StackOverview {
     pub last_commit: Option<String>,
     /// JSON array text.
     pub tags: String,
+    /// Its upstream stacks' paths, JSON array text.
+    pub depends_on: String,
 }
 
 impl Store {
@@ -22,7 +24,7 @@ impl Store {
     pub async fn stack_overview(&self) -> Result<Vec<StackOverview>> {
         Ok(on_pool!(self, pool => {
             sqlx::query_as::<_, StackOverview>(
-                "SELECT p.name AS repo, s.path, s.environment, s.last_commit, s.tags \
+                "SELECT p.name AS repo, s.path, s.environment, s.last_commit, s.tags, s.depends_on \
                  FROM stacks s JOIN repos p ON p.id = s.repo_id WHERE s.removed = $1 \
                  ORDER BY p.name, s.path",
             )

@@ -19,6 +19,8 @@ pub struct StackRecord {
     pub drift_remediation: crate::stacks::DriftRemediation,
     /// The environment of an instance (`path` is then `DIR@ENV`).
     pub environment: Option<String>,
+    /// Its upstream stacks' paths.
+    pub depends_on: Vec<String>,
 }
 
 impl Store {
@@ -119,13 +121,13 @@ impl Store {
             for stack in stacks {
                 sqlx::query(
                     "INSERT INTO stacks (repo_id, path, name, runner, removed, last_commit, updated_at, \
-                     auto_apply, tags, drift_schedule, drift_remediation, environment) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (repo_id, path) DO UPDATE SET \
+                     auto_apply, tags, drift_schedule, drift_remediation, environment, depends_on) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (repo_id, path) DO UPDATE SET \
                      name = excluded.name, runner = excluded.runner, removed = excluded.removed, \
                      last_commit = excluded.last_commit, updated_at = excluded.updated_at, \
                      auto_apply = excluded.auto_apply, tags = excluded.tags, \
                      drift_schedule = excluded.drift_schedule, drift_remediation = excluded.drift_remediation, \
-                     environment = excluded.environment",
+                     environment = excluded.environment, depends_on = excluded.depends_on",
                 )
                 .bind(repo_id)
                 .bind(&stack.path)
@@ -139,6 +141,7 @@ impl Store {
                 .bind(&stack.drift_schedule)
                 .bind(stack.drift_remediation.as_str())
                 .bind(&stack.environment)
+                .bind(serde_json::to_string(&stack.depends_on)?)
                 .execute(&mut *tx)
                 .await?;
             }

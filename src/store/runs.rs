@@ -204,8 +204,8 @@ impl Store {
     }
 
     /// Claims the oldest runnable run for `worker`, holding it for `lease`. A run is runnable
-    /// when it is queued, no other run of its stack is running, and its upstream runs have all
-    /// finished. Returns `None` when there is nothing to do (or another worker won the race).
+    /// when it is queued, no other run of its stack is running, its stack is not locked, its
+    /// upstream runs have all finished, and it is no apply while applies are frozen. Returns `None` when there is nothing to do (or another worker won the race).
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Run>> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(lease)?;
@@ -214,6 +214,7 @@ impl Store {
                  AND o.stack_path = q.stack_path AND o.status = 'running') \
              AND NOT EXISTS (SELECT 1 FROM stack_locks l WHERE l.repo_id = q.repo_id \
                  AND l.stack_path = q.stack_path) \
+             AND (q.kind <> 'apply' OR NOT EXISTS (SELECT 1 FROM apply_freeze)) \
              AND (p.max_concurrency IS NULL OR (SELECT COUNT(*) FROM runs c \
                  WHERE c.repo_id = q.repo_id AND c.status = 'running') < p.max_concurrency) \
              AND NOT EXISTS (SELECT 1 FROM run_deps d JOIN runs u ON u.id = d.upstream_id \
@@ -419,8 +420,19 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM runs r JOIN repos p ON p.id = r.repo_id \
              WHERE ($1 IS NULL OR p.name = $1) AND ($2 IS NULL OR r.stack_path = $2) \
              AND ($3 IS NULL OR r.status = $3) AND ($4 IS NULL OR r.kind = $4) \
-             AND ($6 IS NULL OR r.id < $6) ORDER BY r.id DESC LIMIT $5"
+             AND ($6 IS NULL OR r.id < $6) AND ($7 IS NULL OR r.commit_sha LIKE $7) \
+             AND ($8 IS NULL OR r.pr_number = $8) ORDER BY r.id DESC LIMIT $5"
         );
+        // A prefix of hex digits only: no LIKE wildcard gets through.
+        let commit = filter
+            .commit
+            .as_deref()
+            .map(|c| c.trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|c| format!("{c}%"));
+        if filter.commit.is_some() && commit.is_none() {
+            return Ok(Vec::new());
+        }
         let limit = if filter.limit > 0 { filter.limit } else { 100 };
         Ok(on_pool!(self, pool => {
             sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql))
@@ -430,6 +442,8 @@ impl Store {
                 .bind(filter.kind.map(|k| k.as_str()))
                 .bind(limit)
                 .bind(filter.before)
+                .bind(&commit)
+                .bind(filter.pr)
                 .fetch_all(pool)
                 .await?
         }))

@@ -191,4 +191,8 @@ pub struct RunFilter {
     pub limit: i64,
     /// Only runs with a smaller id: the cursor of the next page (the last id of this one).
     pub before: Option<i64>,
+    /// Only runs of commits starting with this (a full or abbreviated sha).
+    pub commit: Option<String>,
+    /// Only runs of this pull request.
+    pub pr: Option<i64>,
 }

@@ -15,7 +15,7 @@ use tidemark::store::{Run, RunFilter, RunKind, RunStatus, Store};
 
 use crate::support::{GitFixture, TestDb, Toolchain, eventually, null_stack};
 
-fn config(dir: &Path, database: &str, repo_url: &str, viewer_sha: &str) -> Config {
+pub(crate) fn config(dir: &Path, database: &str, repo_url: &str, viewer_sha: &str) -> Config {
     let text = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\ndatabase = \"{database}\"\nsandbox = \"none\"\nworkers = 1\n\
          {runner}\nrepo \"infra\" {{\n  url = \"{repo_url}\"\n  poll_interval = \"1s\"\n}}\n\
@@ -32,14 +32,14 @@ fn config(dir: &Path, database: &str, repo_url: &str, viewer_sha: &str) -> Confi
     config
 }
 
-struct Browser {
-    client: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
+pub(crate) struct Browser {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub cookie: Option<String>,
 }
 
 impl Browser {
-    fn new(addr: std::net::SocketAddr) -> Self {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -51,7 +51,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, String, Option<String>) {
+    pub async fn get(&self, path: &str) -> (StatusCode, String, Option<String>) {
         let mut request = self.client.get(format!("{}{path}", self.base));
         if let Some(cookie) = &self.cookie {
             request = request.header(COOKIE, cookie);
@@ -69,7 +69,11 @@ impl Browser {
     }
 
     /// Posts a form (`application/x-www-form-urlencoded`), as a browser submits one.
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, Option<String>) {
+    pub async fn post(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, Option<String>) {
         let body = fields
             .iter()
             .map(|(k, v)| format!("{k}={}", tidemark_encode(v)))
@@ -112,7 +116,7 @@ fn tidemark_encode(text: &str) -> String {
 }
 
 /// The value of the page's first hidden `csrf` field.
-fn csrf(html: &str) -> String {
+pub(crate) fn csrf(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     html[at..].split('"').next().expect("value").to_string()
 }

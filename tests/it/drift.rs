@@ -252,6 +252,7 @@ impl Rig {
                     environment: None,
                     auto_apply: false,
                     tags: Vec::new(),
+                    depends_on: Vec::new(),
                 }],
             )
             .await
@@ -520,6 +521,7 @@ async fn a_failed_drift_plan_is_an_error_that_keeps_the_open_drift() {
                 environment: None,
                 auto_apply: false,
                 tags: Vec::new(),
+                depends_on: Vec::new(),
             }],
         )
         .await

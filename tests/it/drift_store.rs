@@ -28,6 +28,7 @@ fn stack(path: &str) -> StackRecord {
         environment: None,
         auto_apply: false,
         tags: Vec::new(),
+        depends_on: Vec::new(),
     }
 }
 

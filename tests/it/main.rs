@@ -2,7 +2,9 @@
 //! SQLite files and (when `TIDEMARK_TEST_POSTGRES_URL` is set) real PostgreSQL.
 
 mod access;
+mod browser;
 mod cli;
+mod controls;
 mod dashboard;
 mod drift;
 mod drift_store;
@@ -17,12 +19,14 @@ mod layers;
 mod metrics;
 mod notify;
 mod policy;
+mod policy_builtins;
 mod provider_cache;
 mod pulls;
 mod pulls_commands;
 mod pulls_harness;
 mod pulls_store;
 mod recovery;
+mod retention;
 mod runner;
 mod scale;
 mod stacks;

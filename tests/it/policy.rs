@@ -13,8 +13,8 @@ use tidemark::policy::{
 use crate::support::Toolchain;
 
 /// Plan JSON for each scenario, made once per test binary by real terraform.
-struct Plans {
-    create: Value,
+pub(crate) struct Plans {
+    pub create: Value,
     no_op: Value,
     delete: Value,
     replace: Value,
@@ -29,7 +29,7 @@ const PROVIDER: &str = r#"terraform {
 }
 "#;
 
-fn plans() -> &'static Plans {
+pub(crate) fn plans() -> &'static Plans {
     static PLANS: OnceLock<Plans> = OnceLock::new();
     PLANS.get_or_init(|| {
         let module = [("child/main.tf", "resource \"null_resource\" \"inner\" {}\n")];
@@ -338,7 +338,7 @@ fn the_embedded_policies_are_the_policies_directory() {
 
 // ---- the CLI ----
 
-fn tidemark(args: &[&str]) -> (Option<i32>, Value, String) {
+pub(crate) fn tidemark(args: &[&str]) -> (Option<i32>, Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(args)
         .output()
@@ -352,7 +352,7 @@ fn tidemark(args: &[&str]) -> (Option<i32>, Value, String) {
     )
 }
 
-fn write_json(dir: &Path, name: &str, value: &Value) -> PathBuf {
+pub(crate) fn write_json(dir: &Path, name: &str, value: &Value) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, serde_json::to_vec(value).expect("json")).expect("write");
     path
@@ -399,7 +399,8 @@ fn cli_policy_test_prints_exactly_passed_and_results() {
                     "level": "hard-mandatory",
                     "message": "null_resource.a will be replaced (deleted, then created)"
                 }
-            ]
+            ],
+            "errors": []
         })
     );
 
@@ -424,7 +425,7 @@ fn cli_policy_test_prints_exactly_passed_and_results() {
         json!({"passed": true, "results": [{
             "policy": "tidemark.replace", "rule": "warn", "level": "soft-mandatory",
             "message": "null_resource.a will be replaced (deleted, then created)"
-        }]})
+        }], "errors": []})
     );
 
     // The same verdict for people: one line per message, then the outcome.
@@ -459,7 +460,10 @@ fn cli_policy_test_prints_exactly_passed_and_results() {
     ]);
     assert_eq!(
         (code, json),
-        (Some(0), json!({"passed": true, "results": []}))
+        (
+            Some(0),
+            json!({"passed": true, "results": [], "errors": []})
+        )
     );
 }
 

@@ -321,7 +321,23 @@ async fn forks_are_not_planned_and_commands_need_write_permission() {
         "comment": { "id": id, "user": { "login": "mallory" }, "body": "tidemark apply" },
         "repository": { "full_name": REPO }
     });
-    assert_eq!(service.webhook("issue_comment", &comment).await, 200);
+    let (status, answer) = service
+        .delivery("issue_comment", &comment, "replayed-delivery-1")
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        !answer.contains("replay"),
+        "a first delivery is handled: {answer}"
+    );
+    // The same delivery again (a replay, or GitHub's redelivery) is acknowledged, not handled.
+    let (status, answer) = service
+        .delivery("issue_comment", &comment, "replayed-delivery-1")
+        .await;
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json answer");
+    assert_eq!(
+        (status, &answer["ignored"]),
+        (200, &serde_json::json!("replay"))
+    );
     let reply = service
         .wait(60, "the refusal", || async {
             mock.comments(2)

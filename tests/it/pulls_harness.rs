@@ -119,22 +119,36 @@ impl Service {
         }
     }
 
-    /// Sends a webhook delivery signed as GitHub signs it.
+    /// Sends a webhook delivery signed as GitHub signs it, with a delivery id of its own (as
+    /// GitHub gives each delivery; a repeated id is a replay, which Tidemark ignores).
     pub async fn webhook(&self, event: &str, body: &serde_json::Value) -> u16 {
+        static DELIVERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = DELIVERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let delivery = format!("72d3162e-cc78-11e3-81ab-{n:012x}");
+        self.delivery(event, body, &delivery).await.0
+    }
+
+    /// Sends one delivery with the given id; the status and the body of the answer.
+    pub async fn delivery(
+        &self,
+        event: &str,
+        body: &serde_json::Value,
+        delivery: &str,
+    ) -> (u16, String) {
         let body = serde_json::to_vec(body).expect("json");
         let signature = hmac_sha256(SECRET.as_bytes(), &body);
-        reqwest::Client::new()
+        let response = reqwest::Client::new()
             .post(format!("http://{}/webhooks/github", self.addr))
             .header("X-GitHub-Event", event)
-            .header("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958")
+            .header("X-GitHub-Delivery", delivery)
             .header("X-Hub-Signature-256", format!("sha256={signature}"))
             .header("Content-Type", "application/json")
             .body(body)
             .send()
             .await
-            .expect("webhook")
-            .status()
-            .as_u16()
+            .expect("webhook");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("answer"))
     }
 }
 

@@ -804,6 +804,7 @@ async fn local_exec_runs_under_the_system_view_and_host_files_stay_hidden() {
         "echo tools-ok $(printf abc | tr a-c x-z); \
          cat {} || echo planted-hidden; \
          test -e /etc/shadow && echo shadow-visible || echo shadow-hidden; \
+         echo uid=$(id -u) user=$(id -un) home-writable=$(touch $HOME/w && echo yes); \
          grep -c : /etc/passwd",
         planted.display()
     );
@@ -853,6 +854,11 @@ resource "null_resource" "tools" {{
     assert!(log.contains("planted-hidden"), "{log}");
     assert!(!log.contains("host-data-4b7c"), "{log}");
     assert!(log.contains("shadow-hidden"), "{log}");
+    // Not root, even when Tidemark is: the namespace's unprivileged user, which owns its HOME.
+    assert!(
+        log.contains("uid=1000 user=tidemark home-writable=yes"),
+        "{log}"
+    );
     assert!(log.contains("(local-exec): 2"), "two accounts only: {log}");
     stack.assert_no_workspace_left();
 }

@@ -78,6 +78,7 @@ async fn story(store: Store) {
         drift_schedule: None,
         drift_remediation: Default::default(),
         environment: None,
+        depends_on: Vec::new(),
     };
     store
         .sync_stacks(repo, "c1", &[rec("a"), rec("b")])

@@ -2,6 +2,7 @@
 //! JavaScript build), each with a JSON twin under `/api/v1`. Pages read the store; their forms
 //! act through the same engine calls as the API, as the logged-in token, with a CSRF token.
 
+mod controls;
 mod runs;
 mod session;
 mod stacks;
@@ -16,6 +17,7 @@ use minijinja::Environment;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Principal};
+pub(super) use controls::{freeze, freeze_view, thaw};
 pub use session::session_of;
 
 /// The dashboard's routes.
@@ -32,7 +34,11 @@ pub fn routes() -> Router<AppState> {
             get(stacks::detail).post(stacks::act),
         )
         .route("/drift", get(stacks::drift))
-        .route("/locks", get(stacks::locks))
+        .route("/locks", get(controls::locks))
+        .route("/freeze", post(controls::act_freeze))
+        .route("/thaw", post(controls::act_thaw))
+        .route("/audit", get(controls::audit))
+        .route("/commits/{sha}", get(controls::commit))
         .route("/delivery", get(stacks::delivery))
         .route("/login", get(session::form).post(session::login))
         .route("/logout", post(session::logout))
@@ -57,6 +63,11 @@ fn environment() -> &'static Environment<'static> {
                 include_str!("../../../templates/delivery.html"),
             ),
             ("table.html", include_str!("../../../templates/table.html")),
+            ("locks.html", include_str!("../../../templates/locks.html")),
+            (
+                "commit.html",
+                include_str!("../../../templates/commit.html"),
+            ),
         ] {
             env.add_template(name, source)
                 .unwrap_or_else(|e| panic!("template {name}: {e}"));
@@ -150,6 +161,8 @@ mod tests {
             "delivery.html",
             "table.html",
             "login.html",
+            "locks.html",
+            "commit.html",
         ] {
             environment().get_template(name).expect(name);
         }

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::session::{check_csrf, viewer};
 use super::{render, since, took, url_encode, when};
 use crate::api::{ApiError, AppState, Principal};
-use crate::store::{Run, RunFilter, RunStatus};
+use crate::store::{Run, RunFilter, RunKind, RunStatus};
 
 type Who = Option<axum::Extension<Principal>>;
 
@@ -32,6 +32,10 @@ pub struct RunsQuery {
     kind: String,
     #[serde(default)]
     status: String,
+    #[serde(default)]
+    commit: String,
+    #[serde(default)]
+    pr: String,
     before: Option<i64>,
 }
 
@@ -86,14 +90,19 @@ pub async fn list(
             .map_err(ApiError::BadRequest)?,
         limit: PAGE,
         before: query.before,
+        commit: blank(&query.commit),
+        pr: blank(&query.pr)
+            .map(|p| p.trim_start_matches('#').parse::<i64>())
+            .transpose()
+            .map_err(|_| ApiError::BadRequest(format!("pr: {:?} is not a number", query.pr)))?,
     };
     let runs = state.store.runs(&filter).await?;
     let queued: Vec<&Run> = runs
         .iter()
         .filter(|r| r.status == RunStatus::Queued)
         .collect();
-    let (positions, locked) = if queued.is_empty() {
-        (HashMap::new(), HashSet::new())
+    let (positions, locked, frozen) = if queued.is_empty() {
+        (HashMap::new(), HashSet::new(), None)
     } else {
         let order = state.store.queue_order().await?;
         let positions: HashMap<i64, usize> = order
@@ -108,7 +117,7 @@ pub async fn list(
             .into_iter()
             .map(|l| (l.repo, l.stack))
             .collect();
-        (positions, locked)
+        (positions, locked, state.store.frozen().await?)
     };
     let now = Utc::now();
     let mut rows = Vec::with_capacity(runs.len());
@@ -127,6 +136,8 @@ pub async fn list(
                 format!("waits for {}", waiting.join(", "))
             } else if locked.contains(&(run.repo.clone(), run.stack.clone())) {
                 "waits for the stack's lock".to_string()
+            } else if let (Some(f), RunKind::Apply) = (&frozen, run.kind) {
+                format!("waits for the apply freeze ({})", f.reason)
             } else {
                 String::new()
             });
@@ -140,6 +151,8 @@ pub async fn list(
             ("stack", &query.stack),
             ("kind", &query.kind),
             ("status", &query.status),
+            ("commit", &query.commit),
+            ("pr", &query.pr),
         ] {
             if !v.is_empty() {
                 q.push(format!("{k}={}", url_encode(v)));
@@ -162,7 +175,10 @@ pub async fn list(
         &viewer,
         json!({
             "runs": rows,
-            "filters": { "repo": query.repo, "stack": query.stack, "kind": query.kind, "status": query.status },
+            "filters": {
+                "repo": query.repo, "stack": query.stack, "kind": query.kind,
+                "status": query.status, "commit": query.commit, "pr": query.pr,
+            },
             "statuses": statuses,
             "next": next,
             "json": format!("/api/v1/runs?{}", params(query.before)),

@@ -198,12 +198,18 @@ pub async fn detail(
     Path((repo, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let store = &state_.store;
-    let stack = store
-        .stack_overview()
-        .await?
-        .into_iter()
+    let all = store.stack_overview().await?;
+    let stack = all
+        .iter()
         .find(|s| s.repo == repo && s.path == path)
         .ok_or(ApiError::NotFound("stack"))?;
+    let paths = |text: &str| serde_json::from_str::<Vec<String>>(text).unwrap_or_default();
+    let upstream = paths(&stack.depends_on);
+    let downstream: Vec<&str> = all
+        .iter()
+        .filter(|s| s.repo == repo && paths(&s.depends_on).contains(&path))
+        .map(|s| s.path.as_str())
+        .collect();
     let runs = store
         .runs(&crate::store::RunFilter {
             repo: Some(repo.clone()),
@@ -265,6 +271,8 @@ pub async fn detail(
         &viewer,
         json!({
             "stack": { "repo": repo, "path": path, "environment": stack.environment, "last_commit": stack.last_commit, "state": s, "state_label": label(s) },
+            "upstream": upstream,
+            "downstream": downstream,
             "lock": lock.map(|l| json!({ "kind": l.kind, "reason": l.reason, "since": when(Some(l.since)) })),
             "can_act": viewer.can_act(),
             "applies": applies,
@@ -355,42 +363,6 @@ pub async fn drift(
             "rows": rows,
             "empty": "Nothing has drifted.",
             "json": "/api/v1/drift",
-        }),
-    )
-}
-
-/// Held stacks: running runs and explicit locks.
-pub async fn locks(
-    State(state_): State<AppState>,
-    headers: HeaderMap,
-    who: Who,
-) -> Result<Response, ApiError> {
-    let now = Utc::now();
-    let rows: Vec<Value> = state_
-        .store
-        .locks()
-        .await?
-        .into_iter()
-        .map(|l| json!({ "cells": [
-            { "text": l.stack, "href": format!("/stacks/{}/{}", l.repo, l.stack) },
-            { "text": l.kind, "badge": if l.kind == "lock" { "locked" } else { "running" } },
-            { "text": l.reason },
-            { "text": l.run_id.map(|r| format!("#{r}")).unwrap_or_default(), "href": l.run_id.map(|r| format!("/runs/{r}")) },
-            { "text": since(l.since, now) },
-        ]}))
-        .collect();
-    let viewer = viewer(&state_, &headers, who.map(|w| w.0));
-    render(
-        "table.html",
-        "locks",
-        &viewer,
-        json!({
-            "title": "Locks",
-            "intro": "A locked stack starts no run until it is unlocked (from its page, or tidemark unlock).",
-            "headers": ["stack", "held by", "reason", "run", "for"],
-            "rows": rows,
-            "empty": "No stack is held.",
-            "json": "/api/v1/locks",
         }),
     )
 }

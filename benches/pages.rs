@@ -1,0 +1,154 @@
+//! The dashboard at scale: the stacks page (its first page of 200, and filtered by state), a
+//! stack's page, and `GET /api/v1/stacks`, with 10,000 stacks registered and one finished plan
+//! each, on SQLite. Prints the median, p95 and worst answer time of each over HTTP on loopback.
+//! The target is 100 ms.
+//!
+//! Run: `cargo bench --bench pages` (BENCH_STACKS sets the number of stacks, default 10000;
+//! BENCH_ITERS the requests per page, default 20).
+
+#[path = "../tests/it/support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tidemark::api::{Access, AppState};
+use tidemark::crypto::PlanKey;
+use tidemark::store::{NewRun, RunKind, StackRecord, Store};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let stacks = env("BENCH_STACKS", 10_000);
+    let iters = env("BENCH_ITERS", 20);
+    tidemark::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let db = support::TestDb::sqlite();
+        let store = Store::open(&db.url).await.expect("store");
+        let started = Instant::now();
+        seed(&store, &db.url, stacks).await;
+        println!(
+            "seeded {stacks} stacks with a finished plan each in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let state = AppState {
+            store: store.clone(),
+            nudges: Arc::new(HashMap::new()),
+            repos: Arc::new(Vec::new()),
+            webhook_secret: None,
+            work: Arc::new(tokio::sync::Notify::new()),
+            key: PlanKey::generate(),
+            access: Arc::new(Access {
+                open_read: true,
+                ..Access::default()
+            }),
+            pulls: Arc::new(HashMap::new()),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                tidemark::api::router(state)
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .expect("serve")
+        });
+        let client = reqwest::Client::new();
+        let middle = format!("/stacks/bench/stacks/g{:03}/s{:05}", (stacks / 2) / 100, stacks / 2);
+        for path in [
+            "/stacks",
+            "/stacks?state=changes_pending&q=s09",
+            middle.as_str(),
+            "/api/v1/stacks",
+        ] {
+            let mut times = Vec::with_capacity(iters);
+            let mut bytes = 0;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let response = client
+                    .get(format!("http://{addr}{path}"))
+                    .send()
+                    .await
+                    .expect("GET");
+                assert!(response.status().is_success(), "{path}: {}", response.status());
+                bytes = response.bytes().await.expect("body").len();
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let p95 = times[((times.len() as f64 * 0.95).ceil() as usize).min(times.len()) - 1];
+            println!(
+                "{path}: median {:.1} ms, p95 {p95:.1} ms, worst {:.1} ms ({} KiB, {stacks} stacks)",
+                times[times.len() / 2],
+                times[times.len() - 1],
+                bytes / 1024
+            );
+        }
+    });
+}
+
+/// Registers `count` stacks and gives each a finished plan with a change summary.
+async fn seed(store: &Store, url: &str, count: usize) {
+    let repo = store
+        .upsert_repo("bench", "file:///bench", "main", None)
+        .await
+        .expect("repo");
+    let path = |i: usize| format!("stacks/g{:03}/s{i:05}", i / 100);
+    let records: Vec<StackRecord> = (0..count)
+        .map(|i| StackRecord {
+            path: path(i),
+            name: path(i),
+            runner: None,
+            auto_apply: false,
+            tags: vec![format!("team-{}", i % 10)],
+            drift_schedule: None,
+            drift_remediation: Default::default(),
+            environment: None,
+            depends_on: if i % 100 == 0 {
+                Vec::new()
+            } else {
+                vec![path(i - i % 100)]
+            },
+        })
+        .collect();
+    store
+        .sync_stacks(repo, &"c".repeat(40), &records)
+        .await
+        .expect("stacks");
+    let runs: Vec<NewRun> = (0..count)
+        .map(|i| NewRun {
+            repo_id: repo,
+            stack: path(i),
+            commit: "c".repeat(40),
+            kind: RunKind::Plan,
+            reason: Some("added".into()),
+            after: Vec::new(),
+            plan_run: None,
+            transitive: false,
+            pr_number: None,
+            reviewed_run: None,
+        })
+        .collect();
+    store.enqueue(&runs).await.expect("enqueue");
+    // Finishing 10,000 runs one claim at a time would take minutes: one statement does it.
+    let pool = sqlx::SqlitePool::connect(url).await.expect("pool");
+    sqlx::query(
+        "UPDATE runs SET status = 'succeeded', started_at = created_at, finished_at = created_at, \
+         exit_code = 2, summary = '{\"has_changes\":true,\"summary\":{\"add\":1,\"change\":0,\"destroy\":0,\"replace\":0}}'",
+    )
+    .execute(&pool)
+    .await
+    .expect("finish runs");
+    pool.close().await;
+}
