@@ -12,7 +12,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::session::{check_csrf, viewer};
+use super::session::{check_csrf, form_principal, viewer};
 use super::{render, since, when};
 use crate::api::{ApiError, AppState, Principal};
 use crate::store::{Run, RunFilter, RunKind};
@@ -74,10 +74,7 @@ pub async fn act_freeze(
     who: Who,
     Form(form): Form<FreezeForm>,
 ) -> Result<Response, ApiError> {
-    check_csrf(&state, &headers, &form.csrf)?;
-    let principal = who
-        .map(|w| w.0)
-        .ok_or(ApiError::Unauthorized("log in to act"))?;
+    let principal = form_principal(&state, &headers, who, &form.csrf)?;
     let actor = format!("{} (dashboard)", principal.name);
     freeze(&state, &actor, &form.reason).await?;
     Ok(Redirect::to("/locks").into_response())

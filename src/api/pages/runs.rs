@@ -15,7 +15,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::session::{check_csrf, viewer};
+use super::session::{form_principal, viewer};
 use super::{render, since, took, url_encode, when};
 use crate::api::{ApiError, AppState, Principal};
 use crate::store::{Run, RunFilter, RunKind, RunStatus};
@@ -417,10 +417,7 @@ pub async fn act(
     Path((id, action)): Path<(i64, String)>,
     Form(form): Form<ActForm>,
 ) -> Result<Response, ApiError> {
-    check_csrf(&state, &headers, &form.csrf)?;
-    let principal = who
-        .map(|w| w.0)
-        .ok_or(ApiError::Unauthorized("log in to act"))?;
+    let principal = form_principal(&state, &headers, who, &form.csrf)?;
     let actor = format!("{} (dashboard)", principal.name);
     let reason = form.reason.trim();
     let store = &state.store;

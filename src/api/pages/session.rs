@@ -109,6 +109,19 @@ pub(in crate::api) fn check_csrf(
     Ok(())
 }
 
+/// Who is acting through a dashboard form: the CSRF token must be the session's, and someone
+/// must be logged in.
+pub(in crate::api) fn form_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+    who: Option<axum::Extension<Principal>>,
+    csrf: &str,
+) -> Result<Principal, ApiError> {
+    check_csrf(state, headers, csrf)?;
+    who.map(|w| w.0)
+        .ok_or(ApiError::Unauthorized("log in to act"))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct Next {
     next: Option<String>,

@@ -12,7 +12,7 @@ use chrono::{TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::session::{check_csrf, viewer};
+use super::session::{form_principal, viewer};
 use super::{render, since, took, url_encode, when};
 use crate::api::{ApiError, AppState, Principal};
 use crate::store::{DriftStatus, HistoryFilter, Run, RunKind, RunStatus, StackLock};
@@ -298,10 +298,7 @@ pub async fn act(
     Path((repo, path)): Path<(String, String)>,
     Form(form): Form<LockForm>,
 ) -> Result<Response, ApiError> {
-    check_csrf(&state_, &headers, &form.csrf)?;
-    let principal = who
-        .map(|w| w.0)
-        .ok_or(ApiError::Unauthorized("log in to act"))?;
+    let principal = form_principal(&state_, &headers, who, &form.csrf)?;
     let (stack, action) = path.rsplit_once('/').ok_or(ApiError::NotFound("action"))?;
     match action {
         "lock" => {
