@@ -205,7 +205,8 @@ impl Store {
 
     /// Claims the oldest runnable run for `worker`, holding it for `lease`. A run is runnable
     /// when it is queued, no other run of its stack is running, its stack is not locked, its
-    /// upstream runs have all finished, and it is no apply while applies are frozen. Returns `None` when there is nothing to do (or another worker won the race).
+    /// upstream runs have all finished, and it is no apply while applies are frozen. Returns
+    /// `None` when there is nothing to do (or another worker won the race).
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Run>> {
         let now = Utc::now();
         let expires = now + chrono::Duration::from_std(lease)?;

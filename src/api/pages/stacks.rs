@@ -205,9 +205,18 @@ pub async fn detail(
         .ok_or(ApiError::NotFound("stack"))?;
     let paths = |text: &str| serde_json::from_str::<Vec<String>>(text).unwrap_or_default();
     let upstream = paths(&stack.depends_on);
+    let escaped = path
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control());
     let downstream: Vec<&str> = all
         .iter()
-        .filter(|s| s.repo == repo && paths(&s.depends_on).contains(&path))
+        .filter(|s| {
+            // A path JSON writes as it is can only be in a list that holds it as text: the
+            // substring test skips parsing the lists of stacks that cannot name it.
+            s.repo == repo
+                && (escaped || s.depends_on.contains(path.as_str()))
+                && paths(&s.depends_on).contains(&path)
+        })
         .map(|s| s.path.as_str())
         .collect();
     let runs = store
