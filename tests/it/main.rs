@@ -3,6 +3,7 @@
 
 mod access;
 mod browser;
+mod chaos;
 mod cli;
 mod controls;
 mod dashboard;
@@ -11,11 +12,13 @@ mod drift_store;
 mod engine;
 mod environments;
 mod export;
+mod faults;
 mod forge;
 mod gate;
 mod github_mock;
 mod github_mock_routes;
 mod layers;
+mod limits;
 mod metrics;
 mod notify;
 mod policy;
@@ -34,5 +37,6 @@ mod state;
 mod state_readonly;
 mod store;
 mod support;
+mod users;
 mod variables;
 mod worker;
