@@ -85,10 +85,10 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
-/// Returns only when the step could not be started.
+/// Exits as the step did.
 pub fn lifeline(args: LifelineArgs) -> Result<ExitCode> {
-    let err = crate::runner::run_lifeline(args.parent, &args.command);
-    Err(anyhow::Error::new(err).context("lifeline"))
+    let code = crate::runner::run_lifeline(args.parent, &args.command).context("lifeline")?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 /// The repository holding `stack`: `--repo`, else the one tracked repository with a state or
