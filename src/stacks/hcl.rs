@@ -11,6 +11,7 @@ use hcl::edit::template::Element;
 use hcl::edit::visit::{Visit, visit_func_call};
 
 use super::eval::PathExpr;
+use super::reads::{self, FileRead};
 
 /// How a file is read: the role follows from its name and from who refers to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +81,8 @@ pub struct FileFacts {
     pub unresolved: Vec<(u32, String)>,
     /// A Terragrunt file with a `terraform` block of its own.
     pub terraform_block: bool,
+    /// Files its expressions read (`file()`, `templatefile()`, `"${path.module}/x.sh"`).
+    pub file_reads: Vec<FileRead>,
 }
 
 /// Keys renamed to get past a repeated object key (see [`parse_lenient`]) carry this prefix.
@@ -113,7 +116,16 @@ pub fn analyze(bytes: &[u8], role: Role) -> FileFacts {
         Role::Terragrunt => terragrunt(&body, &lines, &mut facts),
         Role::StackConfig => stack_config(&body, &lines, &mut facts),
     }
+    if role != Role::StackConfig {
+        file_reads(&body, &lines, &mut facts);
+    }
     facts
+}
+
+fn file_reads(body: &Body, lines: &Lines, facts: &mut FileFacts) {
+    let (found, unresolved) = reads::collect(body, lines);
+    facts.file_reads = found;
+    facts.unresolved.extend(unresolved);
 }
 
 /// A JSON configuration file read through its HCL rewriting, with lines of the JSON file.
@@ -130,7 +142,11 @@ fn analyze_json(text: &str) -> FileFacts {
         }
     };
     match parse_lenient(&rewritten.text) {
-        Ok((body, hcl)) => terraform(&body, &Lines::new(&hcl), &mut facts),
+        Ok((body, hcl)) => {
+            let lines = Lines::new(&hcl);
+            terraform(&body, &lines, &mut facts);
+            file_reads(&body, &lines, &mut facts);
+        }
         Err(error) => facts.errors.push(FileError {
             line: None,
             message: format!("json: {}", error.message),
@@ -138,6 +154,12 @@ fn analyze_json(text: &str) -> FileFacts {
     }
     for module in &mut facts.modules {
         module.line = rewritten.line(module.line);
+    }
+    for read in &mut facts.file_reads {
+        read.line = rewritten.line(read.line);
+    }
+    for (line, _) in &mut facts.unresolved {
+        *line = rewritten.line(*line);
     }
     facts
 }
@@ -234,7 +256,7 @@ pub(super) struct Lines {
 }
 
 impl Lines {
-    fn new(text: &str) -> Self {
+    pub(super) fn new(text: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Self { starts }

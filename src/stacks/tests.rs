@@ -118,6 +118,9 @@ fn render(affected: &Affected) -> String {
                     text.push_str(" via ");
                     text.push_str(module);
                 }
+                if let Some(at) = &r.read_by {
+                    text.push_str(&format!(" read by {}:{}", at.file, at.line));
+                }
                 text
             })
             .collect();
@@ -207,15 +210,22 @@ fn markdown_is_ignored() {
 
 #[test]
 fn nested_stack_owns_its_files_alone() {
+    // `a/x` holds Terraform files `a` does not call: a module of its own, not `a`'s files
+    // (issue 14, item 6); `a/files` is a plain directory of `a`.
     check(
         &[
             ("a/stack.hcl", STACK),
             ("a/b/stack.hcl", STACK),
             ("a/b/main.tf", ""),
             ("a/x/y.tf", ""),
+            ("a/files/y.json", ""),
         ],
-        &[Write("a/b/main.tf", "# c\n"), Write("a/x/y.tf", "# c\n")],
-        "a: file a/x/y.tf
+        &[
+            Write("a/b/main.tf", "# c\n"),
+            Write("a/x/y.tf", "# c\n"),
+            Write("a/files/y.json", "{}"),
+        ],
+        "a: file a/files/y.json
          a/b: file a/b/main.tf",
     );
 }
@@ -242,12 +252,14 @@ fn nested_local_modules_are_traced() {
             ("modules/net/sub/files/policy.json", "{}"),
             ("modules/unused/main.tf", ""),
         ],
+        // A module is its Terraform files (issue 14, item 6): a file below it that no
+        // expression reads is not an input of the stacks using it.
         &[
+            Write("modules/net/sub/main.tf", "# c\n"),
             Write("modules/net/sub/files/policy.json", "{\"a\": 1}"),
             Write("modules/unused/main.tf", "# c\n"),
         ],
-        "app: module modules/net/sub/files/policy.json via modules/net, \
-              module modules/net/sub/files/policy.json via modules/net/sub",
+        "app: module modules/net/sub/main.tf via modules/net/sub",
     );
 }
 
@@ -800,3 +812,5 @@ fn root_stack_is_dot() {
 mod atlantis;
 mod fidelity;
 mod json;
+mod modules;
+mod reads;

@@ -7,9 +7,11 @@ use git2::Oid;
 use super::super::eval::Scope;
 use super::super::hash::Set;
 use super::super::hcl::Role;
+use super::super::index::file_items;
 use super::super::paths;
+use super::super::reads::{self, StackRead};
 use super::super::resolve::{local_source, resolve};
-use super::super::{StackError, StackKind};
+use super::super::{Location, StackError, StackKind};
 use super::{Builder, Config, TgStack};
 
 impl Builder<'_> {
@@ -85,6 +87,18 @@ impl Builder<'_> {
                         None => {}
                     }
                 }
+                for read in &facts.file_reads {
+                    match reads::resolve(read, &scope, &base) {
+                        Ok(input) => out[i].file_reads.push(StackRead {
+                            input,
+                            at: Location {
+                                file: file.clone(),
+                                line: read.line,
+                            },
+                        }),
+                        Err(message) => error(Some(read.line), message),
+                    }
+                }
                 for (line, expression) in &facts.unresolved {
                     out[i].unresolved.push(super::super::UnresolvedInput {
                         file: file.clone(),
@@ -102,6 +116,19 @@ impl Builder<'_> {
             frontier = next;
         }
         Ok(out)
+    }
+
+    /// `terragrunt.stack.hcl` files are not supported yet: each is an error naming it, so a
+    /// repository made of them does not come up with no stacks and no word.
+    pub(super) fn unsupported_stack_files(&mut self) {
+        let name = "terragrunt.stack.hcl";
+        for (dir, items) in self.files.dirs() {
+            if file_items(items).any(|(n, _)| n == name) {
+                let message = format!("{name} is not supported yet; its units are not stacks");
+                let file = paths::child(dir, name);
+                self.errors.push(StackError::at(dir, &file, None, &message));
+            }
+        }
     }
 
     /// A `terragrunt.hcl` that other units include and that has no `terraform` block is their

@@ -240,3 +240,19 @@ fn a_file_read_by_read_terragrunt_config_keeps_its_own_directory() {
         "live/prod/app: include live/prod/region.hcl",
     );
 }
+
+#[test]
+fn terragrunt_stack_hcl_is_reported_not_silently_empty() {
+    let stack = "unit \"app\" {\n  source = \"../../units/app\"\n  path   = \"app\"\n}\n";
+    check(
+        &[
+            ("live/prod/terragrunt.stack.hcl", stack),
+            ("modules/app/main.tf", ""),
+        ],
+        &[Write(
+            "live/prod/terragrunt.stack.hcl",
+            &format!("{stack}# c\n"),
+        )],
+        "! live/prod live/prod/terragrunt.stack.hcl terragrunt.stack.hcl is not supported yet; its units are not stacks",
+    );
+}
