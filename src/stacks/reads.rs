@@ -99,21 +99,23 @@ pub(super) fn collect(
 
 struct Collector<'a> {
     lines: &'a Lines,
-    /// The idents of the blocks being visited, innermost last.
-    blocks: Vec<String>,
+    /// The blocks being visited, innermost last: the ident when [`OWN_RULES`] names it.
+    blocks: Vec<Option<&'static str>>,
     found: Vec<FileRead>,
     unresolved: Vec<(u32, String)>,
 }
 
 impl Visit for Collector<'_> {
     fn visit_block(&mut self, node: &Block) {
-        self.blocks.push(node.ident.as_str().to_string());
+        let ident = node.ident.as_str();
+        let known = OWN_RULES.iter().map(|(b, _)| *b).find(|b| *b == ident);
+        self.blocks.push(known);
         visit_block(self, node);
         self.blocks.pop();
     }
 
     fn visit_attr(&mut self, node: &Attribute) {
-        let block = self.blocks.last().map(String::as_str).unwrap_or_default();
+        let block = self.blocks.last().copied().flatten().unwrap_or_default();
         if !OWN_RULES.contains(&(block, node.key.as_str())) {
             visit_attr(self, node);
         }
@@ -121,21 +123,21 @@ impl Visit for Collector<'_> {
 
     fn visit_func_call(&mut self, call: &FuncCall) {
         let name = call.name.name.as_str();
-        let args: Vec<&Expression> = call.args.iter().collect();
-        let line = self.lines.of(call);
-        let takes_path = !call.name.is_namespaced() && PATH_FUNCTIONS.contains(&name);
-        let is_fileset = !call.name.is_namespaced() && name == "fileset" && args.len() == 2;
+        let args = &call.args;
+        let plain = !call.name.is_namespaced();
         // read_terragrunt_config's file is an include of its own (see `hcl`).
-        let path_args = if takes_path && !args.is_empty() {
-            self.path_arg(args[0], line, call);
-            1
-        } else if is_fileset {
-            self.fileset(args[0], args[1], line, call);
-            2
-        } else if name == "read_terragrunt_config" {
-            1
-        } else {
-            0
+        let path_args = match args.get(0) {
+            Some(first) if plain && PATH_FUNCTIONS.contains(&name) => {
+                self.path_arg(first, self.lines.of(call), call);
+                1
+            }
+            Some(dir) if plain && name == "fileset" && args.len() == 2 => {
+                let pattern = args.get(1).unwrap_or(dir);
+                self.fileset(dir, pattern, self.lines.of(call), call);
+                2
+            }
+            _ if name == "read_terragrunt_config" => 1,
+            _ => 0,
         };
         for arg in args.iter().skip(path_args) {
             self.visit_expr(arg);
@@ -185,22 +187,21 @@ impl Collector<'_> {
     /// Paths a string names below a directory function: `"${path.module}/scripts/init.sh"`,
     /// `"-var-file=${get_parent_terragrunt_dir()}/common.tfvars"`.
     fn named_paths(&mut self, template: &Template) {
-        let elements: Vec<&Element> = template.iter().collect();
-        for (k, element) in elements.iter().enumerate() {
-            let Element::Interpolation(i) = element else {
+        for k in 0..template.len() {
+            let Some(Element::Interpolation(i)) = template.get(k) else {
                 continue;
             };
-            let Some(dir) = PathExpr::lower(&i.expr).filter(|p| p.literal().is_none()) else {
-                continue;
-            };
-            let Some(Element::Literal(rest)) = elements.get(k + 1) else {
+            let Some(Element::Literal(rest)) = template.get(k + 1) else {
                 continue;
             };
             let Some(rest) = rest.as_str().strip_prefix('/') else {
                 continue;
             };
+            let Some(dir) = PathExpr::lower(&i.expr).filter(|p| p.literal().is_none()) else {
+                continue;
+            };
             let end = rest.find(|c: char| !is_path_char(c)).unwrap_or(rest.len());
-            let whole = end == rest.len() && k + 2 < elements.len();
+            let whole = end == rest.len() && k + 2 < template.len();
             // A path that goes on with a computed part is read below its known directory.
             let named = if whole {
                 rest.rfind('/').map_or("", |i| &rest[..i])
