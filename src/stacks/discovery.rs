@@ -137,11 +137,12 @@ pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<S
     let found = b.find_stacks()?;
     let configs = b.stack_configs(&found)?;
     let tg = b.terragrunt(&found)?;
-    let (found, configs, tg) = b.without_parent_configs(found, configs, tg);
+    let (templates, stack_file_errors) = b.terragrunt_stacks(&found)?;
+    let (found, configs, tg) = b.without_parent_configs(found, configs, tg, &templates);
+    b.errors.extend(stack_file_errors);
     let mut roots: Vec<&str> = found.iter().map(|(dir, _)| dir.as_str()).collect();
     roots.extend(tg.iter().flat_map(|t| t.modules.iter().map(String::as_str)));
     b.load_tf_dirs(&roots)?;
-    b.unsupported_stack_files();
     let mut snapshot = b.assemble(found, configs, tg);
     snapshot.files = files;
     Ok(snapshot)

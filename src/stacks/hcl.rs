@@ -21,6 +21,8 @@ pub enum Role {
     TerraformJson,
     StackConfig,
     Terragrunt,
+    /// A `terragrunt.stack.hcl`: the units it generates.
+    TerragruntStack,
 }
 
 /// A problem in one file, with the line it is on when known.
@@ -83,6 +85,8 @@ pub struct FileFacts {
     pub terraform_block: bool,
     /// Files its expressions read (`file()`, `templatefile()`, `"${path.module}/x.sh"`).
     pub file_reads: Vec<FileRead>,
+    /// The `unit` and `stack` blocks of a `terragrunt.stack.hcl`.
+    pub stack_blocks: Vec<super::tgstack::StackBlock>,
 }
 
 /// Keys renamed to get past a repeated object key (see [`parse_lenient`]) carry this prefix.
@@ -115,8 +119,9 @@ pub fn analyze(bytes: &[u8], role: Role) -> FileFacts {
         Role::Terraform | Role::TerraformJson => terraform(&body, &lines, &mut facts),
         Role::Terragrunt => terragrunt(&body, &lines, &mut facts),
         Role::StackConfig => stack_config(&body, &lines, &mut facts),
+        Role::TerragruntStack => super::tgstack::parse(&body, &lines, &mut facts),
     }
-    if role != Role::StackConfig {
+    if matches!(role, Role::Terraform | Role::Terragrunt) {
         file_reads(&body, &lines, &mut facts);
     }
     facts

@@ -24,8 +24,8 @@
 //! - `.tf.json`/`.tofu.json` files are rewritten into the HCL that says the same (`json`), so
 //!   their modules, backends and remote states give the same edges.
 //! - Not analysed: Terragrunt `remote_state` blocks (no remote-state edges to Terragrunt
-//!   stacks), `terragrunt.stack.hcl` files (reported as an error naming the file; their units
-//!   are not stacks), and expressions beyond the small set in `eval` (such paths are reported
+//!   stacks), `terragrunt.stack.hcl` files (`tgstack`: units not generated and committed are
+//!   reported by name, and their local templates are not stacks), and expressions beyond the small set in `eval` (such paths are reported
 //!   as unresolved inputs where they are inputs, never guessed). A `terragrunt.hcl` that others
 //!   include and that has no `terraform` block is their configuration, not a stack.
 
@@ -46,6 +46,7 @@ mod reads;
 mod resolve;
 mod state;
 pub mod synth;
+mod tgstack;
 
 #[cfg(test)]
 mod tests;
