@@ -8,8 +8,6 @@ mod projects;
 mod terraform;
 mod terragrunt;
 
-use terraform::tf_role;
-
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -27,6 +25,7 @@ use super::reads::{ReadIndex, StackRead};
 use super::resolve::{Closure, TfDir, closure, depends_on_target};
 use super::state::StateKey;
 use super::{EdgeKind, Stack, StackError, StackKind, StackSource};
+use terraform::tf_role;
 
 /// Everything known about the stacks at one commit, ready to answer "who owns this path".
 pub(crate) struct Snapshot {

@@ -158,19 +158,27 @@ impl Visit for Collector<'_> {
 impl Collector<'_> {
     fn path_arg(&mut self, arg: &Expression, line: u32, call: &FuncCall) {
         match known_path(arg) {
-            Some(expr) => self.found.push(FileRead {
-                target: ReadTarget::Path(expr),
-                line,
-            }),
+            Some((expr, known)) => {
+                self.found.push(FileRead {
+                    target: ReadTarget::Path(expr),
+                    line,
+                });
+                if known == Known::DirOnly {
+                    self.unresolved(line, call);
+                }
+            }
             None => self.unresolved(line, call),
         }
     }
 
     /// `fileset(dir, pattern)`: a computed pattern reads everything below the directory.
     fn fileset(&mut self, dir: &Expression, pattern: &Expression, line: u32, call: &FuncCall) {
-        let Some(dir) = known_path(dir) else {
+        let Some((dir, known)) = known_path(dir) else {
             return self.unresolved(line, call);
         };
+        if known == Known::DirOnly {
+            self.unresolved(line, call);
+        }
         let pattern = PathExpr::lower(pattern).and_then(|p| p.literal());
         let target = match pattern {
             Some(pattern) => ReadTarget::Set(dir, pattern),
@@ -212,6 +220,11 @@ impl Collector<'_> {
             if named.is_empty() && !whole {
                 continue;
             }
+            if named.is_empty() {
+                // `"${path.module}/${var.script}"`: the rest may climb out of the directory.
+                let text = format!("\"{template}\"");
+                self.unresolved.push((self.lines.of(i), text));
+            }
             self.found.push(FileRead {
                 target: ReadTarget::Path(PathExpr::Concat(vec![
                     dir,
@@ -227,12 +240,25 @@ fn is_path_char(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '+' | '@' | '~' | '%')
 }
 
+/// How much of a path argument is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Whole,
+    /// A directory with a literal part below the directory function
+    /// (`"${path.module}/tpl/${var.kind}.tpl"`): what is computed lies below it.
+    Below,
+    /// Only a directory function (`"${path.module}/${var.file}"`, Terragrunt's
+    /// `"${get_terragrunt_dir()}/${find_in_parent_folders(...)}"`): read below it, and
+    /// unresolved too, since the computed rest may climb out of it.
+    DirOnly,
+}
+
 /// A path argument as far as it is known: the whole of it, or the directory its known leading
 /// part names (`"${path.module}/tpl/${var.kind}.tpl"` gives `${path.module}/tpl`). `None` when
 /// nothing of it is known.
-fn known_path(expr: &Expression) -> Option<PathExpr> {
+fn known_path(expr: &Expression) -> Option<(PathExpr, Known)> {
     if let Some(whole) = PathExpr::lower(expr) {
-        return Some(whole);
+        return Some((whole, Known::Whole));
     }
     let Expression::StringTemplate(template) = expr else {
         return None;
@@ -271,7 +297,19 @@ fn known_path(expr: &Expression) -> Option<PathExpr> {
     if let (Some(PathExpr::Lit(s)), true) = (parts.last_mut(), i != usize::MAX) {
         s.truncate(i);
     }
-    Some(PathExpr::Concat(parts))
+    let last_function = parts.iter().rposition(|p| !matches!(p, PathExpr::Lit(_)));
+    let literal_tail = match last_function {
+        Some(f) => parts[f + 1..]
+            .iter()
+            .any(|p| matches!(p, PathExpr::Lit(s) if !s.trim_matches('/').is_empty())),
+        None => true,
+    };
+    let known = if literal_tail {
+        Known::Below
+    } else {
+        Known::DirOnly
+    };
+    Some((PathExpr::Concat(parts), known))
 }
 
 /// Resolves a read: `scope.file_dir` is what `path.module` means, `base` what relative paths
@@ -418,6 +456,20 @@ module "m" {
                 Input::Glob("modules/m/files/*.yaml".into()),
                 Input::Path("stacks/shared/x.yaml".into()),
                 Input::Path("modules/m/scripts/init.sh".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_path_known_only_as_a_directory_is_read_below_it_and_unresolved() {
+        let src = "locals {\n  a = file(\"${path.module}/${var.name}\")\n  b = \"${path.module}/${var.script}\"\n  c = file(\"${path.module}/tpl/${var.kind}\")\n}\n";
+        let (found, unresolved) = reads(src);
+        assert_eq!(found.len(), 3);
+        assert_eq!(
+            unresolved,
+            [
+                (2, "file(\"${path.module}/${var.name}\")".to_string()),
+                (3, "\"${path.module}/${var.script}\"".to_string()),
             ]
         );
     }
