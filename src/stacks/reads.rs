@@ -7,7 +7,9 @@
 //!
 //! A path computed from variables is taken as far as it is known: `"${path.module}/tpl/${var.x}"`
 //! reads below `tpl/`, conservatively. One known nowhere (`file(var.path)`) is an unresolved
-//! input of the stack: the user adds a `watch` for it.
+//! input of the stack: the user adds a `watch` for it. One known only as a directory function
+//! (`"${path.module}/${var.x}"`) is both: read below the directory, and unresolved, since the
+//! computed rest may climb out of it.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use hcl::edit::expr::{Expression, FuncCall};
