@@ -160,6 +160,9 @@ impl Visit for Collector<'_> {
 impl Collector<'_> {
     fn path_arg(&mut self, arg: &Expression, line: u32, call: &FuncCall) {
         match known_path(arg) {
+            // `file("/etc/passwd")`, `file("~/.ssh/id.pub")`: outside the repository, nothing
+            // a commit changes (and nothing a sandboxed run can read).
+            Some((expr, _)) if outside(&expr) => {}
             Some((expr, known)) => {
                 self.found.push(FileRead {
                     target: ReadTarget::Path(expr),
@@ -178,6 +181,9 @@ impl Collector<'_> {
         let Some((dir, known)) = known_path(dir) else {
             return self.unresolved(line, call);
         };
+        if outside(&dir) {
+            return;
+        }
         if known == Known::DirOnly {
             self.unresolved(line, call);
         }
@@ -235,6 +241,16 @@ impl Collector<'_> {
                 line: self.lines.of(i),
             });
         }
+    }
+}
+
+/// Whether a path is written absolute or from the home directory: a literal `/` (the
+/// functions' rooted paths are not literals) or `~` at its start.
+fn outside(expr: &PathExpr) -> bool {
+    match expr {
+        PathExpr::Lit(s) => s.starts_with('/') || s.starts_with('~'),
+        PathExpr::Concat(parts) => parts.first().is_some_and(outside),
+        _ => false,
     }
 }
 
@@ -474,6 +490,12 @@ module "m" {
                 (3, "\"${path.module}/${var.script}\"".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn paths_outside_the_repository_are_not_inputs() {
+        let src = "locals {\n  a = fileexists(\"/etc/passwd\") ? file(\"/etc/passwd\") : \"\"\n  b = file(\"~/.ssh/id.pub\")\n  c = fileset(\"/opt/${var.x}\", \"*\")\n}\n";
+        assert_eq!(reads(src), (vec![], vec![]));
     }
 
     #[test]
