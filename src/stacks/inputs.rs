@@ -4,8 +4,9 @@
 //! Terragrunt dependencies read (Terragrunt parses them for their outputs) and the directories
 //! of the stacks whose state it reads. A run's workspace holds only these: a module's other
 //! files (a README image, CI configuration, a sub-module nothing calls) are left out, which is
-//! also why a change to them affects nothing. A file read in a way the analysis cannot see goes
-//! in `watch`, which both triggers the stack and exports the file.
+//! also why a change to them affects nothing. A directory holding a read the analysis cannot
+//! resolve (an unresolved input) is exported whole, so the run does not fail for it; detection
+//! still needs a `watch`, which both triggers the stack and exports the file.
 
 use anyhow::Result;
 use git2::{Oid, Repository};
@@ -51,6 +52,11 @@ impl Snapshot {
                 if let Ok(glob) = paths::join(dir, pattern) {
                     selection.globs.push(glob);
                 }
+            }
+            // A directory with a read Tidemark cannot resolve is exported whole, so the run
+            // still finds what it reads (detection cannot: that is what a `watch` is for).
+            for input in &self.stacks[s].unresolved_inputs {
+                selection.dirs.push(paths::parent(&input.file).to_string());
             }
             for read in &self.file_reads[s] {
                 match &read.input {
@@ -351,6 +357,12 @@ mod tests {
         repo.write("modules/x/docs/diagram.png", "png");
         repo.write("modules/x/.github/workflows/ci.yml", "on: push");
         repo.write("modules/x/modules/unused/main.tf", "");
+        repo.write("modules/y/main.tf", "locals {\n  p = file(var.path)\n}\n");
+        repo.write("modules/y/files/p.json", "{}");
+        repo.write(
+            "stacks/a/y.tf",
+            &module("../../modules/y").replace("\"m\"", "\"y\""),
+        );
         let head = repo.commit();
         let what = export_of(&repo.repo, head, "stacks/a", None)
             .expect("ok")
@@ -365,9 +377,13 @@ mod tests {
                 "modules/x/main.tf",
                 "modules/x/policies/a.json",
                 "modules/x/tpl/init.tpl",
+                // Its read is unresolved: the module goes whole.
+                "modules/y/files/p.json",
+                "modules/y/main.tf",
                 "stacks/a/main.tf",
                 "stacks/a/policy.json",
                 "stacks/a/stack.hcl",
+                "stacks/a/y.tf",
             ]
         );
     }
