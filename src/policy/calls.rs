@@ -17,7 +17,9 @@ pub(crate) struct Call {
 }
 
 /// Words followed by `(` that are not calls.
-const NOT_CALLS: &[&str] = &["not", "some", "every", "if", "else", "in", "with", "contains"];
+const NOT_CALLS: &[&str] = &[
+    "not", "some", "every", "if", "else", "in", "with", "contains",
+];
 
 /// Every call in `source`, in order.
 pub(crate) fn calls(source: &str) -> Vec<Call> {
@@ -84,9 +86,32 @@ pub(crate) fn calls(source: &str) -> Vec<Call> {
 
 /// OPA's builtin namespaces (<https://www.openpolicyagent.org/docs/policy-reference/builtins>).
 const NAMESPACES: &[&str] = &[
-    "base64", "base64url", "bits", "crypto", "glob", "graph", "graphql", "hex", "http", "io",
-    "json", "net", "numbers", "object", "opa", "providers", "rand", "regex", "rego", "semver",
-    "strings", "time", "units", "urlquery", "uuid", "yaml",
+    "base64",
+    "base64url",
+    "bits",
+    "crypto",
+    "glob",
+    "graph",
+    "graphql",
+    "hex",
+    "http",
+    "io",
+    "json",
+    "net",
+    "numbers",
+    "object",
+    "opa",
+    "providers",
+    "rand",
+    "regex",
+    "rego",
+    "semver",
+    "strings",
+    "time",
+    "units",
+    "urlquery",
+    "uuid",
+    "yaml",
 ];
 
 /// The calls into a builtin namespace that name no builtin regorus has and none of `defined`.
