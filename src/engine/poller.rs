@@ -113,8 +113,20 @@ impl Poller {
             let base = match base.as_deref().map(git2::Oid::from_str) {
                 // A base that is gone (force-push) falls back to planning every stack.
                 Some(Ok(oid)) if repo.find_commit(oid).is_ok() => Some(oid),
-                _ => None,
+                Some(_) => {
+                    warn!(commit = %head, last = base.as_deref().unwrap_or(""), "the branch was rewritten and its last processed commit is gone: planning every stack");
+                    None
+                }
+                None => None,
             };
+            // A force-push that dropped the last processed commit: what differs between the
+            // two trees is what changed, whatever the history says.
+            if let Some(base) = base
+                && !repo.graph_descendant_of(head, base).unwrap_or(true)
+                && head != base
+            {
+                warn!(commit = %head, last = %base, "the branch was rewritten (force-push): its last processed commit is not in the new history; planning what differs between the two");
+            }
             let mut index = index.blocking_lock();
             let discovery = stacks::discover(&repo, head, Some(&mut index))?;
             let affected = stacks::affected(&repo, base, head, Some(&mut index));

@@ -206,6 +206,72 @@ async fn one_bad_repo_or_stack_never_stops_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_remote_is_reported_and_a_force_push_plans_what_differs() {
+    let db = TestDb::sqlite();
+    // A "remote" that is a directory of junk, not a repository.
+    let garbage = tempfile::tempdir().expect("tempdir");
+    std::fs::write(garbage.path().join("HEAD"), "not a ref\n").expect("write");
+    std::fs::write(garbage.path().join("config"), "[[[ not git config").expect("write");
+    let git = GitFixture::new();
+    git.write("stacks/a/main.tf", &null_stack("a0"))
+        .write("stacks/b/main.tf", &null_stack("b0"));
+    let first = git.commit_and_push("two stacks");
+    let garbage_url = format!("file://{}", garbage.path().display());
+    let (app, _dir) = start(&db.url, &[("junk", garbage_url), ("infra", git.url())]).await;
+    settled_runs(&app, "infra", 2).await;
+    git.write("stacks/a/main.tf", &null_stack("a1"));
+    let dropped = git.commit_and_push("change a");
+    settled_runs(&app, "infra", 3).await;
+
+    // A force-push drops that commit and changes b instead: what differs between the last
+    // processed tree and the new head is planned (a is back to a0, b is new), and the
+    // dropped commit is never planned again.
+    crate::support::git(&git.work(), &["reset", "-q", "--hard", &first]);
+    git.write("stacks/b/main.tf", &null_stack("b1"));
+    let rewritten = git.commit("change b instead");
+    crate::support::git(&git.work(), &["push", "-q", "--force", "origin", "main"]);
+    let runs = settled_runs(&app, "infra", 5).await;
+    let mut planned: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.commit == rewritten)
+        .map(|r| r.stack.as_str())
+        .collect();
+    planned.sort();
+    assert_eq!(planned, ["stacks/a", "stacks/b"], "{runs:#?}");
+    assert_eq!(runs.iter().filter(|r| r.commit == dropped).count(), 1);
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{runs:#?}"
+    );
+
+    // The junk remote is reported against its repository, which plans nothing.
+    let mut junk_error = None;
+    for _ in 0..100 {
+        let repos = app.store.repos().await.expect("repos");
+        junk_error = repos
+            .iter()
+            .find(|r| r.name == "junk")
+            .and_then(|r| r.last_error.clone());
+        if junk_error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let junk_error = junk_error.expect("fetch error recorded");
+    assert!(junk_error.contains("repo junk"), "{junk_error}");
+    let junk_runs = app
+        .store
+        .runs(&RunFilter {
+            repo: Some("junk".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("runs");
+    assert!(junk_runs.is_empty(), "{junk_runs:#?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_terraform_binary_fails_the_run_with_a_clear_error() {
     let db = TestDb::sqlite();
     let git = GitFixture::new();
