@@ -12,6 +12,7 @@ mod engine;
 mod environments;
 mod export;
 mod forge;
+mod fuzz_corpus;
 mod gate;
 mod github_mock;
 mod github_mock_routes;
