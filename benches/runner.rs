@@ -41,6 +41,7 @@ fn main() {
     let request = || PlanRequest {
         instance: Default::default(),
         provider_cache: None,
+        lifeline: None,
         workspace: Workspace::export(root.path(), &repo, oid).expect("export"),
         stack: "stack".into(),
         runner: def.clone(),
@@ -177,6 +178,7 @@ fn main() {
     let cache = tempfile::tempdir().expect("provider cache");
     let cached = || PlanRequest {
         provider_cache: Some(cache.path().to_path_buf()),
+        lifeline: None,
         ..request()
     };
     let outcome = rt.block_on(runner::plan(

@@ -212,16 +212,9 @@ impl App {
         };
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let server = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-            if let Err(err) = server.await {
-                warn!(error = %err, "http server stopped");
-            }
-        });
+        let (headers, body) = config.http_timeouts;
+        let timeouts = crate::api::Timeouts { headers, body };
+        tasks.spawn(crate::api::serve(listener, router, timeouts, http_shutdown));
         tasks.close();
         info!(%addr, database = store.backend_name(), repos = config.repos.len(), workers = config.workers, "tidemark started");
         Ok(App {
@@ -406,6 +399,28 @@ fn access(config: &Config) -> Result<crate::api::Access> {
                     name: token.name.clone(),
                     role: token.role,
                     sha256,
+                });
+            }
+            for user in &block.users {
+                let var = &user.password_hash_env;
+                let hash = std::env::var(var).with_context(|| {
+                    format!(
+                        "{}: user {:?} names {var} for its password hash, which is not set",
+                        config.file.display(),
+                        user.name
+                    )
+                })?;
+                crate::crypto::password::check_hash(&hash).with_context(|| {
+                    format!(
+                        "{}: user {:?}: {var} does not hold an argon2id hash (`tidemark hash-password` makes one)",
+                        config.file.display(),
+                        user.name
+                    )
+                })?;
+                access.users.push(crate::api::User {
+                    name: user.name.clone(),
+                    role: user.role,
+                    password_hash: hash.trim().to_string(),
                 });
             }
         }

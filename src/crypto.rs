@@ -1,6 +1,8 @@
 //! Keys and secrets: the plan key that seals plans and state files at rest (gzip, then
 //! ChaCha20-Poly1305 with a label authenticated alongside) and keys the variables hash, and
-//! [`Secret`], a value that never prints itself.
+//! [`Secret`], a value that never prints itself; [`password`], dashboard password hashes.
+
+pub mod password;
 
 use std::fmt;
 use std::io::{Read, Write};

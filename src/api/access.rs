@@ -25,12 +25,22 @@ pub struct Token {
     pub sha256: [u8; 32],
 }
 
+/// A person who logs in to the dashboard: name, role and the argon2id hash of the password.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
 /// What the server config allows.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     /// Reads need no token.
     pub open_read: bool,
     pub tokens: Vec<Token>,
+    /// Password logins (browser sessions only: the API takes tokens).
+    pub users: Vec<User>,
     /// The SHA-256 of the token `GET /metrics` needs, if it needs one.
     pub metrics_token: Option<[u8; 32]>,
 }
@@ -86,19 +96,43 @@ impl Access {
         self.tokens.iter().find(|t| t.sha256 == digest)
     }
 
-    /// The principal a session cookie names, while its token still exists with that role.
+    /// The user `name` with its role when `password` is theirs. An unknown name is checked
+    /// against a decoy hash, so it takes as long to refuse as a wrong password; at most two
+    /// checks run at once (each is argon2's 19 MiB and tens of milliseconds of a core), so a
+    /// flood of logins queues instead of exhausting the machine.
+    pub async fn password_login(&self, name: &str, password: &str) -> Option<(String, Role)> {
+        static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let user = self.users.iter().find(|u| u.name == name);
+        let hash = user.map_or_else(
+            || crate::crypto::password::decoy().to_string(),
+            |u| u.password_hash.clone(),
+        );
+        let password = password.to_string();
+        let _permit = CHECKS.acquire().await.ok()?;
+        let matches =
+            tokio::task::spawn_blocking(move || crate::crypto::password::verify(&hash, &password))
+                .await
+                .unwrap_or(false);
+        let user = user.filter(|_| matches)?;
+        Some((user.name.clone(), user.role))
+    }
+
+    /// The principal a session cookie names, while its token or user still exists with that
+    /// role (names are unique across both).
     fn identify_session(
         &self,
         key: &crate::crypto::PlanKey,
         request: &Request,
     ) -> Option<Principal> {
         let session = super::pages::session_of(request.headers(), key)?;
-        self.tokens
-            .iter()
-            .find(|t| t.name == session.name && t.role == session.role)
-            .map(|t| Principal {
-                name: t.name.clone(),
-                role: t.role,
+        let token = self.tokens.iter().map(|t| (&t.name, t.role));
+        let user = self.users.iter().map(|u| (&u.name, u.role));
+        token
+            .chain(user)
+            .find(|(name, role)| **name == session.name && *role == session.role)
+            .map(|(name, role)| Principal {
+                name: name.clone(),
+                role,
                 session: true,
             })
     }

@@ -6,6 +6,7 @@ mod error;
 mod gate;
 mod metrics;
 mod pages;
+mod serve;
 mod webhook;
 
 use std::collections::HashMap;
@@ -19,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::store::{Run, RunFilter, Store};
-pub use access::{Access, Principal, Token};
+pub use access::{Access, Principal, Token, User};
 pub use error::ApiError;
+pub use serve::{Timeouts, serve};
 
 /// What the handlers share.
 #[derive(Clone)]

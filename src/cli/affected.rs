@@ -66,7 +66,10 @@ fn describe(reason: &Reason) -> String {
     match reason.kind {
         ReasonKind::Added => "stack added".to_string(),
         ReasonKind::Removed => "stack removed (not destroyed automatically)".to_string(),
-        ReasonKind::File => format!("changed {file}"),
+        ReasonKind::File => match &reason.read_by {
+            Some(at) => format!("changed {file}, read at {}:{}", at.file, at.line),
+            None => format!("changed {file}"),
+        },
         ReasonKind::Module => format!(
             "changed {file} in local module {}",
             reason.module.as_deref().unwrap_or_default()

@@ -108,6 +108,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
                 .map(runner::Instance::of)
                 .unwrap_or_default(),
             provider_cache: None,
+            lifeline: std::env::current_exe().ok(),
             workspace,
             stack: dir,
             runner: def.clone(),

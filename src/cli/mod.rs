@@ -59,10 +59,15 @@ pub enum Command {
     /// Runs inside a step's sandbox: forwards its loopback to the run's state socket.
     #[command(name = "__state-proxy", hide = true)]
     StateProxy(state::ProxyArgs),
+    /// Starts every step: ties it to the Tidemark process that started it, then execs it.
+    #[command(name = "__lifeline", hide = true)]
+    Lifeline(state::LifelineArgs),
     /// Drift: check stacks of a local checkout now, or show the state the service recorded.
     Drift(drift::Args),
     /// The variable sets a stack's runs get, per phase, and the names they set.
     Vars(vars::Args),
+    /// Print the argon2id hash of the password on standard input, for a `user` block.
+    HashPassword(password::Args),
     /// Delivery metrics (DORA): deployments, lead time, change fail rate, recovery, rework.
     Dora(dora::Args),
     /// List the pull requests the service follows, with their plans per stack.
@@ -138,8 +143,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verdict(args) => gate::verdict(args),
         Command::State(args) => state::run(args),
         Command::StateProxy(args) => state::proxy(args),
+        Command::Lifeline(args) => state::lifeline(args),
         Command::Drift(args) => drift::run(args),
         Command::Vars(args) => vars::run(args),
+        Command::HashPassword(args) => password::run(args),
         Command::Dora(args) => dora::run(args),
         Command::Prs(args) => prs::list(args),
         Command::Pr(args) => prs::show(args),
@@ -166,6 +173,7 @@ mod gate;
 mod graph;
 mod locks;
 mod migrate;
+mod password;
 mod plan;
 mod policy;
 mod poll;

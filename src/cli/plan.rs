@@ -152,6 +152,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .map(runner::Instance::of)
                 .unwrap_or_default(),
             provider_cache: None,
+            lifeline: std::env::current_exe().ok(),
             workspace,
             stack: dir,
             runner: def.clone(),

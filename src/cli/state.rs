@@ -63,6 +63,15 @@ pub struct ProxyArgs {
     pub command: Vec<OsString>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct LifelineArgs {
+    /// The Tidemark process the step must not outlive.
+    pub parent: u32,
+    /// The step's command line.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         StateCommand::Versions(args) => versions(args),
@@ -73,6 +82,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
 pub fn proxy(args: ProxyArgs) -> Result<ExitCode> {
     let code = crate::runner::run_state_proxy(&args.socket, &args.path, &args.command)
         .context("state proxy")?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Exits as the step did.
+pub fn lifeline(args: LifelineArgs) -> Result<ExitCode> {
+    let code = crate::runner::run_lifeline(args.parent, &args.command).context("lifeline")?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 

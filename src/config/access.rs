@@ -1,6 +1,7 @@
 //! The `access { ... }` block: who may read Tidemark's pages and API and who may act through
 //! them. Tokens carry a role; a token's value is read from an environment variable, or only
-//! its SHA-256 is in the file.
+//! its SHA-256 is in the file. Users log in to the dashboard with a password whose argon2id
+//! hash is read from an environment variable.
 
 use super::ConfigError;
 use super::raw::RawBlock;
@@ -42,11 +43,21 @@ pub struct TokenConfig {
     pub source: TokenSource,
 }
 
+/// A person who logs in to the dashboard with a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    pub name: String,
+    pub role: Role,
+    /// The environment variable holding the password's argon2id hash (PHC string).
+    pub password_hash_env: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessConfig {
     /// Pages and GETs need no token.
     pub open_read: bool,
     pub tokens: Vec<TokenConfig>,
+    pub users: Vec<UserConfig>,
 }
 
 pub(super) fn access(ctx: &Ctx, block: &RawBlock) -> Result<AccessConfig, ConfigError> {
@@ -63,20 +74,27 @@ pub(super) fn access(ctx: &Ctx, block: &RawBlock) -> Result<AccessConfig, Config
     }
     for inner in &block.blocks {
         match inner.kind.as_str() {
-            "token" => {
-                let token = token(ctx, inner)?;
-                if config.tokens.iter().any(|t| t.name == token.name) {
-                    return Err(
-                        ctx.block_err(inner, format!("token {:?} is declared twice", token.name))
-                    );
+            "token" | "user" => {
+                let [name] = inner.labels.as_slice() else {
+                    return Err(ctx.block_err(
+                        inner,
+                        format!("a {} block takes one label, its name", inner.kind),
+                    ));
+                };
+                // A session names who it belongs to: one name, one token or user.
+                let taken = config.tokens.iter().any(|t| &t.name == name)
+                    || config.users.iter().any(|u| &u.name == name);
+                if taken {
+                    return Err(ctx.block_err(
+                        inner,
+                        format!("{name:?} is declared twice (tokens and users share names)"),
+                    ));
                 }
-                config.tokens.push(token);
-            }
-            "user" => {
-                return Err(ctx.block_err(
-                    inner,
-                    "user logins (passwords and browser sessions) are not supported yet: give the user a token block".into(),
-                ));
+                if inner.kind == "token" {
+                    config.tokens.push(token(ctx, inner, name)?);
+                } else {
+                    config.users.push(user(ctx, inner, name)?);
+                }
             }
             other => {
                 return Err(ctx.block_err(inner, format!("unknown block {other:?} in access")));
@@ -86,29 +104,57 @@ pub(super) fn access(ctx: &Ctx, block: &RawBlock) -> Result<AccessConfig, Config
     Ok(config)
 }
 
-fn token(ctx: &Ctx, block: &RawBlock) -> Result<TokenConfig, ConfigError> {
-    let [name] = block.labels.as_slice() else {
-        return Err(ctx.block_err(block, "a token block takes one label, its name".into()));
-    };
-    let mut role = None;
+fn role(ctx: &Ctx, attr: &super::raw::RawAttr, path: &str) -> Result<Role, ConfigError> {
+    Ok(match ctx.string(attr, path)?.as_str() {
+        "viewer" => Role::Viewer,
+        "operator" => Role::Operator,
+        "admin" => Role::Admin,
+        other => {
+            return Err(ctx.err(
+                attr,
+                path,
+                format!("{other:?} is not a role: viewer, operator or admin"),
+            ));
+        }
+    })
+}
+
+fn user(ctx: &Ctx, block: &RawBlock, name: &str) -> Result<UserConfig, ConfigError> {
+    let mut role_of = None;
+    let mut hash_env = None;
+    for attr in &block.attrs {
+        let path = format!("access.user.{name}.{}", attr.name);
+        match attr.name.as_str() {
+            "role" => role_of = Some(role(ctx, attr, &path)?),
+            "password_hash_env" => hash_env = Some(ctx.env_name(attr, &path)?),
+            _ => return Err(ctx.err(attr, &path, "unknown attribute".into())),
+        }
+    }
+    let role =
+        role_of.ok_or_else(|| ctx.block_err(block, format!("user {name:?} needs a role")))?;
+    let password_hash_env = hash_env.ok_or_else(|| {
+        ctx.block_err(
+            block,
+            format!(
+                "user {name:?} needs password_hash_env (a variable holding the password's \
+                 argon2id hash: `tidemark hash-password` prints one)"
+            ),
+        )
+    })?;
+    Ok(UserConfig {
+        name: name.to_string(),
+        role,
+        password_hash_env,
+    })
+}
+
+fn token(ctx: &Ctx, block: &RawBlock, name: &str) -> Result<TokenConfig, ConfigError> {
+    let mut role_of = None;
     let mut source = None;
     for attr in &block.attrs {
         let path = format!("access.token.{name}.{}", attr.name);
         match attr.name.as_str() {
-            "role" => {
-                role = Some(match ctx.string(attr, &path)?.as_str() {
-                    "viewer" => Role::Viewer,
-                    "operator" => Role::Operator,
-                    "admin" => Role::Admin,
-                    other => {
-                        return Err(ctx.err(
-                            attr,
-                            &path,
-                            format!("{other:?} is not a role: viewer, operator or admin"),
-                        ));
-                    }
-                })
-            }
+            "role" => role_of = Some(role(ctx, attr, &path)?),
             "env" => source = Some(TokenSource::Env(ctx.env_name(attr, &path)?)),
             "sha256" => {
                 let hex = ctx.string(attr, &path)?.to_ascii_lowercase();
@@ -124,7 +170,8 @@ fn token(ctx: &Ctx, block: &RawBlock) -> Result<TokenConfig, ConfigError> {
             _ => return Err(ctx.err(attr, &path, "unknown attribute".into())),
         }
     }
-    let role = role.ok_or_else(|| ctx.block_err(block, format!("token {name:?} needs a role")))?;
+    let role =
+        role_of.ok_or_else(|| ctx.block_err(block, format!("token {name:?} needs a role")))?;
     let source = source.ok_or_else(|| {
         ctx.block_err(
             block,
@@ -132,7 +179,7 @@ fn token(ctx: &Ctx, block: &RawBlock) -> Result<TokenConfig, ConfigError> {
         )
     })?;
     Ok(TokenConfig {
-        name: name.clone(),
+        name: name.to_string(),
         role,
         source,
     })
@@ -174,7 +221,28 @@ mod tests {
         );
         assert!(
             err("access {\n  user \"alice\" {\n    role = \"admin\"\n  }\n}\n")
-                .contains("not supported yet")
+                .contains("needs password_hash_env")
+        );
+        assert!(
+            err("access {\n  user \"ops\" {\n    role = \"admin\"\n    password_hash_env = \"H\"\n  }\n  token \"ops\" {\n    role = \"viewer\"\n    env = \"T\"\n  }\n}\n")
+                .contains("declared twice")
+        );
+    }
+
+    #[test]
+    fn users_have_a_role_and_a_hash_variable() {
+        let config = parse(
+            "access {\n  user \"alice\" {\n    role              = \"admin\"\n    password_hash_env = \"ALICE_PASSWORD_HASH\"\n  }\n}\n",
+        )
+        .expect("valid");
+        let access = config.access.expect("access");
+        assert_eq!(
+            access.users,
+            [UserConfig {
+                name: "alice".into(),
+                role: Role::Admin,
+                password_hash_env: "ALICE_PASSWORD_HASH".into(),
+            }]
         );
     }
 }

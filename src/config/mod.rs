@@ -8,7 +8,7 @@ mod retention;
 mod valid;
 mod variables;
 
-pub use access::{AccessConfig, Role, TokenConfig, TokenSource};
+pub use access::{AccessConfig, Role, TokenConfig, TokenSource, UserConfig};
 pub use github::{ApplyRequirement, Checkout, GitHubAuth, GitHubConfig};
 pub use retention::Retention;
 pub use valid::{Config, DEFAULT_DRIFT_SCHEDULE, PolicyConfig, RepoConfig, RunnerBlock};

@@ -62,6 +62,9 @@ pub struct Config {
     /// is this process's own executable. Not a config file setting: tests that run the service
     /// inside a test binary point it at the built `tidemark`.
     pub exe: Option<PathBuf>,
+    /// How long an HTTP client may take to send a request's headers, and then its body. Not a
+    /// config file setting (30 s and 60 s); tests shorten them.
+    pub http_timeouts: (std::time::Duration, std::time::Duration),
 }
 
 /// One tracked repository.
@@ -255,6 +258,10 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         access,
         retention,
         exe: None,
+        http_timeouts: (
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(60),
+        ),
     })
 }
 

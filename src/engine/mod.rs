@@ -6,6 +6,7 @@
 pub mod apply;
 mod drift_flow;
 mod followup;
+mod logs;
 mod outbox;
 mod poller;
 mod pulls;

@@ -133,7 +133,7 @@ impl Worker {
         info!("run started");
         let cancel = CancellationToken::new();
         let (log_tx, log_rx) = mpsc::channel::<LogLine>(256);
-        let logs = tokio::spawn(drain_logs(ctx.store.clone(), run.id, log_rx));
+        let logs = tokio::spawn(super::logs::drain(ctx.store.clone(), run.id, log_rx));
         let heartbeat = tokio::spawn(heartbeat(
             ctx.clone(),
             run.id,
@@ -283,6 +283,7 @@ impl Worker {
                 .map(runner::Instance::of)
                 .unwrap_or_default(),
             provider_cache: ctx.provider_cache.clone(),
+            lifeline: Some(ctx.exe.clone()),
             workspace,
             stack: dir,
             runner,
@@ -429,6 +430,15 @@ impl Worker {
         };
         let mut plan = None;
         if let Some(artifact) = &outcome.artifact {
+            let bytes = artifact.plan_encrypted.len() + artifact.plan_json.len();
+            anyhow::ensure!(
+                bytes <= MAX_ARTIFACT_BYTES,
+                "the plan of run {} is {} MiB compressed, over the {} MiB a run may store; \
+                 split the stack",
+                run.id,
+                bytes >> 20,
+                MAX_ARTIFACT_BYTES >> 20
+            );
             ctx.store
                 .save_artifact(&StoredArtifact {
                     run_id: run.id,
@@ -571,32 +581,8 @@ fn status(status: runner::RunStatus) -> RunStatus {
     }
 }
 
-/// Writes log lines into the store in small batches as they arrive.
-async fn drain_logs(store: Store, run_id: i64, mut rx: mpsc::Receiver<LogLine>) {
-    let mut batch = Vec::new();
-    while let Some(line) = rx.recv().await {
-        batch.push(log_row(line));
-        while batch.len() < 64 {
-            match rx.try_recv() {
-                Ok(line) => batch.push(log_row(line)),
-                Err(_) => break,
-            }
-        }
-        if let Err(err) = store.append_logs(run_id, &batch).await {
-            warn!(run = run_id, error = %err, "storing log lines failed");
-        }
-        batch.clear();
-    }
-}
-
-fn log_row(line: LogLine) -> (String, String, String) {
-    let stream = match line.stream {
-        runner::Stream::Stdout => "stdout",
-        runner::Stream::Stderr => "stderr",
-        runner::Stream::System => "system",
-    };
-    (line.step, stream.to_string(), line.text)
-}
+/// The most a run stores of its compressed plan (binary and JSON together).
+const MAX_ARTIFACT_BYTES: usize = 64 << 20;
 
 /// Renews the lease every third of its length; cancels the run if it is no longer ours.
 async fn heartbeat(

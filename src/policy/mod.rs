@@ -14,6 +14,7 @@
 //! fails with a [`PolicyError`] naming the file and line; an evaluation error is recorded in
 //! [`Verdict::errors`] and blocks hard.
 
+mod calls;
 mod eval;
 mod input;
 mod scan;

@@ -75,6 +75,15 @@ pub enum PolicyError {
     },
     #[error("{file}: {message}")]
     Engine { file: String, message: String },
+    #[error(
+        "{file}:{line}: `{name}` is not a builtin Tidemark has (http.send and crypto.* are left out \
+         on purpose: a policy judges the plan it is given) nor a function these policies define"
+    )]
+    UnknownFunction {
+        file: String,
+        line: u32,
+        name: String,
+    },
 }
 
 /// One policy file: where it is, what it says, the package it declares.
@@ -191,6 +200,7 @@ impl PolicySet {
                 dir: dir.clone().unwrap_or_else(|| PathBuf::from(&name)),
             });
         }
+        check_calls(files.iter().chain(&tests))?;
         let mut engine = new_engine();
         let mut targets: Vec<Target> = Vec::new();
         for file in &files {
@@ -266,6 +276,27 @@ impl PolicySet {
     pub fn rules(&self) -> impl Iterator<Item = (&str, Rule)> {
         self.targets.iter().map(|t| (t.package.as_str(), t.rule))
     }
+}
+
+/// Refuses a set that calls a builtin regorus lacks ([`super::calls`]), naming the first call.
+fn check_calls<'a>(files: impl Iterator<Item = &'a PolicyFile> + Clone) -> Result<(), PolicyError> {
+    let defined: std::collections::HashSet<&str> = files
+        .clone()
+        .flat_map(|f| scan::heads(&f.source))
+        .filter(|h| h.rest.starts_with('('))
+        .map(|h| h.name)
+        .collect();
+    for file in files {
+        let calls = super::calls::calls(&file.source);
+        if let Some(call) = super::calls::unknown(&calls, &defined).first() {
+            return Err(PolicyError::UnknownFunction {
+                file: file.label.clone(),
+                line: call.line,
+                name: call.name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A fresh engine with the limits every policy evaluation runs under.

@@ -383,25 +383,27 @@ fn shipped_policies_load_and_their_unit_tests_pass() {
 #[test]
 fn a_builtin_this_build_lacks_is_an_error_not_a_pass() {
     // regorus is built without its `crypto` feature (see Cargo.toml): a policy calling
-    // `crypto.sha256` loads, then blocks at evaluation instead of producing no messages.
+    // `crypto.sha256` is refused when it loads, naming the call.
+    let source = "package a\nimport rego.v1\ndeny contains \"x\" if crypto.sha256(\"a\") == \"\"\n";
+    let err = set(Level::HardMandatory, &[("a.rego", source)])
+        .err()
+        .expect("refused at load");
+    assert!(
+        err.to_string()
+            .starts_with("pol/a.rego:3: `crypto.sha256` is not a builtin Tidemark has"),
+        "{err}"
+    );
+    // A call the load-time scan does not judge (outside OPA's builtin namespaces) still
+    // blocks at evaluation instead of producing no messages.
+    let source = "package a\nimport rego.v1\ndeny contains \"x\" if lib.missing(\"a\") == \"\"\n";
     check(
-        &[(
-            "a.rego",
-            "package a\nimport rego.v1\ndeny contains \"x\" if crypto.sha256(\"a\") == \"\"\n",
-        )],
+        &[("a.rego", source)],
         json!({}),
         &[],
-        &["could not find function crypto.sha256"],
+        &["could not find function lib.missing"],
     );
     let verdict = evaluate(
-        &[set(
-            Level::HardMandatory,
-            &[(
-                "a.rego",
-                "package a\nimport rego.v1\ndeny contains \"x\" if crypto.sha256(\"a\") == \"\"\n",
-            )],
-        )
-        .expect("loads")],
+        &[set(Level::HardMandatory, &[("a.rego", source)]).expect("loads")],
         &json!({}),
         &tidemark(),
     );

@@ -58,6 +58,8 @@ pub(super) struct Job {
     proxy: Option<StateBackend>,
     /// The shared provider cache and this run's private plugin cache directory.
     provider_cache: Option<(PathBuf, PathBuf)>,
+    /// Tidemark's executable, whose `__lifeline` starts every step ([`super::lifeline`]).
+    lifeline: Option<PathBuf>,
 }
 
 impl Job {
@@ -195,6 +197,7 @@ impl Job {
             backend,
             proxy,
             provider_cache,
+            lifeline: req.lifeline.clone(),
             plan_file: req.workspace.out().join("plan.tfplan"),
             workspace: req.workspace.path().to_path_buf(),
             def,
@@ -391,7 +394,11 @@ impl Job {
             network: step.network,
             limits: self.def.sandbox.limits.clone(),
         };
-        let argv = sandbox::command_line(&self.tools.prlimit, self.tools.bwrap.as_deref(), &spec);
+        let mut argv =
+            sandbox::command_line(&self.tools.prlimit, self.tools.bwrap.as_deref(), &spec);
+        if let Some(exe) = &self.lifeline {
+            argv = super::lifeline::lifeline_argv(exe, argv);
+        }
         let mut note = format!("$ {} {}", self.def.binary, args.join(" "));
         if self.tools.bwrap.is_none() {
             note.push_str("  [UNSANDBOXED: sandbox = \"none\"]");

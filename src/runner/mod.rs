@@ -31,6 +31,7 @@ mod artifact;
 mod backend;
 mod definition;
 mod job;
+mod lifeline;
 mod process;
 pub mod provider_cache;
 mod proxy;
@@ -46,6 +47,7 @@ pub use definition::{
     DefinitionError, ExitMeaning, Limits, Origin, RunnerDef, RunnerSet, RunnerSource,
     SandboxSettings, StepDef, StepKind,
 };
+pub use lifeline::{LIFELINE_COMMAND, run_lifeline};
 pub use proxy::{PROXY_COMMAND, run_state_proxy};
 pub use redact::{Redactor, StackSensitives, redact_plan_json, sensitive_in_stack};
 pub use sandbox::{

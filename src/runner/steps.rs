@@ -44,6 +44,10 @@ pub struct PlanRequest {
     pub instance: Instance,
     /// The shared provider cache ([`super::provider_cache`]); `None` downloads on every init.
     pub provider_cache: Option<std::path::PathBuf>,
+    /// Tidemark's own executable: every step then starts behind its hidden `__lifeline`
+    /// command, so no step outlives this process ([`super::lifeline`]). `None` when the
+    /// caller is not the `tidemark` binary (library tests).
+    pub lifeline: Option<std::path::PathBuf>,
 }
 
 /// What an environment adds to a run of its instance.
@@ -312,6 +316,7 @@ mod tests {
         let req = PlanRequest {
             instance: Default::default(),
             provider_cache: None,
+            lifeline: None,
             workspace: Workspace::create(root.path()).expect("workspace"),
             stack: "s".into(),
             runner: set.get("terraform").expect("terraform").clone(),

@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::discovery::Snapshot;
 use super::graph;
 use super::instances::Instances;
-use super::paths;
-use super::{Index, StackError, snapshot};
+use super::paths::{self, ModuleFile};
+use super::{Index, Location, StackError, snapshot};
 use crate::repo::commit_tree;
 
 /// The stacks a change affects, as `tidemark affected` prints them.
@@ -51,6 +51,10 @@ pub struct Reason {
     /// The upstream stack, for `dependency` reasons.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<String>,
+    /// The expression that reads `file` (`file()`, `templatefile()`, a `"${path.module}/..."`
+    /// string), for `file` reasons of files a stack reads by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_by: Option<Location>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -72,6 +76,7 @@ impl Reason {
             file: None,
             module: None,
             stack: None,
+            read_by: None,
         }
     }
 
@@ -321,30 +326,43 @@ fn attribute(snapshot: &Snapshot, path: &str, found: &mut dyn FnMut(usize, Reaso
 /// [`attribute`] for a path `seen` where it is used (itself, or through a symbolic link); the
 /// reasons name the `path` that changed.
 fn attribute_at(snapshot: &Snapshot, seen: &str, path: &str, found: &mut dyn FnMut(usize, Reason)) {
-    let markdown = paths::is_markdown(path);
+    // Files named by expressions, Markdown included: the reason says which expression reads it,
+    // and stands for the plain `file` reason of a stack's own file.
+    let mut readers: Vec<usize> = Vec::new();
+    snapshot.readers.readers(seen, &mut |i, k| {
+        readers.push(i);
+        let reason = Reason {
+            read_by: Some(snapshot.file_reads[i][k].at.clone()),
+            ..Reason::file(ReasonKind::File, path)
+        };
+        found(i, reason);
+    });
     // The stack a path already counts for as its own file: a watch glob of that stack matching
     // it too says nothing more.
     let mut file_of = None;
-    if !markdown {
+    if !paths::is_markdown(path) {
         let dir = paths::parent(seen);
-        let owner = paths::ancestors(dir).find_map(|d| snapshot.by_path.get(d).copied());
-        for d in paths::ancestors(dir) {
-            for &user in snapshot.module_users.get(d).into_iter().flatten() {
-                if Some(user) != owner {
-                    found(
-                        user,
-                        Reason {
-                            module: Some(d.to_string()),
-                            ..Reason::file(ReasonKind::Module, path)
-                        },
-                    );
-                }
+        let owner = own_stack(snapshot, dir);
+        // A module is the Terraform files directly in its directory.
+        let users = match paths::module_file(paths::file_name(seen)) {
+            Some(ModuleFile::Config) => snapshot.module_users.get(dir),
+            Some(ModuleFile::Root) => snapshot.root_module_users.get(dir),
+            None => None,
+        };
+        for &user in users.into_iter().flatten() {
+            if Some(user) != owner {
+                let reason = Reason {
+                    module: Some(dir.to_string()),
+                    ..Reason::file(ReasonKind::Module, path)
+                };
+                found(user, reason);
             }
-            if let Some(&stack) = snapshot.by_path.get(d) {
+        }
+        if let Some(stack) = owner {
+            if !readers.contains(&stack) {
                 found(stack, Reason::file(ReasonKind::File, path));
-                file_of = Some(stack);
-                break;
             }
+            file_of = Some(stack);
         }
     }
     for &user in snapshot.include_users.get(seen).into_iter().flatten() {
@@ -359,4 +377,26 @@ fn attribute_at(snapshot: &Snapshot, seen: &str, path: &str, found: &mut dyn FnM
             Reason::file(ReasonKind::Watch, path),
         );
     }
+}
+
+/// The stack a file in `dir` belongs to as its own: the deepest stack directory above it,
+/// unless a directory between them holds Terraform files the stack does not call (an unused
+/// sub-module, an example): those are modules of their own, not the stack's files.
+fn own_stack(snapshot: &Snapshot, dir: &str) -> Option<usize> {
+    let mut between: Vec<&str> = Vec::new();
+    for d in paths::ancestors(dir) {
+        if let Some(&stack) = snapshot.by_path.get(d) {
+            let calls = |m: &&str| {
+                snapshot
+                    .module_users
+                    .get(*m)
+                    .is_some_and(|users| users.contains(&stack))
+            };
+            return between.iter().all(calls).then_some(stack);
+        }
+        if snapshot.files.holds_terraform(d) {
+            between.push(d);
+        }
+    }
+    None
 }

@@ -5,6 +5,7 @@
 //! without that, from autodiscovery.
 
 mod projects;
+mod terraform;
 mod terragrunt;
 
 use std::sync::Arc;
@@ -15,15 +16,16 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
 use super::atlantis::Project;
-use super::eval::Scope;
 use super::hash::{Map, Set};
-use super::hcl::{FileError, FileFacts, Role, StackConfig};
+use super::hcl::{FileFacts, Role, StackConfig};
 use super::index::{Files, Index, file_items};
 use super::instances::{self, Instances, StackPart};
 use super::paths;
-use super::resolve::{Closure, ModuleUse, TfDir, closure, depends_on_target, local_source};
+use super::reads::{ReadIndex, StackRead};
+use super::resolve::{Closure, TfDir, closure, depends_on_target};
 use super::state::StateKey;
 use super::{EdgeKind, Stack, StackError, StackKind, StackSource};
+use terraform::tf_role;
 
 /// Everything known about the stacks at one commit, ready to answer "who owns this path".
 pub(crate) struct Snapshot {
@@ -35,6 +37,14 @@ pub(crate) struct Snapshot {
     pub errors: Vec<StackError>,
     /// Local module directory -> stacks whose configuration uses it (directly or nested).
     pub module_users: Map<String, Vec<usize>>,
+    /// Terragrunt `source` directory -> the units running it as their root module.
+    pub root_module_users: Map<String, Vec<usize>>,
+    /// Per stack: the files its expressions (and its modules') read.
+    pub file_reads: Vec<Vec<StackRead>>,
+    /// `file_reads` by the paths and globs they name.
+    pub readers: ReadIndex,
+    /// The commit's files, for what a module directory holds.
+    pub files: Files,
     /// Included Terragrunt file -> stacks that include or read it.
     pub include_users: Map<String, Vec<usize>>,
     pub watch: GlobSet,
@@ -97,6 +107,8 @@ struct TgStack {
     modules: Vec<String>,
     dependencies: Vec<(String, String, u32)>,
     unresolved: Vec<super::UnresolvedInput>,
+    /// Files its Terragrunt configuration reads (`file(find_in_parent_folders("env.yaml"))`).
+    file_reads: Vec<StackRead>,
 }
 
 struct Builder<'a> {
@@ -124,11 +136,15 @@ pub(crate) fn build(repo: &Repository, tree: Oid, index: &mut Index) -> Result<S
     let found = b.find_stacks()?;
     let configs = b.stack_configs(&found)?;
     let tg = b.terragrunt(&found)?;
-    let (found, configs, tg) = b.without_parent_configs(found, configs, tg);
+    let (templates, stack_file_errors) = b.terragrunt_stacks(&found)?;
+    let (found, configs, tg) = b.without_parent_configs(found, configs, tg, &templates);
+    b.errors.extend(stack_file_errors);
     let mut roots: Vec<&str> = found.iter().map(|(dir, _)| dir.as_str()).collect();
     roots.extend(tg.iter().flat_map(|t| t.modules.iter().map(String::as_str)));
     b.load_tf_dirs(&roots)?;
-    Ok(b.assemble(found, configs, tg))
+    let mut snapshot = b.assemble(found, configs, tg);
+    snapshot.files = files;
+    Ok(snapshot)
 }
 
 impl Builder<'_> {
@@ -236,117 +252,6 @@ impl Builder<'_> {
         Ok(configs)
     }
 
-    /// Analyses the Terraform files of these directories and, transitively, of the local
-    /// modules they use.
-    fn load_tf_dirs(&mut self, dirs: &[&str]) -> Result<()> {
-        let mut unique: Set<&str> = Set::default();
-        let mut frontier: Vec<String> = dirs
-            .iter()
-            .filter(|d| !self.tf_dirs.contains_key(**d) && unique.insert(d))
-            .map(|d| d.to_string())
-            .collect();
-        while !frontier.is_empty() {
-            let files = self.files;
-            // Directories resolved by an earlier build need no parsing at all.
-            let mut round: Vec<Arc<TfDir>> = Vec::with_capacity(frontier.len());
-            let mut fresh = Vec::new();
-            for dir in frontier {
-                let cached = files
-                    .tree_id(&dir)
-                    .and_then(|tree| self.index.tf_dir(tree, &dir));
-                match cached {
-                    Some(tf) => {
-                        round.push(tf.clone());
-                        self.tf_dirs.insert(dir, tf);
-                    }
-                    None => fresh.push(dir),
-                }
-            }
-            let wanted: Vec<(Oid, Role)> = fresh
-                .iter()
-                .flat_map(|d| files.in_dir(d))
-                .filter_map(|(name, id)| Some((id, tf_role(name)?)))
-                .collect();
-            self.index.ensure(self.repo, &wanted)?;
-            for dir in fresh {
-                let tf = Arc::new(self.tf_dir(&dir));
-                if let Some(tree) = files.tree_id(&dir) {
-                    self.index.keep_tf_dir(tree, &dir, tf.clone());
-                }
-                round.push(tf.clone());
-                self.tf_dirs.insert(dir, tf);
-            }
-            // Modules used by this round's directories that are not loaded yet. Most stacks
-            // share a few modules, so deduplicate before allocating.
-            let mut next: Set<String> = Set::default();
-            for tf in &round {
-                for m in &tf.modules {
-                    if !self.tf_dirs.contains_key(&m.dir)
-                        && !next.contains(m.dir.as_str())
-                        && files.has_dir(&m.dir)
-                    {
-                        next.insert(m.dir.clone());
-                    }
-                }
-            }
-            frontier = next.into_iter().collect();
-        }
-        Ok(())
-    }
-
-    fn tf_dir(&self, dir: &str) -> TfDir {
-        let mut tf = TfDir::default();
-        // Terraform has no file-searching functions: the directory alone decides.
-        let exists = |_: &str| false;
-        let scope = Scope {
-            file_dir: dir,
-            included_dir: dir,
-            stack_dir: dir,
-            exists: &exists,
-        };
-        for (name, id) in self.files.in_dir(dir) {
-            let Some(facts) = tf_role(name).and_then(|role| self.index.facts(id, role)) else {
-                continue;
-            };
-            let file = paths::child(dir, name);
-            for e in &facts.errors {
-                tf.problems.push((file.clone(), e.clone()));
-            }
-            for r in &facts.modules {
-                match local_source(&r.expr, &scope, false) {
-                    // Invalid in Terraform; the directory stays a stack and says so.
-                    Some(Ok(module)) if module == dir => tf.problems.push((
-                        file.clone(),
-                        FileError {
-                            line: Some(r.line),
-                            message: "module source is the module's own directory (it calls \
-                                      itself)"
-                                .to_string(),
-                        },
-                    )),
-                    Some(Ok(module)) => tf.modules.push(ModuleUse {
-                        dir: module,
-                        file: file.clone(),
-                        line: r.line,
-                    }),
-                    Some(Err(message)) => tf.problems.push((
-                        file.clone(),
-                        FileError {
-                            line: Some(r.line),
-                            message,
-                        },
-                    )),
-                    None => {}
-                }
-            }
-            if facts.backend.is_some() {
-                tf.backend.clone_from(&facts.backend);
-            }
-            tf.remote_states.extend(facts.remote_states.iter().cloned());
-        }
-        tf
-    }
-
     /// Puts the pieces together: module closures, names, edges, watch globs, errors.
     fn assemble(
         mut self,
@@ -371,10 +276,29 @@ impl Builder<'_> {
             .enumerate()
             .map(|(i, (dir, kind))| closure(self.files, &tf_dirs, dir, *kind, &tg[i].modules))
             .collect();
+        let mut root_module_users: Map<String, Vec<usize>> = Map::default();
+        let mut file_reads: Vec<Vec<StackRead>> = Vec::with_capacity(found.len());
+        let mut unresolved: Vec<Vec<super::UnresolvedInput>> = Vec::with_capacity(found.len());
         for (i, part) in parts.into_iter().enumerate() {
             for file in &tg[i].included {
                 include_users.entry(file.clone()).or_default().push(i);
             }
+            for module in &tg[i].modules {
+                let users = root_module_users.entry(module.clone()).or_default();
+                if users.last() != Some(&i) {
+                    users.push(i);
+                }
+            }
+            let mut named = part.file_reads;
+            named.extend(tg[i].file_reads.iter().cloned());
+            named.sort();
+            named.dedup();
+            file_reads.push(named);
+            let mut inputs = part.unresolved;
+            inputs.extend(tg[i].unresolved.iter().cloned());
+            inputs.sort();
+            inputs.dedup();
+            unresolved.push(inputs);
             for module in part.modules {
                 match module_users.get_mut(module) {
                     Some(users) => users.push(i),
@@ -506,7 +430,7 @@ impl Builder<'_> {
                     auto_apply: config.auto_apply,
                     tags: config.tags.clone(),
                     drift_remediation: config.drift_remediation,
-                    unresolved_inputs: tg[i].unresolved.clone(),
+                    unresolved_inputs: std::mem::take(&mut unresolved[i]),
                     source,
                     workspace: project.and_then(|p| p.workspace.clone()),
                     autoplan: project.is_none_or(|p| p.autoplan),
@@ -544,6 +468,15 @@ impl Builder<'_> {
             .collect();
         let instances = instances::expand(&parts, &mut self.errors);
         drop(parts);
+        let readers = ReadIndex::new(&file_reads, &mut |i, read, message| {
+            let at = &read.at;
+            self.errors.push(StackError::at(
+                &found[i].0,
+                &at.file,
+                Some(at.line),
+                &message,
+            ));
+        });
         let mut errors = self.errors;
         errors.sort();
         errors.dedup();
@@ -554,6 +487,10 @@ impl Builder<'_> {
             upstreams,
             errors,
             module_users,
+            root_module_users,
+            file_reads,
+            readers,
+            files: Files::default(),
             include_users,
             watch,
             watch_owner,
@@ -598,17 +535,6 @@ impl Builder<'_> {
         // not, an empty set only loses watch reasons, never anything else.
         let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
         (set, owners)
-    }
-}
-
-/// How a file of a Terraform directory is analysed: HCL, JSON syntax, or not at all.
-fn tf_role(name: &str) -> Option<Role> {
-    if paths::is_terraform(name) {
-        Some(Role::Terraform)
-    } else if name.ends_with(".tf.json") || name.ends_with(".tofu.json") {
-        Some(Role::TerraformJson)
-    } else {
-        None
     }
 }
 

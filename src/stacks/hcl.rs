@@ -11,6 +11,7 @@ use hcl::edit::template::Element;
 use hcl::edit::visit::{Visit, visit_func_call};
 
 use super::eval::PathExpr;
+use super::reads::{self, FileRead};
 
 /// How a file is read: the role follows from its name and from who refers to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,6 +21,8 @@ pub enum Role {
     TerraformJson,
     StackConfig,
     Terragrunt,
+    /// A `terragrunt.stack.hcl`: the units it generates.
+    TerragruntStack,
 }
 
 /// A problem in one file, with the line it is on when known.
@@ -80,6 +83,10 @@ pub struct FileFacts {
     pub unresolved: Vec<(u32, String)>,
     /// A Terragrunt file with a `terraform` block of its own.
     pub terraform_block: bool,
+    /// Files its expressions read (`file()`, `templatefile()`, `"${path.module}/x.sh"`).
+    pub file_reads: Vec<FileRead>,
+    /// The `unit` and `stack` blocks of a `terragrunt.stack.hcl`.
+    pub stack_blocks: Vec<super::tgstack::StackBlock>,
 }
 
 /// Keys renamed to get past a repeated object key (see [`parse_lenient`]) carry this prefix.
@@ -112,8 +119,18 @@ pub fn analyze(bytes: &[u8], role: Role) -> FileFacts {
         Role::Terraform | Role::TerraformJson => terraform(&body, &lines, &mut facts),
         Role::Terragrunt => terragrunt(&body, &lines, &mut facts),
         Role::StackConfig => stack_config(&body, &lines, &mut facts),
+        Role::TerragruntStack => super::tgstack::parse(&body, &lines, &mut facts),
+    }
+    if matches!(role, Role::Terraform | Role::Terragrunt) {
+        file_reads(&body, &lines, &mut facts);
     }
     facts
+}
+
+fn file_reads(body: &Body, lines: &Lines, facts: &mut FileFacts) {
+    let (found, unresolved) = reads::collect(body, lines);
+    facts.file_reads = found;
+    facts.unresolved.extend(unresolved);
 }
 
 /// A JSON configuration file read through its HCL rewriting, with lines of the JSON file.
@@ -130,7 +147,11 @@ fn analyze_json(text: &str) -> FileFacts {
         }
     };
     match parse_lenient(&rewritten.text) {
-        Ok((body, hcl)) => terraform(&body, &Lines::new(&hcl), &mut facts),
+        Ok((body, hcl)) => {
+            let lines = Lines::new(&hcl);
+            terraform(&body, &lines, &mut facts);
+            file_reads(&body, &lines, &mut facts);
+        }
         Err(error) => facts.errors.push(FileError {
             line: None,
             message: format!("json: {}", error.message),
@@ -138,6 +159,12 @@ fn analyze_json(text: &str) -> FileFacts {
     }
     for module in &mut facts.modules {
         module.line = rewritten.line(module.line);
+    }
+    for read in &mut facts.file_reads {
+        read.line = rewritten.line(read.line);
+    }
+    for (line, _) in &mut facts.unresolved {
+        *line = rewritten.line(*line);
     }
     facts
 }
@@ -234,7 +261,7 @@ pub(super) struct Lines {
 }
 
 impl Lines {
-    fn new(text: &str) -> Self {
+    pub(super) fn new(text: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         Self { starts }

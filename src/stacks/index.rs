@@ -103,6 +103,12 @@ impl Files {
         self.blob(path).is_some()
     }
 
+    /// Whether a directory holds Terraform configuration files (`*.tf`, `*.tf.json`, ...).
+    pub fn holds_terraform(&self, dir: &str) -> bool {
+        self.in_dir(dir)
+            .any(|(name, _)| paths::module_file(name) == Some(paths::ModuleFile::Config))
+    }
+
     /// Resolves symbolic links (`(path, blob)`) in rounds, since a link may point at a link.
     fn follow_links(&mut self, repo: &Repository, raw: Vec<(String, Oid)>) -> Result<()> {
         let mut pending: Vec<(String, String)> = Vec::new();

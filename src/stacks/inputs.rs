@@ -1,13 +1,20 @@
 //! What a run of one stack reads: the paths change detection already attributes to it (its own
-//! directory, its local modules, Terragrunt includes, watch globs), plus what its Terragrunt
-//! dependencies read (Terragrunt parses them for their outputs) and the directories of the
-//! stacks whose state it reads. A run's workspace holds only these.
+//! directory minus nested stacks and uncalled module directories, its local modules' Terraform
+//! files, the files its expressions name, Terragrunt includes, watch globs), plus what its
+//! Terragrunt dependencies read (Terragrunt parses them for their outputs) and the directories
+//! of the stacks whose state it reads. A run's workspace holds only these: a module's other
+//! files (a README image, CI configuration, a sub-module nothing calls) are left out, which is
+//! also why a change to them affects nothing. A directory holding a read the analysis cannot
+//! resolve (an unresolved input) is exported whole, so the run does not fail for it; detection
+//! still needs a `watch`, which both triggers the stack and exports the file.
 
 use anyhow::Result;
 use git2::{Oid, Repository};
 
 use super::discovery::Snapshot;
 use super::hash::Set;
+use super::paths::ModuleFile;
+use super::reads::Input;
 use super::{EdgeKind, Index, Stack, paths, snapshot};
 use crate::repo::{Export, Selection};
 
@@ -46,10 +53,38 @@ impl Snapshot {
                     selection.globs.push(glob);
                 }
             }
+            // A directory with a read Tidemark cannot resolve is exported whole, so the run
+            // still finds what it reads (detection cannot: that is what a `watch` is for).
+            for input in &self.stacks[s].unresolved_inputs {
+                selection.dirs.push(paths::parent(&input.file).to_string());
+            }
+            for read in &self.file_reads[s] {
+                match &read.input {
+                    Input::Path(path) if self.files.exists(path) => {
+                        selection.files.push(path.clone())
+                    }
+                    // A directory read as a whole, or a file that is not there (yet).
+                    Input::Path(path) => selection.dirs.push(path.clone()),
+                    Input::Glob(glob) => selection.globs.push(glob.clone()),
+                }
+            }
         }
-        for (module, users) in self.module_users.iter() {
-            if users.iter().any(|u| seen.contains(u)) {
-                selection.dirs.push(module.clone());
+        // A module is its Terraform files (and, run as a Terragrunt unit's root module, its
+        // variable and lock files); the rest of its directory is exported only when read.
+        for (users, root) in [(&self.module_users, false), (&self.root_module_users, true)] {
+            for (module, users) in users.iter() {
+                if users.iter().any(|u| seen.contains(u)) {
+                    let files = self.files.in_dir(module).filter(|(name, _)| {
+                        match paths::module_file(name) {
+                            Some(ModuleFile::Config) => true,
+                            Some(ModuleFile::Root) => root,
+                            None => false,
+                        }
+                    });
+                    selection
+                        .files
+                        .extend(files.map(|(name, _)| paths::child(module, name)));
+                }
             }
         }
         selection.dirs.sort_unstable();
@@ -74,7 +109,38 @@ impl Snapshot {
                 selection.prune.insert(stack.path.clone());
             }
         }
+        self.prune_uncalled_modules(&seen, &mut selection);
         Export::Only(selection)
+    }
+}
+
+impl Snapshot {
+    /// Directories of Terraform files inside an exported stack's directory that the stack does
+    /// not call (examples, unused sub-modules) are not what it reads: left out, as nested stacks
+    /// are. What an expression names in them is exported still (as files, globs or dirs).
+    fn prune_uncalled_modules(&self, exported: &Set<usize>, selection: &mut Selection) {
+        for (dir, _) in self.files.dirs() {
+            if self.by_path.contains_key(dir) || !self.files.holds_terraform(dir) {
+                continue;
+            }
+            let owner = paths::ancestors(paths::parent(dir))
+                .find_map(|d| self.by_path.get(d).copied())
+                .filter(|s| exported.contains(s));
+            let Some(owner) = owner else {
+                continue;
+            };
+            let calls = self
+                .module_users
+                .get(dir)
+                .is_some_and(|users| users.contains(&owner));
+            let selected = selection
+                .dirs
+                .binary_search_by(|x| x.as_str().cmp(dir))
+                .is_ok();
+            if dir != paths::ROOT && !calls && !selected {
+                selection.prune.insert(dir.to_string());
+            }
+        }
     }
 }
 
@@ -148,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stack_exports_its_directory_modules_recursively_and_watch_globs() {
+    fn a_stack_exports_its_directory_its_modules_files_recursively_and_watch_globs() {
         let mut repo = TestRepo::new();
         repo.write("stacks/a/main.tf", &module("../../modules/x"));
         repo.write(
@@ -162,9 +228,10 @@ mod tests {
         repo.write("big/data.txt", "unrelated");
         let head = repo.commit();
         let got = selection(&repo, head, "stacks/a");
-        assert_eq!(got.dirs, ["modules/x", "modules/y", "stacks/a"]);
+        // A module is its Terraform files (issue 14, item 6), not its whole directory.
+        assert_eq!(got.dirs, ["stacks/a"]);
         assert_eq!(got.globs, ["shared/*.json"]);
-        assert!(got.files.is_empty());
+        assert_eq!(got.files, ["modules/x/main.tf", "modules/y/main.tf"]);
         assert!(
             export_of(&repo.repo, head, "nope", None)
                 .expect("ok")
@@ -191,11 +258,15 @@ mod tests {
         repo.write("modules/net/main.tf", "");
         let head = repo.commit();
         let got = selection(&repo, head, "live/app");
+        assert_eq!(got.dirs, ["live/app", "live/net"]);
         assert_eq!(
-            got.dirs,
-            ["live/app", "live/net", "modules/app", "modules/net"]
+            got.files,
+            [
+                "live/root.hcl",
+                "modules/app/main.tf",
+                "modules/net/main.tf"
+            ]
         );
-        assert_eq!(got.files, ["live/root.hcl"]);
     }
 
     #[test]
@@ -240,7 +311,11 @@ mod tests {
         let Export::Only(selection) = &what else {
             panic!("a selection");
         };
-        assert!(selection.dirs.contains(&"stacks/a/mods/m".to_string()));
+        assert!(
+            selection
+                .files
+                .contains(&"stacks/a/mods/m/main.tf".to_string())
+        );
         let dest = tempfile::tempdir().expect("ok");
         let done = crate::repo::export(&repo.repo, head, dest.path(), &what).expect("ok");
         let mut files: Vec<String> = walkdir(dest.path());
@@ -257,6 +332,60 @@ mod tests {
         assert_eq!(done.files, 4);
         assert_eq!(done.top, ["modules", "stacks"]);
         assert!(done.describe().contains("4 files under modules, stacks"));
+    }
+
+    #[test]
+    fn an_export_holds_the_files_expressions_read_and_not_the_rest_of_a_module() {
+        let mut repo = TestRepo::new();
+        repo.write("stacks/a/stack.hcl", "stack {}\n");
+        repo.write(
+            "stacks/a/main.tf",
+            &format!(
+                "{}locals {{\n  p = file(\"${{path.module}}/policy.json\")\n}}\n",
+                module("../../modules/x")
+            ),
+        );
+        repo.write("stacks/a/policy.json", "{}");
+        repo.write("stacks/a/examples/basic/main.tf", &module("../.."));
+        repo.write(
+            "modules/x/main.tf",
+            "locals {\n  t = templatefile(\"${path.module}/tpl/init.tpl\", {})\n  s = fileset(path.module, \"policies/*.json\")\n}\n",
+        );
+        repo.write("modules/x/tpl/init.tpl", "x");
+        repo.write("modules/x/policies/a.json", "{}");
+        repo.write("modules/x/.terraform.lock.hcl", "# lock");
+        repo.write("modules/x/docs/diagram.png", "png");
+        repo.write("modules/x/.github/workflows/ci.yml", "on: push");
+        repo.write("modules/x/modules/unused/main.tf", "");
+        repo.write("modules/y/main.tf", "locals {\n  p = file(var.path)\n}\n");
+        repo.write("modules/y/files/p.json", "{}");
+        repo.write(
+            "stacks/a/y.tf",
+            &module("../../modules/y").replace("\"m\"", "\"y\""),
+        );
+        let head = repo.commit();
+        let what = export_of(&repo.repo, head, "stacks/a", None)
+            .expect("ok")
+            .expect("ok");
+        let dest = tempfile::tempdir().expect("ok");
+        crate::repo::export(&repo.repo, head, dest.path(), &what).expect("ok");
+        let mut files: Vec<String> = walkdir(dest.path());
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "modules/x/main.tf",
+                "modules/x/policies/a.json",
+                "modules/x/tpl/init.tpl",
+                // Its read is unresolved: the module goes whole.
+                "modules/y/files/p.json",
+                "modules/y/main.tf",
+                "stacks/a/main.tf",
+                "stacks/a/policy.json",
+                "stacks/a/stack.hcl",
+                "stacks/a/y.tf",
+            ]
+        );
     }
 
     fn walkdir(root: &std::path::Path) -> Vec<String> {

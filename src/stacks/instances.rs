@@ -260,6 +260,7 @@ mod tests {
                 file: Some("stacks/app/env/prod.tfvars".into()),
                 module: None,
                 stack: None,
+                read_by: None,
             }]
         );
 

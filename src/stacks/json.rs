@@ -30,18 +30,20 @@ pub(crate) fn to_hcl(text: &str) -> Result<Rewritten, String> {
         text: String::new(),
         lines: Vec::new(),
     };
+    // Every HCL line written gets the JSON line it came from (1 when unknown).
     let mut push = |hcl: String, line: Option<u32>| {
         out.text.push_str(&hcl);
         out.text.push('\n');
-        if let Some(line) = line {
-            out.lines.push(line);
-        }
+        out.lines
+            .extend(std::iter::repeat_n(line.unwrap_or(1), hcl.lines().count()));
     };
+    let mut sources: Vec<&str> = Vec::new();
     // Terraform allows a block type's value to be an array of objects, each adding blocks.
     for module in bodies(root.get("module")) {
         for (name, body) in module {
             for body in bodies(Some(body)) {
                 if let Some(source) = body.get("source") {
+                    sources.extend(source.as_str());
                     let line = line_of(text, &encode(source));
                     push(
                         format!("module {} {{ source = {} }}", quote(name), hcl(source)),
@@ -89,7 +91,35 @@ pub(crate) fn to_hcl(text: &str) -> Result<Rewritten, String> {
             }
         }
     }
+    // Strings holding templates are where `file()` and `"${path.module}/..."` reads hide: each
+    // is written as a heredoc (its content taken as it is, as Terraform reads a JSON string).
+    let mut found = Vec::new();
+    for value in root.values() {
+        templates(value, &mut found);
+    }
+    for template in found {
+        if sources.contains(&template) || template.contains("TIDEMARK_JSON_STRING") {
+            continue;
+        }
+        let line = line_of(text, &encode(&Value::String(template.to_string())));
+        push(
+            format!(
+                "locals {{\ntidemark_json_string = <<TIDEMARK_JSON_STRING\n{template}\nTIDEMARK_JSON_STRING\n}}"
+            ),
+            Some(line),
+        );
+    }
     Ok(out)
+}
+
+/// The strings below a value that hold a template interpolation.
+fn templates<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::String(s) if s.contains("${") => out.push(s),
+        Value::Array(items) => items.iter().for_each(|v| templates(v, out)),
+        Value::Object(map) => map.values().for_each(|v| templates(v, out)),
+        _ => {}
+    }
 }
 
 /// The objects a block value stands for: an object, or each object of an array.

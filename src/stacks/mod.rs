@@ -7,8 +7,14 @@
 //! [`affected`] attributes the changed paths to stacks and walks downstream.
 //!
 //! Choices worth knowing:
-//! - A stack's files and a local module's files include their subdirectories (minus nested
-//!   stacks): `path.module` can read any of them. Markdown never counts, except through `watch`.
+//! - A stack's files include its subdirectories, minus nested stacks and directories of
+//!   Terraform files it does not call as modules; Markdown never counts, except through `watch`.
+//!   A local module is only its Terraform files (`paths::module_file`), the modules it calls,
+//!   and the files its expressions name (`reads`): its README images, CI files and uncalled
+//!   sub-modules are not inputs of the stacks using it.
+//! - Files named by `file()`, `templatefile()`, `fileset()`, `"${path.module}/..."` strings and
+//!   Terragrunt's file functions are inputs of the stack reading them; a path computed from
+//!   variables is read as far as it is known, and one not known at all is an unresolved input.
 //! - Relative paths in Terragrunt files resolve against the file's own directory;
 //!   `get_terragrunt_dir()` and `find_in_parent_folders()` against the stack's directory.
 //! - A stack without a `backend` block writes `terraform.tfstate` in its directory (Terraform's
@@ -17,10 +23,11 @@
 //!   (version 3) takes its stacks from the projects there (`atlantis`).
 //! - `.tf.json`/`.tofu.json` files are rewritten into the HCL that says the same (`json`), so
 //!   their modules, backends and remote states give the same edges.
-//! - Not analysed: Terragrunt
-//!   `remote_state` blocks (no remote-state edges to Terragrunt stacks), and expressions beyond
-//!   the small set in `eval` (such paths are ignored, not guessed). Every `terragrunt.hcl`
-//!   directory is a stack, as specified, including a parent config others include.
+//! - Not analysed: Terragrunt `remote_state` blocks (no remote-state edges to Terragrunt
+//!   stacks), `terragrunt.stack.hcl` files (`tgstack`: units not generated and committed are
+//!   reported by name, and their local templates are not stacks), and expressions beyond the small set in `eval` (such paths are reported
+//!   as unresolved inputs where they are inputs, never guessed). A `terragrunt.hcl` that others
+//!   include and that has no `terraform` block is their configuration, not a stack.
 
 mod affected;
 mod atlantis;
@@ -35,9 +42,11 @@ mod inputs;
 mod instances;
 mod json;
 mod paths;
+mod reads;
 mod resolve;
 mod state;
 pub mod synth;
+mod tgstack;
 
 #[cfg(test)]
 mod tests;
@@ -178,6 +187,13 @@ pub struct UnresolvedInput {
     pub line: u32,
     /// The expression as written (`source = var.x ? ... : ...`).
     pub expression: String,
+}
+
+/// Where something is written: a file from the repository root and a line in it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: u32,
 }
 
 /// `drift_remediation` in `stack.hcl`: what to do about drift beyond recording and reporting

@@ -92,6 +92,35 @@ pub fn is_terraform(path: &str) -> bool {
     path.ends_with(".tf") || path.ends_with(".tofu")
 }
 
+/// What a file directly in a module's directory is to Terraform (issue 14, item 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleFile {
+    /// Configuration (`*.tf`, `*.tf.json`, `*.tofu`, `*.tofu.json`): read wherever the module
+    /// is used.
+    Config,
+    /// Read only when the directory is the root module, as a Terragrunt unit's `source` is:
+    /// the variable files Terraform loads by itself and the dependency lock file (Terragrunt
+    /// copies the source's when the unit has none). Ignored for a module a `module` block calls.
+    Root,
+}
+
+/// How a file in a module's directory counts, if it does.
+pub fn module_file(name: &str) -> Option<ModuleFile> {
+    let config = [".tf", ".tofu", ".tf.json", ".tofu.json"];
+    let root = [".auto.tfvars", ".auto.tfvars.json"];
+    if config.iter().any(|s| name.ends_with(s)) {
+        Some(ModuleFile::Config)
+    } else if matches!(
+        name,
+        "terraform.tfvars" | "terraform.tfvars.json" | ".terraform.lock.hcl"
+    ) || root.iter().any(|s| name.ends_with(s))
+    {
+        Some(ModuleFile::Root)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

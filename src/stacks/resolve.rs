@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use super::StackError;
-use super::StackKind;
 use super::eval::{PathExpr, Scope};
 use super::hash::{Map, Set};
 use super::hcl::{Backend, FileError};
 use super::index::Files;
 use super::paths;
+use super::reads::{self, FileRead, StackRead};
 use super::state::StateKey;
+use super::{Location, StackError, StackKind, UnresolvedInput};
 
 /// A directory's Terraform configuration, resolved where it does not depend on the stack or on
 /// the rest of the tree: a function of the directory's path and tree id, so the index keeps it.
@@ -23,6 +23,11 @@ pub(crate) struct TfDir {
     pub backend: Option<Backend>,
     /// Remote state reads (evaluated per stack: local paths are relative to the stack).
     pub remote_states: Vec<Backend>,
+    /// Files its expressions read, with the file each is written in (evaluated per stack:
+    /// relative paths are the root module's).
+    pub file_reads: Vec<(String, FileRead)>,
+    /// Reads whose path is not known at all.
+    pub unresolved: Vec<UnresolvedInput>,
 }
 
 /// A `module` block's local source, resolved, and where it is written.
@@ -39,9 +44,15 @@ pub(crate) struct Closure<'a> {
     pub errors: Vec<StackError>,
     pub reads: Vec<StateKey>,
     pub state: Option<StateKey>,
+    /// Files the expressions of the stack and its modules read.
+    pub file_reads: Vec<StackRead>,
+    pub unresolved: Vec<UnresolvedInput>,
 }
 
-/// Walks a stack's local modules from its own directory (and its Terragrunt source).
+/// Walks a stack's local modules from its own directory (and its Terragrunt source). Each
+/// directory is walked with its root module: what `path.root` and relative file paths mean
+/// there (the stack, or for a Terragrunt unit the `source` Terraform runs in). A module reached
+/// from two roots is walked once, from the first.
 pub(crate) fn closure<'a>(
     files: &Files,
     tf_dirs: &'a Map<String, Arc<TfDir>>,
@@ -55,11 +66,13 @@ pub(crate) fn closure<'a>(
         errors: Vec::new(),
         reads: Vec::new(),
         state: None,
+        file_reads: Vec::new(),
+        unresolved: Vec::new(),
     };
     let mut seen: Set<&str> = Set::default();
-    let mut queue: Vec<&str> = extra.iter().map(String::as_str).collect();
-    queue.push(dir);
-    while let Some(current) = queue.pop() {
+    let mut queue: Vec<(&str, &str)> = extra.iter().map(|m| (m.as_str(), m.as_str())).collect();
+    queue.push((dir, dir));
+    while let Some((current, root)) = queue.pop() {
         if !seen.insert(current) {
             continue;
         }
@@ -75,7 +88,7 @@ pub(crate) fn closure<'a>(
         }
         for m in &tf.modules {
             if files.has_dir(&m.dir) {
-                queue.push(m.dir.as_str());
+                queue.push((m.dir.as_str(), root));
             } else {
                 let message = format!("module source {}: no such directory", m.dir);
                 out.errors
@@ -93,6 +106,28 @@ pub(crate) fn closure<'a>(
                 out.reads.push(key);
             }
         }
+        let scope = Scope {
+            file_dir: current,
+            included_dir: current,
+            stack_dir: root,
+            exists: &exists,
+        };
+        for (file, read) in &tf.file_reads {
+            match reads::resolve(read, &scope, root) {
+                Ok(input) => out.file_reads.push(StackRead {
+                    input,
+                    at: Location {
+                        file: file.clone(),
+                        line: read.line,
+                    },
+                }),
+                Err(message) => {
+                    out.errors
+                        .push(StackError::at(dir, file, Some(read.line), &message))
+                }
+            }
+        }
+        out.unresolved.extend(tf.unresolved.iter().cloned());
     }
     let scope = Scope {
         file_dir: dir,

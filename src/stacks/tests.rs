@@ -118,6 +118,9 @@ fn render(affected: &Affected) -> String {
                     text.push_str(" via ");
                     text.push_str(module);
                 }
+                if let Some(at) = &r.read_by {
+                    text.push_str(&format!(" read by {}:{}", at.file, at.line));
+                }
                 text
             })
             .collect();
@@ -207,15 +210,22 @@ fn markdown_is_ignored() {
 
 #[test]
 fn nested_stack_owns_its_files_alone() {
+    // `a/x` holds Terraform files `a` does not call: a module of its own, not `a`'s files
+    // (issue 14, item 6); `a/files` is a plain directory of `a`.
     check(
         &[
             ("a/stack.hcl", STACK),
             ("a/b/stack.hcl", STACK),
             ("a/b/main.tf", ""),
             ("a/x/y.tf", ""),
+            ("a/files/y.json", ""),
         ],
-        &[Write("a/b/main.tf", "# c\n"), Write("a/x/y.tf", "# c\n")],
-        "a: file a/x/y.tf
+        &[
+            Write("a/b/main.tf", "# c\n"),
+            Write("a/x/y.tf", "# c\n"),
+            Write("a/files/y.json", "{}"),
+        ],
+        "a: file a/files/y.json
          a/b: file a/b/main.tf",
     );
 }
@@ -242,12 +252,14 @@ fn nested_local_modules_are_traced() {
             ("modules/net/sub/files/policy.json", "{}"),
             ("modules/unused/main.tf", ""),
         ],
+        // A module is its Terraform files (issue 14, item 6): a file below it that no
+        // expression reads is not an input of the stacks using it.
         &[
+            Write("modules/net/sub/main.tf", "# c\n"),
             Write("modules/net/sub/files/policy.json", "{\"a\": 1}"),
             Write("modules/unused/main.tf", "# c\n"),
         ],
-        "app: module modules/net/sub/files/policy.json via modules/net, \
-              module modules/net/sub/files/policy.json via modules/net/sub",
+        "app: module modules/net/sub/main.tf via modules/net/sub",
     );
 }
 
@@ -461,215 +473,6 @@ fn malformed_file_is_an_error_entry_and_others_still_computed() {
 }
 
 #[test]
-fn repeated_object_key_is_accepted_and_last_value_wins() {
-    let reader = "data \"terraform_remote_state\" \"net\" {\n  backend = \"s3\"\n  config = {\n    bucket = \"wrong\"\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n";
-    check(
-        &[
-            ("net/stack.hcl", STACK),
-            (
-                "net/main.tf",
-                "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n",
-            ),
-            ("app/stack.hcl", STACK),
-            ("app/main.tf", reader),
-        ],
-        &[Write(
-            "net/main.tf",
-            "terraform {\n  backend \"s3\" {\n    bucket = \"b\"\n    key = \"net\"\n  }\n}\n# c\n",
-        )],
-        "net: file net/main.tf
-         app (indirect): dependency net",
-    );
-}
-
-/// One backend block and the matching `terraform_remote_state` config, per backend kind.
-fn remote_state_case(backend: &str, kind: &str, config: &str) {
-    let writer = format!("terraform {{\n{backend}\n}}\n");
-    let reader = format!(
-        "data \"terraform_remote_state\" \"up\" {{\n  backend = \"{kind}\"\n  config = {config}\n}}\n"
-    );
-    check(
-        &[
-            ("up/stack.hcl", STACK),
-            ("up/main.tf", &writer),
-            ("other/stack.hcl", STACK),
-            (
-                "other/main.tf",
-                "terraform {\n  backend \"s3\" {\n    bucket = \"zzz\"\n    key = \"zzz\"\n  }\n}\n",
-            ),
-            ("down/stack.hcl", STACK),
-            ("down/main.tf", &reader),
-        ],
-        &[Write("up/vars.tf", "")],
-        "up: file up/vars.tf
-         down (indirect): dependency up",
-    );
-}
-
-#[test]
-fn remote_state_local_backend() {
-    remote_state_case(
-        "backend \"local\" {\n  path = \"state/up.tfstate\"\n}",
-        "local",
-        "{ path = \"${path.module}/../up/state/up.tfstate\" }",
-    );
-}
-
-#[test]
-fn remote_state_local_default_path_without_backend() {
-    check(
-        &[
-            ("up/stack.hcl", STACK),
-            ("up/main.tf", ""),
-            ("down/stack.hcl", STACK),
-            (
-                "down/main.tf",
-                "data \"terraform_remote_state\" \"up\" {\n  backend = \"local\"\n  config = {\n    path = \"../up/terraform.tfstate\"\n  }\n}\n",
-            ),
-            ("nomatch/stack.hcl", STACK),
-            (
-                "nomatch/main.tf",
-                "data \"terraform_remote_state\" \"x\" {\n  backend = \"local\"\n  config = { path = \"../nowhere/terraform.tfstate\" }\n}\n",
-            ),
-        ],
-        &[Write("up/main.tf", "# c\n")],
-        "up: file up/main.tf
-         down (indirect): dependency up",
-    );
-}
-
-#[test]
-fn remote_state_s3_backend() {
-    remote_state_case(
-        "backend \"s3\" {\n  bucket = \"states\"\n  key = \"up.tfstate\"\n  region = \"eu-west-1\"\n}",
-        "s3",
-        "{\n bucket = \"states\"\n key = \"up.tfstate\"\n region = \"us-east-1\"\n}",
-    );
-}
-
-#[test]
-fn remote_state_gcs_backend() {
-    remote_state_case(
-        "backend \"gcs\" {\n  bucket = \"states\"\n  prefix = \"up\"\n}",
-        "gcs",
-        "{\n bucket = \"states\"\n prefix = \"up\"\n}",
-    );
-}
-
-#[test]
-fn remote_state_azurerm_backend() {
-    remote_state_case(
-        "backend \"azurerm\" {\n  storage_account_name = \"acct\"\n  container_name = \"tf\"\n  key = \"up\"\n}",
-        "azurerm",
-        "{\n storage_account_name = \"acct\"\n container_name = \"tf\"\n key = \"up\"\n}",
-    );
-}
-
-#[test]
-fn remote_state_remote_backend() {
-    remote_state_case(
-        "backend \"remote\" {\n  organization = \"acme\"\n  workspaces {\n    name = \"up\"\n  }\n}",
-        "remote",
-        "{\n organization = \"acme\"\n workspaces = { name = \"up\" }\n}",
-    );
-}
-
-#[test]
-fn remote_state_cloud_block() {
-    remote_state_case(
-        "cloud {\n  organization = \"acme\"\n  workspaces {\n    name = \"up\"\n  }\n}",
-        "remote",
-        "{\n organization = \"acme\"\n workspaces = { name = \"up\" }\n}",
-    );
-}
-
-#[test]
-fn remote_state_with_other_config_is_no_edge() {
-    check(
-        &[
-            ("up/stack.hcl", STACK),
-            (
-                "up/main.tf",
-                "terraform {\n  backend \"gcs\" {\n    bucket = \"b\"\n    prefix = \"up\"\n  }\n}\n",
-            ),
-            ("down/stack.hcl", STACK),
-            (
-                "down/main.tf",
-                "data \"terraform_remote_state\" \"up\" {\n  backend = \"gcs\"\n  config = { bucket = \"b\", prefix = \"other\" }\n}\n",
-            ),
-        ],
-        &[Write("up/main.tf", "# c\n")],
-        "up: file up/main.tf",
-    );
-}
-
-const ROOT_HCL: &str = "remote_state {\n  backend = \"s3\"\n}\n";
-
-#[test]
-fn terragrunt_include_with_named_parent_and_dependency() {
-    check(
-        &[
-            ("root.hcl", ROOT_HCL),
-            ("live/env.hcl", "locals { env = \"prod\" }\n"),
-            (
-                "live/vpc/terragrunt.hcl",
-                "include \"root\" {\n  path = find_in_parent_folders(\"root.hcl\")\n}\nterraform {\n  source = \"../../modules//vpc\"\n}\n",
-            ),
-            (
-                "live/app/terragrunt.hcl",
-                "include {\n  path = find_in_parent_folders(\"root.hcl\")\n}\nlocals {\n  env = read_terragrunt_config(find_in_parent_folders(\"env.hcl\"))\n}\ndependency \"vpc\" {\n  config_path = \"../vpc\"\n}\n",
-            ),
-            (
-                "live/solo/terragrunt.hcl",
-                "terraform {\n  source = \"git::https://example.test/m.git//x?ref=v1\"\n}\n",
-            ),
-            ("modules/vpc/main.tf", ""),
-        ],
-        &[
-            Write("root.hcl", "# c\n"),
-            Write("modules/vpc/main.tf", "# c\n"),
-        ],
-        "live/vpc: module modules/vpc/main.tf via modules/vpc, include root.hcl
-         live/app: include root.hcl, dependency live/vpc",
-    );
-}
-
-#[test]
-fn terragrunt_find_in_parent_folders_without_argument_and_read_config() {
-    check(
-        &[
-            ("live/terragrunt.hcl", ROOT_HCL),
-            ("live/common.hcl", "locals {}\n"),
-            (
-                "live/a/terragrunt.hcl",
-                "include {\n  path = find_in_parent_folders()\n}\nlocals {\n  c = read_terragrunt_config(\"${get_terragrunt_dir()}/../common.hcl\")\n}\n",
-            ),
-            (
-                "live/b/terragrunt.hcl",
-                "dependencies {\n  paths = [\"../a\"]\n}\n",
-            ),
-        ],
-        &[Write("live/common.hcl", "locals { x = 1 }\n")],
-        // live/terragrunt.hcl is live/a's parent configuration, not a unit (issue 14, item 7).
-        "live/a: include live/common.hcl
-         live/b (indirect): dependency live/a",
-    );
-}
-
-#[test]
-fn terragrunt_include_escaping_the_repository_is_an_error() {
-    check(
-        &[(
-            "a/terragrunt.hcl",
-            "include {\n  path = \"../../root.hcl\"\n}\n",
-        )],
-        &[Write("a/extra.hcl", "")],
-        "a: file a/extra.hcl
-         ! a a/terragrunt.hcl:2 include: path \"../../root.hcl\" escapes the repository",
-    );
-}
-
-#[test]
 fn autodiscovery_excludes_directories_used_as_modules() {
     let mut t = TestRepo::new();
     t.write(
@@ -800,3 +603,7 @@ fn root_stack_is_dot() {
 mod atlantis;
 mod fidelity;
 mod json;
+mod modules;
+mod reads;
+mod remote_state;
+mod terragrunt;

@@ -2,6 +2,8 @@
 //! bound to a plan digest, the gate's decisions, stack settings, and applies queued behind
 //! their plan.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
@@ -66,6 +68,33 @@ impl Store {
             Ok((digest, verdict))
         })
         .transpose()
+    }
+
+    /// The stored verdicts of many plan runs in one query, by run id (runs without one are
+    /// left out).
+    pub async fn verdicts(&self, run_ids: &[i64]) -> Result<HashMap<i64, Verdict>> {
+        let mut found = HashMap::with_capacity(run_ids.len());
+        // Well under both databases' limits on bound parameters.
+        for chunk in run_ids.chunks(1000) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT run_id, verdict FROM verdicts WHERE run_id IN ({})",
+                marks.join(", ")
+            );
+            let rows: Vec<(i64, String)> = on_pool!(self, pool => {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(pool).await?
+            });
+            for (run_id, json) in rows {
+                let verdict = serde_json::from_str(&json)
+                    .with_context(|| format!("reading the stored verdict of run {run_id}"))?;
+                found.insert(run_id, verdict);
+            }
+        }
+        Ok(found)
     }
 
     /// Records an approval or an override of one plan run's plan (by digest).

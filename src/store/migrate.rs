@@ -70,6 +70,11 @@ const SQLITE: Embedded = &[
         "controls",
         include_str!("../../migrations/sqlite/0012_controls.sql"),
     ),
+    (
+        13,
+        "sweep indexes",
+        include_str!("../../migrations/sqlite/0013_sweep_indexes.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -126,6 +131,11 @@ const POSTGRES: Embedded = &[
         12,
         "controls",
         include_str!("../../migrations/postgres/0012_controls.sql"),
+    ),
+    (
+        13,
+        "sweep indexes",
+        include_str!("../../migrations/postgres/0013_sweep_indexes.sql"),
     ),
 ];
 

@@ -41,6 +41,10 @@ fn sweepable(r: &str) -> String {
     )
 }
 
+/// Run ids are swept a window at a time (`$2 <= id < $3`), so one statement never holds the
+/// SQLite write lock for long, whatever the size of the history.
+const WINDOW: i64 = 2_000;
+
 fn cutoff(now: DateTime<Utc>, age: Duration) -> DateTime<Utc> {
     now - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)
 }
@@ -50,58 +54,79 @@ impl Store {
     /// cut short leaves a consistent database and the next one goes on.
     pub async fn sweep(&self, ages: Ages, now: DateTime<Utc>) -> Result<Swept> {
         let mut swept = Swept::default();
-        if let Some(age) = ages.logs {
-            let sql = format!(
-                "DELETE FROM run_logs WHERE run_id IN (SELECT id FROM runs WHERE {})",
-                sweepable("")
-            );
-            swept.log_lines = self
-                .exec_cutoff(&sql, cutoff(now, age))
-                .await
-                .context("sweeping run logs")?;
+        let (first, last) = self.run_id_bounds().await.context("reading run ids")?;
+        let logs = format!(
+            "DELETE FROM run_logs WHERE run_id >= $2 AND run_id < $3 AND run_id IN \
+             (SELECT id FROM runs WHERE id >= $2 AND id < $3 AND {})",
+            sweepable("")
+        );
+        // A plan that an apply still waits on is never swept with it.
+        let artifacts = format!(
+            "DELETE FROM plan_artifacts WHERE run_id >= $2 AND run_id < $3 AND run_id IN \
+             (SELECT id FROM runs WHERE id >= $2 AND id < $3 AND {}) \
+             AND run_id NOT IN (SELECT plan_run_id FROM runs \
+               WHERE plan_run_id IS NOT NULL AND status IN ('queued', 'running'))",
+            sweepable("")
+        );
+        // A run stays while a run that is kept points at it (an apply at its plan, a commit's
+        // apply at the reviewed PR plan); runs that point at each other and are both old go
+        // together.
+        let runs = format!(
+            "DELETE FROM runs WHERE id >= $2 AND id < $3 AND {old} \
+             AND id NOT IN (SELECT COALESCE(r.plan_run_id, 0) FROM runs r WHERE NOT ({kept})) \
+             AND id NOT IN (SELECT COALESCE(r.reviewed_run_id, 0) FROM runs r WHERE NOT ({kept}))",
+            old = sweepable(""),
+            kept = sweepable("r.")
+        );
+        let parts = [
+            (ages.logs, &logs, &mut swept.log_lines, "run logs"),
+            (
+                ages.artifacts,
+                &artifacts,
+                &mut swept.artifacts,
+                "stored plans",
+            ),
+            (ages.runs, &runs, &mut swept.runs, "runs"),
+        ];
+        for (age, sql, count, what) in parts {
+            let Some(age) = age else { continue };
+            let cutoff = cutoff(now, age);
+            let mut lo = first;
+            while lo <= last {
+                *count += self
+                    .exec_window(sql, cutoff, lo, lo + WINDOW)
+                    .await
+                    .with_context(|| format!("sweeping {what} of runs {lo}..{}", lo + WINDOW))?;
+                lo += WINDOW;
+            }
         }
-        if let Some(age) = ages.artifacts {
-            // A plan that an apply still waits on is never swept with it.
-            let sql = format!(
-                "DELETE FROM plan_artifacts WHERE run_id IN (SELECT id FROM runs WHERE {}) \
-                 AND run_id NOT IN (SELECT plan_run_id FROM runs \
-                   WHERE plan_run_id IS NOT NULL AND status IN ('queued', 'running'))",
-                sweepable("")
-            );
-            swept.artifacts = self
-                .exec_cutoff(&sql, cutoff(now, age))
+        swept.deliveries = on_pool!(self, pool => {
+            sqlx::query("DELETE FROM webhook_deliveries WHERE received_at < $1")
+                .bind(cutoff(now, DELIVERIES))
+                .execute(pool)
                 .await
-                .context("sweeping stored plans")?;
-        }
-        if let Some(age) = ages.runs {
-            // A run stays while a run that is kept points at it (an apply at its plan, a
-            // commit's apply at the reviewed PR plan); runs that point at each other and are
-            // both old go together.
-            let sql = format!(
-                "DELETE FROM runs WHERE {old} \
-                 AND id NOT IN (SELECT COALESCE(r.plan_run_id, 0) FROM runs r WHERE NOT ({kept})) \
-                 AND id NOT IN (SELECT COALESCE(r.reviewed_run_id, 0) FROM runs r WHERE NOT ({kept}))",
-                old = sweepable(""),
-                kept = sweepable("r.")
-            );
-            swept.runs = self
-                .exec_cutoff(&sql, cutoff(now, age))
-                .await
-                .context("sweeping runs")?;
-        }
-        swept.deliveries = self
-            .exec_cutoff(
-                "DELETE FROM webhook_deliveries WHERE received_at < $1",
-                cutoff(now, DELIVERIES),
-            )
-            .await
-            .context("sweeping webhook deliveries")?;
+                .context("sweeping webhook deliveries")?
+                .rows_affected()
+        });
         Ok(swept)
     }
 
-    async fn exec_cutoff(&self, sql: &str, cutoff: DateTime<Utc>) -> Result<u64> {
+    async fn run_id_bounds(&self) -> Result<(i64, i64)> {
+        let (first, last): (Option<i64>, Option<i64>) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT MIN(id), MAX(id) FROM runs").fetch_one(pool).await?
+        });
+        Ok((first.unwrap_or(1), last.unwrap_or(0)))
+    }
+
+    async fn exec_window(&self, sql: &str, cutoff: DateTime<Utc>, lo: i64, hi: i64) -> Result<u64> {
         Ok(on_pool!(self, pool => {
-            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).bind(cutoff).execute(pool).await?.rows_affected()
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .bind(cutoff)
+                .bind(lo)
+                .bind(hi)
+                .execute(pool)
+                .await?
+                .rows_affected()
         }))
     }
 }

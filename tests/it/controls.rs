@@ -18,7 +18,7 @@ async fn page(browser: &Browser, path: &str) -> (StatusCode, String) {
     (status, html.replace("&#x2f;", "/"))
 }
 
-fn config(dir: &std::path::Path, database: &str, repo_url: &str) -> Config {
+pub(crate) fn config(dir: &std::path::Path, database: &str, repo_url: &str) -> Config {
     let viewer_sha = hex::encode(sha2::Sha256::digest(b"reader-token"));
     let admin_sha = hex::encode(sha2::Sha256::digest(b"admin-token"));
     let text = format!(

@@ -49,6 +49,7 @@ async fn plan(ws: Workspace, commit: &str) -> (runner::PlanOutcome, Vec<LogLine>
     let req = PlanRequest {
         instance: Default::default(),
         provider_cache: None,
+        lifeline: None,
         workspace: ws,
         stack: "stacks/s".into(),
         runner: set.get("terraform").expect("terraform").clone(),

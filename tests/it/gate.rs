@@ -368,6 +368,7 @@ async fn the_gate_over_http(store: &Store, blocked: i64, applied_plan: i64) {
                 role: tidemark::config::Role::Operator,
                 sha256: sha2::Sha256::digest(b"s3cret-token").into(),
             }],
+            users: Vec::new(),
             metrics_token: None,
         }),
         key: tidemark::crypto::PlanKey::generate(),

@@ -48,6 +48,7 @@ impl Fixture {
         PlanRequest {
             instance,
             provider_cache: cache.map(Path::to_path_buf),
+            lifeline: None,
             workspace: Workspace::export(self.root.path(), &repo, oid).expect("export"),
             stack: "stacks/s".into(),
             runner: set.get("terraform").expect("terraform").clone(),

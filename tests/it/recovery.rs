@@ -17,7 +17,7 @@ const INHERITED: &[(&str, &str)] = &[("TF_CLI_CONFIG_FILE", "/nonexistent/terraf
 
 /// A runner binary that waits at the plan or apply step until the test opens a gate file,
 /// then runs terraform. It runs inside bubblewrap, which sees the gate directory read-only.
-fn gated_terraform(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn gated_terraform(dir: &Path) -> (PathBuf, PathBuf) {
     let gate = dir.join("gate");
     std::fs::create_dir_all(&gate).expect("gate dir");
     let script = dir.join("gated-terraform");
@@ -70,7 +70,7 @@ repo "infra" {{
 
 /// Waits until run `id` is running and its step `step` has started (its command line is in
 /// the log), so a kill lands in the middle of that step.
-async fn wait_for_step(store: &Store, id: i64, step: &str) {
+pub(crate) async fn wait_for_step(store: &Store, id: i64, step: &str) {
     eventually(
         60,
         &format!("run {id} to reach its {step} step"),
@@ -85,10 +85,11 @@ async fn wait_for_step(store: &Store, id: i64, step: &str) {
 }
 
 /// After a `kill -9` of the service: waits up to 10 s for the run's sandbox to die with it
-/// (bubblewrap's --die-with-parent), restarts the service, and checks that nothing of the
-/// killed run is left. A sandbox reparented to init instead of dying (seen under load, 1 CI
-/// run in 3) is killed by the restarted service's sweep of stale workspaces; the test's gates
-/// stay closed until then, so a leftover cannot plan or apply by itself.
+/// (the step's lifeline arms a parent-death signal before bubblewrap starts), fails if it did
+/// not, restarts the service, and checks that nothing of the killed run is left. Before the
+/// lifeline, a sandbox the kill caught while bubblewrap was starting was reparented to init
+/// (seen under load, 1 CI run in 3); the restarted service's sweep of stale workspaces is the
+/// second line of defence, and the test's gates stay closed until then.
 async fn restart_leaving_nothing(config: &Path, log: &Path, script_name: &str) -> ServeProcess {
     for _ in 0..100 {
         if !process_running(script_name) {
@@ -96,7 +97,12 @@ async fn restart_leaving_nothing(config: &Path, log: &Path, script_name: &str) -
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let leftovers: Vec<String> = crate::support::processes_with(script_name)
+    let outlived = crate::support::processes_with(script_name);
+    assert!(
+        outlived.is_empty(),
+        "the killed run's sandbox outlived the service (pid [state, ppid] cmdline): {outlived:#?}"
+    );
+    let leftovers: Vec<String> = outlived
         .iter()
         .filter_map(|p| p.split(' ').next().map(|pid| format!("{pid} ")))
         .collect();

@@ -87,6 +87,7 @@ impl Stack {
         PlanRequest {
             instance: Default::default(),
             provider_cache: None,
+            lifeline: Some(env!("CARGO_BIN_EXE_tidemark").into()),
             workspace: self.workspace(),
             stack: "stacks/s".into(),
             runner,

@@ -209,12 +209,17 @@ pub async fn commit(
     let brief = |r: Option<&Run>| {
         r.map(|r| json!({ "id": r.id, "status": r.status.as_str(), "changes": r.change_summary(), "error": r.error }))
     };
+    let plans: Vec<i64> = stacks
+        .values()
+        .filter_map(|r| r.plan.map(|p| p.id))
+        .collect();
+    let verdicts = state.store.verdicts(&plans).await?;
     let mut rows = Vec::with_capacity(stacks.len());
     for ((repo, stack, pr), results) in &stacks {
-        let verdict = match results.plan {
-            Some(plan) => state.store.verdict(plan.id).await?.map(|(_, v)| v.passed),
-            None => None,
-        };
+        let verdict = results
+            .plan
+            .and_then(|plan| verdicts.get(&plan.id))
+            .map(|v| v.passed);
         let why = results
             .plan
             .or(results.apply)

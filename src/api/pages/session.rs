@@ -1,6 +1,6 @@
-//! Browser sessions: the login form exchanges an access token for a signed session cookie
-//! (HttpOnly, SameSite=Strict, Secure behind TLS), valid for 12 hours and only while its token
-//! is still in the config with the same role. Every form carries a CSRF token derived from the
+//! Browser sessions: the login form exchanges an access token, or a user's name and password,
+//! for a signed session cookie (HttpOnly, SameSite=Strict, Secure behind TLS), valid for 12
+//! hours and only while its token or user is still in the config with the same role. Every form carries a CSRF token derived from the
 //! session, checked before the form acts.
 
 use axum::Form;
@@ -145,13 +145,19 @@ pub async fn form(
         "login.html",
         "login",
         &viewer,
-        json!({ "next": local(query.next.as_deref()) }),
+        json!({ "next": local(query.next.as_deref()), "users": !state.access.users.is_empty() }),
     )
 }
 
-#[derive(Debug, Deserialize)]
+/// The login form: a token, or a user name and password. No `Debug`: it holds the secret.
+#[derive(Deserialize)]
 pub struct Login {
+    #[serde(default)]
     token: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
     next: Option<String>,
 }
 
@@ -162,28 +168,42 @@ pub async fn login(
 ) -> Result<Response, ApiError> {
     let next = local(form.next.as_deref());
     let remote = "dashboard login";
-    let Some(token) = state.access.token_named_by(form.token.trim()).cloned() else {
+    let username = form.username.trim();
+    let found = if username.is_empty() {
+        let token = state.access.token_named_by(form.token.trim());
+        token.map(|t| (t.name.clone(), t.role))
+    } else {
+        state.access.password_login(username, &form.password).await
+    };
+    let Some((name, role)) = found else {
+        let (outcome, flash) = if username.is_empty() {
+            (
+                "401 the token is not valid".to_string(),
+                "That token is not valid.",
+            )
+        } else {
+            (
+                format!("401 wrong password or unknown user {username:?}"),
+                "Wrong user name or password.",
+            )
+        };
         let _ = state
             .store
-            .record_audit(
-                "anonymous",
-                "POST /login",
-                "401 the token is not valid",
-                remote,
-            )
+            .record_audit("anonymous", "POST /login", &outcome, remote)
             .await;
         let viewer = viewer(&state, &headers, None);
+        let users = !state.access.users.is_empty();
         let mut page = render(
             "login.html",
             "login",
             &viewer,
-            json!({ "next": next, "flash": "That token is not valid.", "flash_kind": "error" }),
+            json!({ "next": next, "users": users, "flash": flash, "flash_kind": "error" }),
         )?;
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(page);
     };
     let expires = Utc::now().timestamp() + HOURS * 3600;
-    let value = seal(&state.key, &token.name, token.role, expires);
+    let value = seal(&state.key, &name, role, expires);
     let secure = headers
         .get("x-forwarded-proto")
         .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
@@ -192,7 +212,7 @@ pub async fn login(
         HOURS * 3600,
         if secure { "; Secure" } else { "" }
     );
-    let actor = format!("{} ({})", token.name, token.role.as_str());
+    let actor = format!("{name} ({})", role.as_str());
     let _ = state
         .store
         .record_audit(&actor, "POST /login", "ok", remote)

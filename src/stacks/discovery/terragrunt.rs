@@ -7,9 +7,11 @@ use git2::Oid;
 use super::super::eval::Scope;
 use super::super::hash::Set;
 use super::super::hcl::Role;
+use super::super::index::file_items;
 use super::super::paths;
+use super::super::reads::{self, StackRead};
 use super::super::resolve::{local_source, resolve};
-use super::super::{StackError, StackKind};
+use super::super::{Location, StackError, StackKind};
 use super::{Builder, Config, TgStack};
 
 impl Builder<'_> {
@@ -85,6 +87,18 @@ impl Builder<'_> {
                         None => {}
                     }
                 }
+                for read in &facts.file_reads {
+                    match reads::resolve(read, &scope, &base) {
+                        Ok(input) => out[i].file_reads.push(StackRead {
+                            input,
+                            at: Location {
+                                file: file.clone(),
+                                line: read.line,
+                            },
+                        }),
+                        Err(message) => error(Some(read.line), message),
+                    }
+                }
                 for (line, expression) in &facts.unresolved {
                     out[i].unresolved.push(super::super::UnresolvedInput {
                         file: file.clone(),
@@ -104,14 +118,94 @@ impl Builder<'_> {
         Ok(out)
     }
 
+    /// `terragrunt.stack.hcl` files: Tidemark does not generate their units. A block whose
+    /// generated directory is committed is a stack like any other (found by its
+    /// `terragrunt.hcl`); the others are reported by name, so a repository of stack files does
+    /// not come up empty without a word. A unit's local `source` is a template of units (it
+    /// reads `values`), not a stack: returned, to be dropped, and reported. The errors are
+    /// returned for after the drop.
+    pub(super) fn terragrunt_stacks(
+        &mut self,
+        found: &[(String, StackKind)],
+    ) -> Result<(Set<String>, Vec<StackError>)> {
+        const NAME: &str = "terragrunt.stack.hcl";
+        let mut templates: Set<String> = Set::default();
+        let mut errors = Vec::new();
+        let stack_files: Vec<(String, Oid)> = self
+            .files
+            .dirs()
+            .filter_map(|(dir, items)| {
+                let (_, id) = file_items(items).find(|(n, _)| *n == NAME)?;
+                Some((dir.to_string(), id))
+            })
+            .collect();
+        if stack_files.is_empty() {
+            return Ok((templates, errors));
+        }
+        let wanted: Vec<(Oid, Role)> = stack_files
+            .iter()
+            .map(|(_, id)| (*id, Role::TerragruntStack))
+            .collect();
+        self.index.ensure(self.repo, &wanted)?;
+        let units: Set<&str> = found
+            .iter()
+            .filter(|(_, kind)| *kind == StackKind::Terragrunt)
+            .map(|(dir, _)| dir.as_str())
+            .collect();
+        for (dir, id) in &stack_files {
+            let Some(facts) = self.index.facts(*id, Role::TerragruntStack) else {
+                continue;
+            };
+            let file = paths::child(dir, NAME);
+            for e in &facts.errors {
+                errors.push(StackError::at(dir, &file, e.line, &e.message));
+            }
+            let mut missing = Vec::new();
+            for block in &facts.stack_blocks {
+                let marker = if block.kind == "unit" {
+                    "terragrunt.hcl"
+                } else {
+                    NAME
+                };
+                let committed = block
+                    .generated(dir)
+                    .is_some_and(|g| self.files.exists(&paths::child(&g, marker)));
+                if !committed {
+                    missing.push(format!("{} {:?}", block.kind, block.name));
+                }
+                if block.kind == "unit"
+                    && let Some(source) = block.local_source(dir)
+                    && units.contains(source.as_str())
+                    && templates.insert(source.clone())
+                {
+                    let message = format!(
+                        "unit {:?}: {source} is its template, not a stack",
+                        block.name
+                    );
+                    errors.push(StackError::at(dir, &file, Some(block.line), &message));
+                }
+            }
+            if !missing.is_empty() {
+                let message = format!(
+                    "{NAME} is not supported yet; its units are not stacks: {}",
+                    missing.join(", ")
+                );
+                errors.push(StackError::at(dir, &file, None, &message));
+            }
+        }
+        Ok((templates, errors))
+    }
+
     /// A `terragrunt.hcl` that other units include and that has no `terraform` block is their
-    /// configuration, not a unit of its own (unless a `stack.hcl` makes it one): dropped, with
-    /// the errors reported in its name.
+    /// configuration, not a unit of its own (unless a `stack.hcl` makes it one); a unit template
+    /// of a `terragrunt.stack.hcl` is not one either: both dropped, with the errors reported in
+    /// their name.
     pub(super) fn without_parent_configs(
         &mut self,
         found: Vec<(String, StackKind)>,
         configs: Vec<Config>,
         tg: Vec<TgStack>,
+        templates: &Set<String>,
     ) -> (Vec<(String, StackKind)>, Vec<Config>, Vec<TgStack>) {
         let included: Set<&str> = tg
             .iter()
@@ -122,14 +216,15 @@ impl Builder<'_> {
             .zip(&configs)
             .map(|((dir, kind), config)| {
                 let file = paths::child(dir, "terragrunt.hcl");
-                *kind == StackKind::Terragrunt
-                    && matches!(config, Config::None)
-                    && included.contains(file.as_str())
+                let parent = included.contains(file.as_str())
                     && self
                         .files
                         .blob(&file)
                         .and_then(|id| self.index.facts(id, Role::Terragrunt))
-                        .is_some_and(|facts| !facts.terraform_block)
+                        .is_some_and(|facts| !facts.terraform_block);
+                *kind == StackKind::Terragrunt
+                    && matches!(config, Config::None)
+                    && (parent || templates.contains(dir))
             })
             .collect();
         if !parent.contains(&true) {

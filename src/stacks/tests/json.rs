@@ -96,3 +96,20 @@ fn json_module_errors_name_the_json_line() {
          ! app app/main.tf.json:4 module source is the module's own directory (it calls itself)",
     );
 }
+
+#[test]
+fn json_file_reads_are_inputs_with_the_json_line() {
+    let module = "{\n  \"locals\": {\n    \"policy\": \"${file(\\\"${path.module}/policy.json\\\")}\"\n  }\n}\n";
+    check(
+        &[
+            (
+                "app/main.tf",
+                "module \"m\" {\n  source = \"../modules/m\"\n}\n",
+            ),
+            ("modules/m/main.tf.json", module),
+            ("modules/m/policy.json", "{}"),
+        ],
+        &[Write("modules/m/policy.json", "{\"a\": 1}")],
+        "app: file modules/m/policy.json read by modules/m/main.tf.json:3",
+    );
+}
