@@ -49,6 +49,13 @@ pub fn config(data: &[u8]) {
     if let Err(err) = RunnerSet::load(&[RunnerSource::in_config(file, source.as_str())]) {
         assert!(err.to_string().contains(CONFIG_FILE), "{err}");
     }
+    // hcl-rs 0.20.0 prints the second of two `$${` in a string unescaped (`"x$$${ y$$${ z"`,
+    // the value `x$${ y$${ z`, prints as `"x$$${ y$${ z"`, which reads back as `x$${ y${ z`):
+    // text with escaped template sequences is not printed back. Tidemark never prints HCL;
+    // tests/it/fuzz_corpus.rs pins the bug so that this is dropped once hcl-rs is fixed.
+    if source.contains("$${") || source.contains("%%{") {
+        return;
+    }
     let body = hcl::parse(&source).expect("hcl-rs parses what hcl-edit parsed");
     let printed = hcl::to_string(&body).expect("hcl-rs prints what it parsed");
     let again = Config::parse(file, &printed, cwd)

@@ -385,9 +385,7 @@ fn a_builtin_this_build_lacks_is_an_error_not_a_pass() {
     // regorus is built without its `crypto` feature (see Cargo.toml): a policy calling
     // `crypto.sha256` is refused when it loads, naming the call.
     let source = "package a\nimport rego.v1\ndeny contains \"x\" if crypto.sha256(\"a\") == \"\"\n";
-    let err = set(Level::HardMandatory, &[("a.rego", source)])
-        .err()
-        .expect("refused at load");
+    let err = set(Level::HardMandatory, &[("a.rego", source)]).expect_err("refused at load");
     assert!(
         err.to_string()
             .starts_with("pol/a.rego:3: `crypto.sha256` is not a builtin Tidemark has"),
