@@ -323,6 +323,27 @@ pub(crate) fn add_file(
     engine: &mut regorus::Engine,
     file: &PolicyFile,
 ) -> Result<String, PolicyError> {
+    if let Some((line, col)) = scan::too_deep(&file.source) {
+        return Err(PolicyError::Syntax {
+            file: file.label.clone(),
+            line,
+            col,
+            message: format!(
+                "`{{` and `[` nest more than {} deep (Tidemark's limit: the Rego parser takes \
+                 time exponential in the depth)",
+                scan::MAX_NESTING
+            ),
+        });
+    }
+    if let Some((name, line)) = scan::recursive_function(&file.source) {
+        return Err(PolicyError::Engine {
+            file: file.label.clone(),
+            message: format!(
+                "function `{name}` (line {line}) calls itself: Rego does not allow recursion, \
+                 and the policy engine would overflow its stack evaluating it"
+            ),
+        });
+    }
     engine.set_rego_v0(false);
     let v1 = engine.add_policy(file.label.clone(), file.source.clone());
     let package = match v1 {

@@ -192,6 +192,37 @@ fn boolean_and_scalar_rules_are_rejected_at_load() {
     );
 }
 
+/// Found by the `policy` fuzz target: regorus 0.14.1 takes time exponential in the nesting of
+/// `{` and `[` (a 30-byte file of 30 `{` parses for hours), so such files never reach it.
+#[test]
+fn brackets_nested_past_the_limit_are_refused_before_the_parser_sees_them() {
+    let nested = |n: usize| format!("{}1{}", "{".repeat(n), "}".repeat(n));
+    let at_limit = format!("package a\nimport rego.v1\nx := {}\n", nested(12));
+    set(Level::Advisory, &[("ok.rego", &at_limit)]).expect("12 levels load");
+    check_load_error(
+        &[(
+            "deep.rego",
+            &format!("package a\nx := {}\n", "{".repeat(40)),
+        )],
+        "pol/deep.rego:2:18: syntax error: `{` and `[` nest more than 12 deep (Tidemark's limit: \
+         the Rego parser takes time exponential in the depth)",
+    );
+}
+
+/// Found by the `policy` fuzz target: regorus 0.14.1 does not refuse recursive functions, and
+/// evaluating one overflowed the stack, which killed the process (the server, with it).
+#[test]
+fn recursive_functions_are_refused_at_load() {
+    check_load_error(
+        &[(
+            "rec.rego",
+            "package a\nimport rego.v1\n\nf(v) := f(v)\n\ndeny contains \"m\" if f(1)\n",
+        )],
+        "pol/rec.rego: function `f` (line 4) calls itself: Rego does not allow recursion, and the \
+         policy engine would overflow its stack evaluating it",
+    );
+}
+
 #[test]
 fn syntax_errors_name_file_line_and_column() {
     let error = set(
@@ -354,9 +385,7 @@ fn a_builtin_this_build_lacks_is_an_error_not_a_pass() {
     // regorus is built without its `crypto` feature (see Cargo.toml): a policy calling
     // `crypto.sha256` is refused when it loads, naming the call.
     let source = "package a\nimport rego.v1\ndeny contains \"x\" if crypto.sha256(\"a\") == \"\"\n";
-    let err = set(Level::HardMandatory, &[("a.rego", source)])
-        .err()
-        .expect("refused at load");
+    let err = set(Level::HardMandatory, &[("a.rego", source)]).expect_err("refused at load");
     assert!(
         err.to_string()
             .starts_with("pol/a.rego:3: `crypto.sha256` is not a builtin Tidemark has"),

@@ -91,11 +91,24 @@ impl Redactor {
 /// The learnt values are added to `redactor` so later text (error tails) is covered too.
 pub fn redact_plan_json(plan: &mut Value, redactor: &mut Redactor) {
     let mut learnt = Vec::new();
-    if let Some(changes) = plan
-        .get_mut("resource_changes")
+    // `resource_drift` (Terraform 1.2 and later, OpenTofu: what changed outside terraform) has
+    // the shape of `resource_changes`, and its `before` is often a value found nowhere else
+    // (the one in the state before the refresh); `deferred_changes` wraps resource changes.
+    for key in ["resource_changes", "resource_drift"] {
+        if let Some(changes) = plan.get_mut(key).and_then(Value::as_array_mut) {
+            for change in changes.iter_mut().filter_map(|c| c.get_mut("change")) {
+                redact_change(change, &mut learnt);
+            }
+        }
+    }
+    if let Some(deferred) = plan
+        .get_mut("deferred_changes")
         .and_then(Value::as_array_mut)
     {
-        for change in changes.iter_mut().filter_map(|c| c.get_mut("change")) {
+        for change in deferred
+            .iter_mut()
+            .filter_map(|d| d.pointer_mut("/resource_change/change"))
+        {
             redact_change(change, &mut learnt);
         }
     }
@@ -411,6 +424,39 @@ mod tests {
                 "after_sensitive": {"triggers": {"value": true}, "list": [false, true]}
             }}]}),
             &["hunter2-pw", "secret-b"],
+        );
+    }
+
+    /// Found by the `plan` fuzz target: a sensitive `before` in `resource_drift` (the value
+    /// before a refresh, in no other section) was left in the stored plan JSON.
+    #[test]
+    fn resource_drift_and_deferred_changes_follow_the_marks() {
+        let change = |before: &str| {
+            json!({"change": {
+                "before": {"password": before, "id": "1"},
+                "after": null,
+                "before_sensitive": {"password": true},
+                "after_sensitive": false
+            }})
+        };
+        let hidden = json!({"change": {
+            "before": {"password": REDACTED, "id": "1"},
+            "after": null,
+            "before_sensitive": {"password": true},
+            "after_sensitive": false
+        }});
+        check(
+            json!({
+                "resource_drift": [change("old-pw-1234")],
+                "deferred_changes": [{"reason": "provider_config_unknown", "resource_change": change("deferred-pw")}],
+                "note": "was old-pw-1234"
+            }),
+            json!({
+                "resource_drift": [hidden.clone()],
+                "deferred_changes": [{"reason": "provider_config_unknown", "resource_change": hidden}],
+                "note": "was (sensitive)"
+            }),
+            &["old-pw-1234", "deferred-pw"],
         );
     }
 

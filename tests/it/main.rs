@@ -14,6 +14,7 @@ mod environments;
 mod export;
 mod faults;
 mod forge;
+mod fuzz_corpus;
 mod gate;
 mod github_mock;
 mod github_mock_routes;

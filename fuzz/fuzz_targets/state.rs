@@ -1,0 +1,3 @@
+//! Fuzz target `state`: the property is `tidemark_fuzz::props::state` (fuzz/src/props.rs).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tidemark_fuzz::props::state(data));

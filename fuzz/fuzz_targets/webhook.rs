@@ -1,0 +1,3 @@
+//! Fuzz target `webhook`: the property is `tidemark_fuzz::props::webhook` (fuzz/src/props.rs).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tidemark_fuzz::props::webhook(data));
