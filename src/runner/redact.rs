@@ -16,6 +16,8 @@ use serde_json::Value;
 
 use crate::crypto::REDACTED;
 
+mod structure;
+
 /// Shorter values are not replaced in free text: a sensitive `true` or `1` would otherwise
 /// blank out every log line. The plan JSON still hides them structurally.
 const MIN_TEXT_LEN: usize = 4;
@@ -139,7 +141,13 @@ pub fn redact_plan_json(plan: &mut Value, redactor: &mut Redactor) {
         redact_configuration(module, &mut learnt);
     }
     redactor.extend(learnt);
-    redactor.redact_json(plan);
+    // The pass over every string must not rewrite the plan's structure: a sensitive value that
+    // happens to be an action ("delete"), a key ("change") or part of an address would hide a
+    // change from the policies. Terraform refuses sensitive values in addresses (`for_each`,
+    // `count`), so these fields never hold one.
+    let kept = structure::take(plan);
+    structure::redact_strings(redactor, plan);
+    structure::put(plan, kept);
 }
 
 /// `planned_values` holds `outputs`/`root_module` directly; `prior_state` under `values`.
@@ -424,6 +432,39 @@ mod tests {
                 "after_sensitive": {"triggers": {"value": true}, "list": [false, true]}
             }}]}),
             &["hunter2-pw", "secret-b"],
+        );
+    }
+
+    /// A sensitive value that is also a word of the plan's structure ("delete", "change") is
+    /// redacted where it is data, but the actions, keys and addresses stay, so the policies
+    /// still see the change (it would otherwise hide a destroy from them).
+    #[test]
+    fn a_secret_equal_to_a_word_of_the_structure_leaves_the_structure_alone() {
+        let mut plan = json!({
+            "resource_changes": [{
+                "address": "null_resource.delete",
+                "type": "null_resource",
+                "name": "delete",
+                "change": {
+                    "actions": ["delete"],
+                    "before": {"triggers": {"value": "delete", "note": "change"}},
+                    "after": null,
+                    "before_sensitive": {"triggers": {"value": true, "note": true}},
+                    "after_sensitive": false
+                }
+            }],
+            "variables": {"x": {"value": "a change to delete"}}
+        });
+        let mut redactor = Redactor::default();
+        redact_plan_json(&mut plan, &mut redactor);
+        let change = &plan["resource_changes"][0];
+        assert_eq!(change["change"]["actions"], json!(["delete"]));
+        assert_eq!(change["address"], "null_resource.delete");
+        assert_eq!(change["name"], "delete");
+        assert_eq!(change["change"]["before"]["triggers"]["value"], REDACTED);
+        assert_eq!(
+            plan["variables"]["x"]["value"],
+            "a (sensitive) to (sensitive)"
         );
     }
 
