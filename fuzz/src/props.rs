@@ -719,22 +719,12 @@ const FORMAT_KEYS: &[&str] = &[
     "generated_config",
 ];
 
-/// The plan without each change's structural fields (address, type, name, provider, actions,
-/// ...): terraform never puts a sensitive value there, and a marked value that happens to
-/// equal part of a name is the name, not a leak.
+/// The plan without each change's structural fields (type, name, provider, actions, ...):
+/// words of the configuration, never values, which the redaction keeps; a marked value that
+/// happens to equal part of a name is the name, not a leak.
 fn without_structure(plan: &Value) -> Value {
     let mut plan = plan.clone();
-    let fields = [
-        "address",
-        "previous_address",
-        "module_address",
-        "mode",
-        "type",
-        "name",
-        "index",
-        "provider_name",
-        "action_reason",
-    ];
+    let fields = ["mode", "type", "name", "provider_name", "action_reason"];
     let strip = |entry: &mut Value| {
         if let Some(map) = entry.as_object_mut() {
             for field in fields {
@@ -954,9 +944,9 @@ impl<'a> Gen<'a> {
             "mode": "managed",
             "type": "null_resource",
             "name": name,
-            // Structure: terraform never puts a sensitive value in an address or a provider
-            // name, and the redaction leaves these fields alone (so a secret that equals a
-            // word of them cannot rewrite the plan's shape).
+            // Structure: a provider name is a word of the configuration, never a value, and the
+            // redaction leaves it alone (so a secret that equals a word of it cannot rewrite
+            // the plan's shape).
             "provider_name": self.free_text(),
             "change": self.change(secret, planted),
         })

@@ -142,9 +142,8 @@ pub fn redact_plan_json(plan: &mut Value, redactor: &mut Redactor) {
     }
     redactor.extend(learnt);
     // The pass over every string must not rewrite the plan's structure: a sensitive value that
-    // happens to be an action ("delete"), a key ("change") or part of an address would hide a
-    // change from the policies. Terraform refuses sensitive values in addresses (`for_each`,
-    // `count`), so these fields never hold one.
+    // happens to be an action ("delete"), a key ("change") or a resource type would hide a
+    // change from the policies. Those fields are words of the configuration, never values.
     let kept = structure::take(plan);
     structure::redact_strings(redactor, plan);
     structure::put(plan, kept);
@@ -436,7 +435,7 @@ mod tests {
     }
 
     /// A sensitive value that is also a word of the plan's structure ("delete", "change") is
-    /// redacted where it is data, but the actions, keys and addresses stay, so the policies
+    /// redacted where it is data, but the actions, keys, types and names stay, so the policies
     /// still see the change (it would otherwise hide a destroy from them).
     #[test]
     fn a_secret_equal_to_a_word_of_the_structure_leaves_the_structure_alone() {
@@ -459,8 +458,10 @@ mod tests {
         redact_plan_json(&mut plan, &mut redactor);
         let change = &plan["resource_changes"][0];
         assert_eq!(change["change"]["actions"], json!(["delete"]));
-        assert_eq!(change["address"], "null_resource.delete");
+        assert_eq!(change["type"], "null_resource");
         assert_eq!(change["name"], "delete");
+        // An address can carry a secret (a `for_each` key through `nonsensitive`): redacted.
+        assert_eq!(change["address"], "null_resource.(sensitive)");
         assert_eq!(change["change"]["before"]["triggers"]["value"], REDACTED);
         assert_eq!(
             plan["variables"]["x"]["value"],

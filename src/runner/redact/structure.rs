@@ -1,5 +1,5 @@
 //! What the pass of learnt values over a whole plan JSON leaves alone: the fields of each
-//! resource change that are structure (address, type, name, actions, ...) and the keys of
+//! resource change that are structure (type, name, actions, ...) and the keys of
 //! terraform's plan format. A sensitive value that happens to equal one of those words would
 //! otherwise rewrite the plan's shape and hide a change from the policies.
 
@@ -12,18 +12,11 @@ use super::Redactor;
 /// A change entry's structural fields, taken out while the pass runs, by JSON pointer.
 pub(super) type Kept = Vec<(String, Vec<(String, Value)>)>;
 
-/// The fields of each resource change that are structure, not data.
-const STRUCTURAL_FIELDS: &[&str] = &[
-    "address",
-    "previous_address",
-    "module_address",
-    "mode",
-    "type",
-    "name",
-    "index",
-    "provider_name",
-    "action_reason",
-];
+/// The fields of each resource change that are structure, not data: a resource's mode, type,
+/// name and provider are words of the configuration, never values. Addresses and indexes are
+/// not among them: a `for_each` key can carry a secret (through `nonsensitive`), so they are
+/// redacted like any text.
+const STRUCTURAL_FIELDS: &[&str] = &["mode", "type", "name", "provider_name", "action_reason"];
 
 /// The keys of terraform's plan format, left as they are by the pass over every string.
 const STRUCTURAL_KEYS: &[&str] = &[
