@@ -93,17 +93,23 @@ pub fn run_lifeline(parent: u32, command: &[OsString]) -> io::Result<i32> {
 fn end_everything_below() {
     let me = std::process::id();
     for _ in 0..500 {
-        // Reap what has exited. No child left (ECHILD) ends it: the usual case after a step
-        // that ended by itself, which then costs no scan of /proc.
+        let children = children_of(me);
+        for pid in &children {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        let mut reaped_all = false;
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(_) => {}
-                Err(_) => return,
+                Err(_) => {
+                    reaped_all = true;
+                    break;
+                }
             }
         }
-        for pid in children_of(me) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        if reaped_all && children.is_empty() {
+            return;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
