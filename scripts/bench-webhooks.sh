@@ -114,4 +114,3 @@ LUA
 wrk -t "$threads" -c "$connections" -d 20s --timeout 10s -s "$work/burst.lua" "http://127.0.0.1:$port" \
   | grep -E '^(deliveries|latency ms|  Socket errors)' || true
 echo "service RSS after the burst: $(awk '/VmRSS/ {print $2, $3}' "/proc/$pid/status")"
-echo "polls the burst caused: $(grep -c 'poll' "$work/serve.log" || true) log lines mention a poll"

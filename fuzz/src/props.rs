@@ -664,14 +664,15 @@ fn strings_of_values(value: Option<&Value>, out: &mut Vec<String>) {
     }
 }
 
-/// Every string of a value, keys included (except the plan format's own keys).
+/// Every string of a value, keys included (except the plan format's own keys, which the
+/// redaction keeps: [`tidemark::runner::PLAN_FORMAT_KEYS`]).
 fn strings_of(value: &Value, out: &mut Vec<String>) {
     match value {
         Value::String(s) => out.push(s.clone()),
         Value::Array(items) => items.iter().for_each(|v| strings_of(v, out)),
         Value::Object(map) => {
             for (key, v) in map {
-                if !FORMAT_KEYS.contains(&key.as_str()) {
+                if !tidemark::runner::PLAN_FORMAT_KEYS.contains(&key.as_str()) {
                     out.push(key.clone());
                 }
                 strings_of(v, out);
@@ -681,54 +682,15 @@ fn strings_of(value: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// Keys of terraform's plan JSON format (its documentation): a value that equals one is not
-/// shown by the key, and the redaction keeps them so the plan keeps its shape.
-const FORMAT_KEYS: &[&str] = &[
-    "format_version",
-    "terraform_version",
-    "variables",
-    "planned_values",
-    "resource_changes",
-    "resource_drift",
-    "deferred_changes",
-    "resource_change",
-    "output_changes",
-    "prior_state",
-    "configuration",
-    "relevant_attributes",
-    "checks",
-    "change",
-    "actions",
-    "before",
-    "after",
-    "after_unknown",
-    "before_sensitive",
-    "after_sensitive",
-    "replace_paths",
-    "values",
-    "sensitive_values",
-    "root_module",
-    "child_modules",
-    "resources",
-    "outputs",
-    "value",
-    "sensitive",
-    "schema_version",
-    "reason",
-    "importing",
-    "generated_config",
-];
-
 /// The plan without each change's structural fields (type, name, provider, actions, ...):
 /// words of the configuration, never values, which the redaction keeps; a marked value that
 /// happens to equal part of a name is the name, not a leak.
 fn without_structure(plan: &Value) -> Value {
     let mut plan = plan.clone();
-    let fields = ["mode", "type", "name", "provider_name", "action_reason"];
     let strip = |entry: &mut Value| {
         if let Some(map) = entry.as_object_mut() {
-            for field in fields {
-                map.remove(field);
+            for field in tidemark::runner::PLAN_WORD_FIELDS {
+                map.remove(*field);
             }
             if let Some(change) = map.get_mut("change").and_then(Value::as_object_mut) {
                 change.remove("actions");

@@ -59,7 +59,14 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let mut router = router.clone();
                 async move {
-                    let mut req = req.map(|body| Body::new(Deadline::new(body, timeouts.body)));
+                    // A request without a body (most GETs) needs no deadline.
+                    let mut req = req.map(|body| {
+                        if hyper::body::Body::is_end_stream(&body) {
+                            Body::new(body)
+                        } else {
+                            Body::new(Deadline::new(body, timeouts.body))
+                        }
+                    });
                     req.extensions_mut().insert(ConnectInfo(peer));
                     let response: Response<Body> = match router.call(req).await {
                         Ok(response) => response,

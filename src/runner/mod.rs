@@ -49,7 +49,10 @@ pub use definition::{
 };
 pub use lifeline::{LIFELINE_COMMAND, run_lifeline};
 pub use proxy::{PROXY_COMMAND, run_state_proxy};
-pub use redact::{Redactor, StackSensitives, redact_plan_json, sensitive_in_stack};
+pub use redact::{
+    PLAN_FORMAT_KEYS, PLAN_WORD_FIELDS, Redactor, StackSensitives, redact_plan_json,
+    sensitive_in_stack,
+};
 pub use sandbox::{
     SandboxError, SandboxMode, SandboxSpec, SandboxTools, command_line, find_on_path,
 };

@@ -18,6 +18,8 @@ use crate::crypto::REDACTED;
 
 mod structure;
 
+pub use structure::{PLAN_FORMAT_KEYS, PLAN_WORD_FIELDS};
+
 /// Shorter values are not replaced in free text: a sensitive `true` or `1` would otherwise
 /// blank out every log line. The plan JSON still hides them structurally.
 const MIN_TEXT_LEN: usize = 4;

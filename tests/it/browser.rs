@@ -13,7 +13,7 @@ use sha2::Digest;
 use tidemark::app::App;
 use tidemark::store::{RunFilter, RunKind, RunStatus, Store};
 
-use crate::support::{GitFixture, TestDb, eventually};
+use crate::support::{GitFixture, TestDb, eventually, free_port};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -40,14 +40,6 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// The browser's console messages so far (chromedriver's log endpoint).

@@ -281,6 +281,14 @@ impl Drop for TestDb {
     }
 }
 
+/// A port free on 127.0.0.1 right now, for a service the test starts with a fixed `listen`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// `tidemark serve` as a child process, for tests that kill it.
 pub struct ServeProcess {
     pub child: std::process::Child,

@@ -57,10 +57,7 @@ async fn a_user_logs_in_with_a_password_and_acts_with_its_role() {
     git.commit_and_push("one stack");
     let hash = hash_password("correct horse battery");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = crate::support::free_port();
     let config = config(dir.path(), port, &git.url());
     let log = dir.path().join("serve.log");
     let env = [
@@ -70,10 +67,13 @@ async fn a_user_logs_in_with_a_password_and_acts_with_its_role() {
     let _serve = ServeProcess::start(&config, &env, &log);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut alice = Browser::new(addr);
-    let (_, login, _) = eventually(30, "the login page", || async {
-        let response = reqwest::get(format!("http://{addr}/login")).await.ok()?;
-        let status = response.status();
-        Some((status, response.text().await.ok()?, None::<String>))
+    let login = eventually(30, "the login page", || async {
+        reqwest::get(format!("http://{addr}/login"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
     })
     .await;
     assert!(login.contains("name=\"username\""), "{login}");

@@ -16,10 +16,10 @@ pub(super) type Kept = Vec<(String, Vec<(String, Value)>)>;
 /// name and provider are words of the configuration, never values. Addresses and indexes are
 /// not among them: a `for_each` key can carry a secret (through `nonsensitive`), so they are
 /// redacted like any text.
-const STRUCTURAL_FIELDS: &[&str] = &["mode", "type", "name", "provider_name", "action_reason"];
+pub const PLAN_WORD_FIELDS: &[&str] = &["mode", "type", "name", "provider_name", "action_reason"];
 
 /// The keys of terraform's plan format, left as they are by the pass over every string.
-const STRUCTURAL_KEYS: &[&str] = &[
+pub const PLAN_FORMAT_KEYS: &[&str] = &[
     "format_version",
     "terraform_version",
     "variables",
@@ -77,7 +77,7 @@ pub(super) fn take(plan: &mut Value) -> Kept {
         let Some(entry) = plan.pointer_mut(&pointer).and_then(Value::as_object_mut) else {
             continue;
         };
-        let mut fields: Vec<(String, Value)> = STRUCTURAL_FIELDS
+        let mut fields: Vec<(String, Value)> = PLAN_WORD_FIELDS
             .iter()
             .filter_map(|f| entry.remove(*f).map(|v| (f.to_string(), v)))
             .collect();
@@ -127,7 +127,7 @@ pub(super) fn redact_strings(redactor: &Redactor, value: &mut Value) {
             let old = std::mem::take(map);
             for (key, mut v) in old {
                 redact_strings(redactor, &mut v);
-                let key = if STRUCTURAL_KEYS.contains(&key.as_str()) {
+                let key = if PLAN_FORMAT_KEYS.contains(&key.as_str()) {
                     key
                 } else {
                     redactor.redact(&key).into_owned()
