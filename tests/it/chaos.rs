@@ -70,6 +70,68 @@ async fn all_runs(store: &Store) -> Vec<Run> {
     runs
 }
 
+/// Waits until every stack has a succeeded apply of `last` and nothing is busy. On a timeout
+/// it names each stack that lacks one, with its runs of that commit and the locks held, so a
+/// failure says which stack stopped and why.
+async fn final_applies(
+    store: &Store,
+    last: &str,
+    secs: u64,
+    serve_log: &dyn Fn() -> String,
+) -> Vec<Run> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let runs = all_runs(store).await;
+        let applied: HashSet<&str> = runs
+            .iter()
+            .filter(|r| {
+                r.kind == RunKind::Apply && r.commit == last && r.status == RunStatus::Succeeded
+            })
+            .map(|r| r.stack.as_str())
+            .collect();
+        let busy = runs.iter().any(|r| !r.status.is_final());
+        if applied.len() == STACKS && !busy {
+            return runs;
+        }
+        if Instant::now() > deadline {
+            let mut report = String::new();
+            for i in 0..STACKS {
+                let name = stack(i);
+                if applied.contains(name.as_str()) {
+                    continue;
+                }
+                let state_lock = store
+                    .state_lock(REPO, &name)
+                    .await
+                    .map(|l| format!("{l:?}"));
+                report.push_str(&format!("{name}: state lock {state_lock:?}\n"));
+                for r in runs.iter().filter(|r| r.stack == name && r.commit == last) {
+                    report.push_str(&format!(
+                        "  run {} {:?} {:?} attempt {} reason {:?} error {:?} gate {:?}\n",
+                        r.id, r.kind, r.status, r.attempt, r.reason, r.error, r.gate_json
+                    ));
+                }
+            }
+            for r in runs.iter().filter(|r| !r.status.is_final()) {
+                report.push_str(&format!(
+                    "busy: run {} {} {:?} {:?} commit {} worker {:?}\n",
+                    r.id, r.stack, r.kind, r.status, r.commit, r.worker
+                ));
+            }
+            let locks = store.locks().await.map(|l| format!("{l:?}"));
+            let log = serve_log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            panic!(
+                "timed out after {secs}s: {} of {STACKS} stacks applied the last commit\n{report}\
+                 locks: {locks:?}\nlast lines of the log:\n{}",
+                applied.len(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_killed_at_random_lose_nothing_and_apply_nothing_twice() {
     let Some(db) = TestDb::postgres().await else {
@@ -207,19 +269,7 @@ async fn two_instances_killed_at_random_lose_nothing_and_apply_nothing_twice() {
     }
     let last = git.commit_and_push("final");
     commits += 1;
-    let runs = eventually(900, "every stack's apply of the last commit", || async {
-        let runs = all_runs(&store).await;
-        let applied: HashSet<&str> = runs
-            .iter()
-            .filter(|r| {
-                r.kind == RunKind::Apply && r.commit == last && r.status == RunStatus::Succeeded
-            })
-            .map(|r| r.stack.as_str())
-            .collect();
-        let busy = runs.iter().any(|r| !r.status.is_final());
-        (applied.len() == STACKS && !busy).then_some(runs)
-    })
-    .await;
+    let runs = final_applies(&store, &last, 900, &serve_log).await;
     for i in 0..STACKS {
         let versions = store
             .state_versions(REPO, &stack(i))
