@@ -32,7 +32,7 @@ fn stack(path: &str) -> StackRecord {
     }
 }
 
-fn drifted(address: &str) -> CheckResult {
+pub(crate) fn drifted(address: &str) -> CheckResult {
     let drift = Drift {
         resources: vec![DriftedResource {
             address: address.into(),
@@ -51,7 +51,12 @@ fn drifted(address: &str) -> CheckResult {
 /// Records a drift check of `stack` with `result` as a finished drift run would; returns the
 /// outbox id of the message it called for. The check points at a run row of its own (a plan:
 /// it stays queued, and only one drift run of a stack may be queued).
-async fn record(store: &Store, repo_id: i64, stack: &str, result: &CheckResult) -> Option<i64> {
+pub(crate) async fn record(
+    store: &Store,
+    repo_id: i64,
+    stack: &str,
+    result: &CheckResult,
+) -> Option<i64> {
     let run = NewRun {
         repo_id,
         stack: stack.into(),

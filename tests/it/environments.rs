@@ -1,7 +1,8 @@
 //! Environments end to end, on the real binary with real terraform: one stack directory with
 //! `staging` and `prod` environments is two instances. One commit plans both, each with its
 //! own variable file and variable sets; a change to `env/prod.tfvars` plans `@prod` only;
-//! `@staging` auto-applies while `@prod` waits for approval; each keeps its own state. And a
+//! `@staging` auto-applies while `@prod` waits for approval; each keeps its own state, and a
+//! change to prod's state outside git alerts Slack for `@prod` only. And a
 //! database written by the release before environments migrates with its runs and state
 //! versions intact.
 
@@ -115,7 +116,7 @@ async fn each_environment_plans_applies_and_keeps_state_as_its_own_instance() {
     git.commit_and_push("app in two environments");
     let config = config(dir.path(), &git.url());
     let log = dir.path().join("serve.log");
-    let _serve = ServeProcess::start(&config, &[], &log);
+    let serve = ServeProcess::start(&config, &[], &log);
     let db_url = format!("sqlite://{}", dir.path().join("data/tidemark.db").display());
     let store = eventually(60, "the database", || async {
         Store::open(&db_url).await.ok()
@@ -228,6 +229,75 @@ async fn each_environment_plans_applies_and_keeps_state_as_its_own_instance() {
         "prod's apply left staging's state alone"
     );
     assert_ne!(prod_states[0].lineage, staging_after[0].lineage);
+
+    // Prod's state changes outside git, as an apply from elsewhere would leave it. With drift
+    // checks every second and a Slack webhook, prod's drift alerts for `@prod` only.
+    serve.terminate();
+    let key =
+        tidemark::crypto::PlanKey::load(None, &dir.path().join("data/plan.key")).expect("plan key");
+    let raw = store
+        .state_blob("infra", "stacks/app@prod", None, &key)
+        .await
+        .expect("state")
+        .expect("prod has a state");
+    let mut state: serde_json::Value = serde_json::from_slice(&raw).expect("state json");
+    state["serial"] = (state["serial"].as_i64().expect("serial") + 1).into();
+    state["resources"][0]["instances"][0]["attributes"]["triggers"]["size"] = "99".into();
+    let changed = serde_json::to_vec(&state).expect("json");
+    store
+        .record_state("infra", "stacks/app@prod", None, &changed, &key)
+        .await
+        .expect("the changed state");
+    let (slack, rx) = crate::notify::receiver(&[crate::notify::Answer::Ok; 8]).await;
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = format!("slack_webhook_env = \"TEST_SLACK_URL\"\n{text}").replace(
+        "poll_interval = \"1s\"",
+        "poll_interval = \"1s\"\n  drift_schedule = \"* * * * * *\"",
+    );
+    std::fs::write(&config, text).expect("write config");
+    let _serve = ServeProcess::start(&config, &[("TEST_SLACK_URL", slack.as_str())], &log);
+    let messages = || -> Vec<String> {
+        let rx = rx.lock().expect("lock");
+        rx.requests.iter().map(|r| r.0.to_string()).collect()
+    };
+    eventually(
+        180,
+        "prod's drift alert and staging checked in sync",
+        || async {
+            let statuses = store.drift_statuses().await.ok()?;
+            let state_of = |stack: &str| {
+                statuses
+                    .iter()
+                    .find(|s| s.stack == stack)
+                    .map(|s| s.state.clone())
+            };
+            (state_of("stacks/app@prod").as_deref() == Some("drifted")
+                && state_of("stacks/app@staging").as_deref() == Some("in_sync")
+                && !messages().is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    // A few more checks of both, then every message is prod's.
+    let checks = |stack: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .drift_checks("infra", stack)
+                .await
+                .expect("checks")
+                .len()
+        }
+    };
+    let staging_checks = checks("stacks/app@staging").await;
+    eventually(60, "two more checks of staging", || async {
+        (checks("stacks/app@staging").await >= staging_checks + 2).then_some(())
+    })
+    .await;
+    let sent = messages();
+    assert_eq!(sent.len(), 1, "one alert for one drift: {sent:#?}");
+    assert!(sent[0].contains("stacks/app@prod"), "{}", sent[0]);
+    assert!(!sent[0].contains("@staging"), "{}", sent[0]);
 }
 
 /// A database as the release before environments left it (migrations 1 to 9, rows written
