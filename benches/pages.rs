@@ -1,10 +1,10 @@
 //! The dashboard at scale: the stacks page (its first page of 200, and filtered by state), a
-//! stack's page, and `GET /api/v1/stacks`, with 10,000 stacks registered and one finished plan
-//! each, on SQLite. Prints the median, p95 and worst answer time of each over HTTP on loopback.
+//! stack's page, and `GET /api/v1/stacks`, with 10,000 stacks registered and a history of
+//! finished plans each (20 resource changes in each summary), on SQLite. Prints the median, p95 and worst answer time of each over HTTP on loopback.
 //! The target is 100 ms.
 //!
 //! Run: `cargo bench --bench pages` (BENCH_STACKS sets the number of stacks, default 10000;
-//! BENCH_ITERS the requests per page, default 20).
+//! BENCH_ITERS the requests per page, default 20; BENCH_HISTORY the plans per stack, default 5).
 
 #[path = "../tests/it/support.rs"]
 mod support;
@@ -28,15 +28,16 @@ fn env(name: &str, default: usize) -> usize {
 fn main() {
     let stacks = env("BENCH_STACKS", 10_000);
     let iters = env("BENCH_ITERS", 20);
+    let history = env("BENCH_HISTORY", 5).max(1);
     tidemark::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let db = support::TestDb::sqlite();
         let store = Store::open(&db.url).await.expect("store");
         let started = Instant::now();
-        seed(&store, &db.url, stacks).await;
+        seed(&store, &db.url, stacks, history).await;
         println!(
-            "seeded {stacks} stacks with a finished plan each in {:.1} s",
+            "seeded {stacks} stacks with {history} finished plans each in {:.1} s",
             started.elapsed().as_secs_f64()
         );
         let state = AppState {
@@ -98,8 +99,8 @@ fn main() {
     });
 }
 
-/// Registers `count` stacks and gives each a finished plan with a change summary.
-async fn seed(store: &Store, url: &str, count: usize) {
+/// Registers `count` stacks and gives each `history` finished plans with a change summary.
+async fn seed(store: &Store, url: &str, count: usize, history: usize) {
     let repo = store
         .upsert_repo("bench", "file:///bench", "main", None)
         .await
@@ -140,13 +141,28 @@ async fn seed(store: &Store, url: &str, count: usize) {
             reviewed_run: None,
         })
         .collect();
-    store.enqueue(&runs).await.expect("enqueue");
+    for _ in 0..history {
+        store.enqueue(&runs).await.expect("enqueue");
+    }
     // Finishing 10,000 runs one claim at a time would take minutes: one statement does it.
     let pool = sqlx::SqlitePool::connect(url).await.expect("pool");
+    let resources: Vec<serde_json::Value> = (0..20)
+        .map(|i| {
+            serde_json::json!({
+                "address": format!("module.app.aws_instance.web[{i}]"), "type": "aws_instance",
+                "name": "web", "actions": ["update"], "action": "update", "replace": false,
+            })
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "has_changes": true, "summary": { "add": 0, "change": 20, "destroy": 0, "replace": 0 },
+        "resources": resources, "outputs": [],
+    });
     sqlx::query(
         "UPDATE runs SET status = 'succeeded', started_at = created_at, finished_at = created_at, \
-         exit_code = 2, summary = '{\"has_changes\":true,\"summary\":{\"add\":1,\"change\":0,\"destroy\":0,\"replace\":0}}'",
+         exit_code = 2, summary = $1, changes = 20",
     )
+    .bind(summary.to_string())
     .execute(&pool)
     .await
     .expect("finish runs");

@@ -66,7 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/verdict", get(gate::verdict))
         .route("/api/v1/runs/{id}/mark-failed", post(metrics::mark_failed))
         .route("/api/v1/runs/{id}/{action}", post(gate::act))
-        .route("/api/v1/stacks", get(list_stacks))
+        .route("/api/v1/stacks", get(pages::stacks_api))
         .route("/api/v1/repos", get(list_repos))
         .route("/api/v1/repos/{name}/poll", post(poll_repo))
         .route("/api/v1/locks", get(list_locks))
@@ -271,11 +271,6 @@ async fn run_logs(
         .ok_or(ApiError::NotFound("run"))?;
     let logs = state.store.logs(id).await?;
     Ok(Json(serde_json::json!({ "run": id, "logs": logs })))
-}
-
-async fn list_stacks(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let stacks = state.store.stacks(None).await?;
-    Ok(Json(serde_json::json!({ "stacks": stacks })))
 }
 
 async fn list_repos(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

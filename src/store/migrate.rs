@@ -75,6 +75,11 @@ const SQLITE: Embedded = &[
         "sweep indexes",
         include_str!("../../migrations/sqlite/0013_sweep_indexes.sql"),
     ),
+    (
+        14,
+        "stack states",
+        include_str!("../../migrations/sqlite/0014_stack_states.sql"),
+    ),
 ];
 const POSTGRES: Embedded = &[
     (
@@ -136,6 +141,11 @@ const POSTGRES: Embedded = &[
         13,
         "sweep indexes",
         include_str!("../../migrations/postgres/0013_sweep_indexes.sql"),
+    ),
+    (
+        14,
+        "stack states",
+        include_str!("../../migrations/postgres/0014_stack_states.sql"),
     ),
 ];
 

@@ -27,7 +27,7 @@ pub use drift::{
 };
 pub use gate::StackSettings;
 pub use metrics::{DeployedCommit, Gauges, HistoryFilter};
-pub use overview::StackOverview;
+pub use overview::{OptionalStatus, StackOverview, StackState};
 pub use pulls::PrRow;
 pub use repos::StackRecord;
 pub use retention::{Ages, Swept};

@@ -270,10 +270,15 @@ impl Store {
     /// Records how a run ended. Only the worker holding the run may finish it.
     pub async fn finish(&self, run_id: i64, worker: &str, outcome: &RunOutcome) -> Result<bool> {
         let summary = outcome.summary.as_ref().map(|value| value.to_string());
+        let changes = outcome
+            .summary
+            .as_ref()
+            .and_then(super::overview::change_count);
         let rows = on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE runs SET status = $1, finished_at = $2, exit_code = $3, error = $4, \
-                 summary = $5, lease_expires_at = NULL WHERE id = $6 AND worker = $7 AND status = 'running'",
+                 summary = $5, changes = $8, lease_expires_at = NULL \
+                 WHERE id = $6 AND worker = $7 AND status = 'running'",
             )
             .bind(outcome.status.as_str())
             .bind(Utc::now())
@@ -282,6 +287,7 @@ impl Store {
             .bind(summary)
             .bind(run_id)
             .bind(worker)
+            .bind(changes)
             .execute(pool)
             .await?
             .rows_affected()

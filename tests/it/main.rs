@@ -33,6 +33,7 @@ mod recovery;
 mod retention;
 mod runner;
 mod scale;
+mod stack_states;
 mod stacks;
 mod state;
 mod state_readonly;

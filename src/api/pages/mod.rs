@@ -7,6 +7,8 @@ mod runs;
 mod session;
 mod stacks;
 
+pub use stacks::api as stacks_api;
+
 use std::sync::OnceLock;
 
 use axum::Router;

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
 use chrono::{TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::session::{form_principal, viewer};
 use super::{render, since, took, url_encode, when};
 use crate::api::{ApiError, AppState, Principal};
-use crate::store::{DriftStatus, HistoryFilter, Run, RunKind, RunStatus, StackLock};
+use crate::store::{DriftStatus, HistoryFilter, Run, RunKind, RunStatus};
 
 type Who = Option<axum::Extension<Principal>>;
 
@@ -28,32 +28,36 @@ const STATES: [(&str, &str, &str); 5] = [
     ("in_sync", "in sync", "#17b26a"),
 ];
 
-fn failed(run: &Run) -> bool {
+fn failed(status: RunStatus) -> bool {
     matches!(
-        run.status,
+        status,
         RunStatus::Failed | RunStatus::TimedOut | RunStatus::Interrupted
     )
 }
 
+/// A stack's latest branch plan, as its state needs it: id, status, number of changes.
+type PlanFacts = (i64, RunStatus, i64);
+/// A stack's latest branch apply: its status and the plan it applied.
+type ApplyFacts = (RunStatus, Option<i64>);
+
 /// A stack's state: the worst of its latest plan and apply, its drift and its lock.
 fn state(
-    plan: Option<&Run>,
-    apply: Option<&Run>,
-    drift: Option<&DriftStatus>,
+    plan: Option<PlanFacts>,
+    apply: Option<ApplyFacts>,
+    drift: Option<&str>,
     locked: bool,
 ) -> &'static str {
-    let pending = plan.is_some_and(|p| {
-        p.status == RunStatus::Succeeded
-            && p.change_summary()
-                .is_some_and(|c| c.add + c.change + c.destroy + c.replace > 0)
-            && apply.is_none_or(|a| a.plan_run_id != Some(p.id) || a.status != RunStatus::Succeeded)
+    let pending = plan.is_some_and(|(id, status, changes)| {
+        status == RunStatus::Succeeded
+            && changes > 0
+            && apply.is_none_or(|(a, applied)| applied != Some(id) || a != RunStatus::Succeeded)
     });
-    if plan.is_some_and(failed)
-        || apply.is_some_and(failed)
-        || drift.is_some_and(|d| d.state == "error")
+    if plan.is_some_and(|p| failed(p.1))
+        || apply.is_some_and(|a| failed(a.0))
+        || drift == Some("error")
     {
         "failed"
-    } else if drift.is_some_and(|d| d.state == "drifted") {
+    } else if drift == Some("drifted") {
         "drifted"
     } else if pending {
         "changes_pending"
@@ -80,82 +84,109 @@ pub struct StacksQuery {
     state: String,
     #[serde(default)]
     offset: usize,
+    /// The API's page size (the page shows [`PAGE`]).
+    limit: Option<usize>,
+    /// The API also lists removed stacks.
+    #[serde(default)]
+    removed: bool,
+}
+
+impl StacksQuery {
+    /// The query string of the same filters at another offset.
+    fn at(&self, offset: usize) -> String {
+        format!(
+            "q={}&repo={}&tag={}&state={}&offset={offset}",
+            url_encode(&self.q),
+            url_encode(&self.repo),
+            url_encode(&self.tag),
+            url_encode(&self.state),
+        )
+    }
 }
 
 const PAGE: usize = 200;
+/// The most stacks one API page holds.
+const MAX_LIMIT: usize = 1000;
 
-pub async fn list(
-    State(state_): State<AppState>,
-    headers: HeaderMap,
-    who: Who,
-    Query(query): Query<StacksQuery>,
-) -> Result<Response, ApiError> {
-    let store = &state_.store;
-    let stacks = store.stack_overview().await?;
-    let mut latest: HashMap<(String, String, &'static str), Run> = HashMap::new();
-    for run in store.latest_runs().await? {
-        latest.insert(
-            (run.repo.clone(), run.stack.clone(), run.kind.as_str()),
-            run,
-        );
-    }
-    let drift: HashMap<(String, String), DriftStatus> = store
-        .drift_statuses()
-        .await?
-        .into_iter()
-        .map(|d| ((d.repo.clone(), d.stack.clone()), d))
-        .collect();
-    let locks: HashMap<(String, String), StackLock> = store
-        .locks()
-        .await?
-        .into_iter()
-        .map(|l| ((l.repo.clone(), l.stack.clone()), l))
-        .collect();
+/// One page of the stacks list: its rows, every state's count under the filters (the count
+/// bar), and how many stacks the filters keep.
+struct StacksView {
+    rows: Vec<Value>,
+    counts: Vec<Value>,
+    total: usize,
+}
+
+async fn stacks_view(
+    store: &crate::store::Store,
+    query: &StacksQuery,
+    limit: usize,
+) -> Result<StacksView, ApiError> {
+    let stacks = store.stack_states(query.removed).await?;
     let now = Utc::now();
+    let search = query.q.trim();
+    let tags_of = |text: &str| serde_json::from_str::<Vec<String>>(text).unwrap_or_default();
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    let mut shown = Vec::new();
+    let mut rows = Vec::new();
     let mut total = 0;
+    // A tag JSON writes as it is can only be in a list that holds it as text: the substring
+    // test skips parsing the lists that cannot hold it.
+    let escaped = query
+        .tag
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control());
+    let tagged = |text: &str| {
+        query.tag.is_empty()
+            || ((escaped || text.contains(query.tag.as_str()))
+                && tags_of(text).contains(&query.tag))
+    };
     for stack in &stacks {
-        let key = (stack.repo.clone(), stack.path.clone());
-        let get =
-            |kind: RunKind| latest.get(&(stack.repo.clone(), stack.path.clone(), kind.as_str()));
-        let (plan, apply) = (get(RunKind::Plan), get(RunKind::Apply));
-        let d = drift.get(&key);
-        let s = state(plan, apply, d, locks.contains_key(&key));
-        let tags: Vec<String> = serde_json::from_str(&stack.tags).unwrap_or_default();
-        let search = query.q.trim();
         if (!query.repo.is_empty() && stack.repo != query.repo)
-            || (!query.tag.is_empty() && !tags.contains(&query.tag))
             || (!search.is_empty() && !stack.path.contains(search))
+            || !tagged(&stack.tags)
         {
             continue;
         }
+        let plan = stack
+            .plan_id
+            .zip(stack.plan_status.0)
+            .map(|(id, status)| (id, status, stack.plan_changes.unwrap_or(0)));
+        let apply = stack.apply_status.0.map(|s| (s, stack.apply_plan_run_id));
+        let s = state(plan, apply, stack.drift_state.as_deref(), stack.locked);
         *counts.entry(s).or_default() += 1;
         if !query.state.is_empty() && s != query.state {
             continue;
         }
         total += 1;
-        if total <= query.offset || shown.len() >= PAGE {
+        if total <= query.offset || rows.len() >= limit {
             continue;
         }
-        shown.push(json!({
-            "repo": stack.repo,
-            "path": stack.path,
-            "environment": stack.environment,
-            "tags": tags,
+        let mut row = serde_json::to_value(stack).map_err(anyhow::Error::from)?;
+        let commit = stack.apply_commit.as_deref().unwrap_or_default();
+        let fields = json!({
+            "tags": tags_of(&stack.tags),
             "state": s,
             "state_label": label(s),
-            "last_apply": apply.map(|a| json!({ "id": a.id, "commit": &a.commit[..a.commit.len().min(10)], "at": when(a.finished_at), "status": a.status.as_str() })),
-            "last_plan": plan.map(|p| json!({ "id": p.id, "status": p.status.as_str() })),
-            "drift": d.map(|d| json!({
-                "state": d.state,
-                "age": (d.state == "drifted").then(|| since(d.since, now)),
-                "checked": since(d.checked_at, now) + " ago",
+            "last_apply": stack.apply_id.map(|id| json!({
+                "id": id, "commit": &commit[..commit.len().min(10)],
+                "at": when(stack.apply_finished_at),
+                "status": stack.apply_status.0.map(RunStatus::as_str),
             })),
-        }));
+            "last_plan": plan.map(|(id, status, changes)| json!({
+                "id": id, "status": status.as_str(), "changes": changes,
+            })),
+            "drift": stack.drift_state.as_ref().map(|d| json!({
+                "state": d,
+                "age": (d == "drifted").then(|| stack.drift_since.map(|t| since(t, now))),
+                "checked": stack.drift_checked_at.map(|t| since(t, now) + " ago"),
+            })),
+        });
+        if let (Value::Object(row), Value::Object(fields)) = (&mut row, fields) {
+            row.extend(fields);
+        }
+        rows.push(row);
     }
     let all: usize = counts.values().sum();
-    let count_list: Vec<Value> = STATES
+    let counts = STATES
         .iter()
         .map(|(s, l, color)| {
             let n = counts.get(s).copied().unwrap_or(0);
@@ -163,16 +194,22 @@ pub async fn list(
                     "percent": if all == 0 { 0.0 } else { n as f64 * 100.0 / all as f64 } })
         })
         .collect();
-    let more = (query.offset + shown.len() < total).then(|| {
-        format!(
-            "/stacks?q={}&repo={}&tag={}&state={}&offset={}",
-            url_encode(&query.q),
-            url_encode(&query.repo),
-            url_encode(&query.tag),
-            url_encode(&query.state),
-            query.offset + PAGE
-        )
-    });
+    Ok(StacksView {
+        rows,
+        counts,
+        total,
+    })
+}
+
+pub async fn list(
+    State(state_): State<AppState>,
+    headers: HeaderMap,
+    who: Who,
+    Query(query): Query<StacksQuery>,
+) -> Result<Response, ApiError> {
+    let view = stacks_view(&state_.store, &query, PAGE).await?;
+    let more = (query.offset + view.rows.len() < view.total)
+        .then(|| format!("/stacks?{}", query.at(query.offset + PAGE)));
     let viewer = viewer(&state_, &headers, who.map(|w| w.0));
     let mut states = vec![""];
     states.extend(STATES.iter().map(|s| s.0));
@@ -181,14 +218,42 @@ pub async fn list(
         "stacks",
         &viewer,
         json!({
-            "stacks": shown,
-            "counts": count_list,
-            "total": total,
+            "stacks": view.rows,
+            "counts": view.counts,
+            "total": view.total,
             "more": more,
+            "json": format!("/api/v1/stacks?{}", query.at(query.offset)),
             "states": states,
             "filters": { "q": query.q, "repo": query.repo, "tag": query.tag, "state": query.state },
         }),
     )
+}
+
+/// `GET /api/v1/stacks`: the stacks page as JSON, with the same filters (`q`, `repo`, `tag`,
+/// `state`), paginated by `offset` and `limit` (200 by default, at most 1,000); `removed=true`
+/// also lists removed stacks. `next` is the query string of the next page, absent on the last.
+pub async fn api(
+    State(state_): State<AppState>,
+    Query(query): Query<StacksQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_LIMIT);
+    let view = stacks_view(&state_.store, &query, limit).await?;
+    let next = (query.offset + view.rows.len() < view.total).then(|| {
+        let mut next = query.at(query.offset + limit);
+        next.push_str(&format!("&limit={limit}"));
+        if query.removed {
+            next.push_str("&removed=true");
+        }
+        format!("/api/v1/stacks?{next}")
+    });
+    Ok(Json(json!({
+        "stacks": view.rows,
+        "total": view.total,
+        "offset": query.offset,
+        "limit": limit,
+        "counts": view.counts.iter().map(|c| (c["state"].as_str().unwrap_or_default().to_string(), c["count"].clone())).collect::<serde_json::Map<_, _>>(),
+        "next": next,
+    })))
 }
 
 pub async fn detail(
@@ -198,25 +263,15 @@ pub async fn detail(
     Path((repo, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let store = &state_.store;
-    let all = store.stack_overview().await?;
-    let stack = all
-        .iter()
-        .find(|s| s.repo == repo && s.path == path)
+    let (stack, dependents) = store
+        .stack_and_dependents(&repo, &path)
+        .await?
         .ok_or(ApiError::NotFound("stack"))?;
     let paths = |text: &str| serde_json::from_str::<Vec<String>>(text).unwrap_or_default();
     let upstream = paths(&stack.depends_on);
-    let escaped = path
-        .chars()
-        .any(|c| c == '"' || c == '\\' || c.is_control());
-    let downstream: Vec<&str> = all
+    let downstream: Vec<&str> = dependents
         .iter()
-        .filter(|s| {
-            // A path JSON writes as it is can only be in a list that holds it as text: the
-            // substring test skips parsing the lists of stacks that cannot name it.
-            s.repo == repo
-                && (escaped || s.depends_on.contains(path.as_str()))
-                && paths(&s.depends_on).contains(&path)
-        })
+        .filter(|s| paths(&s.depends_on).contains(&path))
         .map(|s| s.path.as_str())
         .collect();
     let runs = store
@@ -231,20 +286,21 @@ pub async fn detail(
         runs.iter()
             .find(|r| r.kind == kind && r.pr_number.is_none())
     };
-    let drift_now = store
-        .drift_statuses()
-        .await?
-        .into_iter()
-        .find(|d| d.repo == repo && d.stack == path);
+    let drift_now = store.drift_status(&repo, &path).await?;
     let lock = store
         .locks()
         .await?
         .into_iter()
         .find(|l| l.repo == repo && l.stack == path);
     let s = state(
-        latest(RunKind::Plan),
-        latest(RunKind::Apply),
-        drift_now.as_ref(),
+        latest(RunKind::Plan).map(|p| {
+            let changes = p
+                .change_summary()
+                .map_or(0, |c| i64::from(c.add + c.change + c.destroy + c.replace));
+            (p.id, p.status, changes)
+        }),
+        latest(RunKind::Apply).map(|a| (a.status, a.plan_run_id)),
+        drift_now.as_ref().map(|d| d.state.as_str()),
         lock.is_some(),
     );
     let short = |r: &Run| {
