@@ -399,19 +399,6 @@ impl Store {
 
     /// Every checked stack's drift state, by repository and stack.
     pub async fn drift_statuses(&self) -> Result<Vec<DriftStatus>> {
-        self.drift_statuses_of(None).await
-    }
-
-    /// One stack's drift state, if it was ever checked.
-    pub async fn drift_status(&self, repo: &str, stack: &str) -> Result<Option<DriftStatus>> {
-        Ok(self
-            .drift_statuses_of(Some((repo, stack)))
-            .await?
-            .into_iter()
-            .next())
-    }
-
-    async fn drift_statuses_of(&self, only: Option<(&str, &str)>) -> Result<Vec<DriftStatus>> {
         type Row = (
             String,
             String,
@@ -428,11 +415,8 @@ impl Store {
             sqlx::query_as(
                 "SELECT p.name, d.stack_path, d.state, d.since, d.fingerprint, d.resources, d.cause, \
                  d.checked_at, d.last_check_run, d.error \
-                 FROM drift_states d JOIN repos p ON p.id = d.repo_id \
-                 WHERE $1 IS NULL OR (p.name = $1 AND d.stack_path = $2) ORDER BY p.name, d.stack_path",
+                 FROM drift_states d JOIN repos p ON p.id = d.repo_id ORDER BY p.name, d.stack_path",
             )
-            .bind(only.map(|o| o.0))
-            .bind(only.map(|o| o.1))
             .fetch_all(pool)
             .await?
         });

@@ -9,6 +9,7 @@ mod audit;
 mod controls;
 mod drift;
 mod gate;
+mod listing;
 mod locks;
 mod metrics;
 mod migrate;
@@ -27,7 +28,7 @@ pub use drift::{
 };
 pub use gate::StackSettings;
 pub use metrics::{DeployedCommit, Gauges, HistoryFilter};
-pub use overview::{OptionalStatus, StackOverview, StackState};
+pub use overview::{OptionalStatus, StackBadge, StackFilter, StackOverview, StackState};
 pub use pulls::PrRow;
 pub use repos::StackRecord;
 pub use retention::{Ages, Swept};

@@ -12,8 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::BeginWrite;
 use super::{
-    CommitBatch, LogEntry, NewRun, Run, RunFilter, RunKind, RunOutcome, Store, StoredArtifact,
-    on_pool,
+    CommitBatch, LogEntry, NewRun, Run, RunKind, RunOutcome, Store, StoredArtifact, on_pool,
 };
 
 /// Inserts one run inside a transaction (superseding older queued plans of its stack) and
@@ -418,41 +417,6 @@ impl Store {
         );
         Ok(on_pool!(self, pool => {
             sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?
-        }))
-    }
-
-    /// Runs, newest first, filtered.
-    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN repos p ON p.id = r.repo_id \
-             WHERE ($1 IS NULL OR p.name = $1) AND ($2 IS NULL OR r.stack_path = $2) \
-             AND ($3 IS NULL OR r.status = $3) AND ($4 IS NULL OR r.kind = $4) \
-             AND ($6 IS NULL OR r.id < $6) AND ($7 IS NULL OR r.commit_sha LIKE $7) \
-             AND ($8 IS NULL OR r.pr_number = $8) ORDER BY r.id DESC LIMIT $5"
-        );
-        // A prefix of hex digits only: no LIKE wildcard gets through.
-        let commit = filter
-            .commit
-            .as_deref()
-            .map(|c| c.trim().to_ascii_lowercase())
-            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(|c| format!("{c}%"));
-        if filter.commit.is_some() && commit.is_none() {
-            return Ok(Vec::new());
-        }
-        let limit = if filter.limit > 0 { filter.limit } else { 100 };
-        Ok(on_pool!(self, pool => {
-            sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(sql))
-                .bind(&filter.repo)
-                .bind(&filter.stack)
-                .bind(filter.status.map(|s| s.as_str()))
-                .bind(filter.kind.map(|k| k.as_str()))
-                .bind(limit)
-                .bind(filter.before)
-                .bind(&commit)
-                .bind(filter.pr)
-                .fetch_all(pool)
-                .await?
         }))
     }
 

@@ -273,6 +273,20 @@ async fn story(store: Store) {
         .await
         .expect("page");
     assert!(page.contains("changes pending"), "{page}");
+    // And each stack's own page its own.
+    for (path, badge) in [
+        ("s/pending", "badge changes_pending\">changes pending<"),
+        ("s/running", "badge locked\">locked<"),
+        ("s/drifted", "badge drifted\">drifted<"),
+    ] {
+        let page = reqwest::get(format!("http://{addr}/stacks/infra/{path}"))
+            .await
+            .expect("GET a stack")
+            .text()
+            .await
+            .expect("page");
+        assert!(page.contains(badge), "{path}: {page}");
+    }
     server.abort();
 }
 

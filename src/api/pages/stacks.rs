@@ -28,46 +28,6 @@ const STATES: [(&str, &str, &str); 5] = [
     ("in_sync", "in sync", "#17b26a"),
 ];
 
-fn failed(status: RunStatus) -> bool {
-    matches!(
-        status,
-        RunStatus::Failed | RunStatus::TimedOut | RunStatus::Interrupted
-    )
-}
-
-/// A stack's latest branch plan, as its state needs it: id, status, number of changes.
-type PlanFacts = (i64, RunStatus, i64);
-/// A stack's latest branch apply: its status and the plan it applied.
-type ApplyFacts = (RunStatus, Option<i64>);
-
-/// A stack's state: the worst of its latest plan and apply, its drift and its lock.
-fn state(
-    plan: Option<PlanFacts>,
-    apply: Option<ApplyFacts>,
-    drift: Option<&str>,
-    locked: bool,
-) -> &'static str {
-    let pending = plan.is_some_and(|(id, status, changes)| {
-        status == RunStatus::Succeeded
-            && changes > 0
-            && apply.is_none_or(|(a, applied)| applied != Some(id) || a != RunStatus::Succeeded)
-    });
-    if plan.is_some_and(|p| failed(p.1))
-        || apply.is_some_and(|a| failed(a.0))
-        || drift == Some("error")
-    {
-        "failed"
-    } else if drift == Some("drifted") {
-        "drifted"
-    } else if pending {
-        "changes_pending"
-    } else if locked {
-        "locked"
-    } else {
-        "in_sync"
-    }
-}
-
 fn label(state: &str) -> &'static str {
     STATES.iter().find(|s| s.0 == state).map_or("", |s| s.1)
 }
@@ -121,58 +81,48 @@ async fn stacks_view(
     query: &StacksQuery,
     limit: usize,
 ) -> Result<StacksView, ApiError> {
-    let stacks = store.stack_states(query.removed).await?;
-    let now = Utc::now();
-    let search = query.q.trim();
-    let tags_of = |text: &str| serde_json::from_str::<Vec<String>>(text).unwrap_or_default();
+    let given = |text: &str| (!text.trim().is_empty()).then(|| text.trim().to_string());
+    let (repo, search, tag) = (given(&query.repo), given(&query.q), given(&query.tag));
+    let badges = store
+        .stack_badges(&crate::store::StackFilter {
+            repo: repo.as_deref(),
+            search: search.as_deref(),
+            tag: tag.as_deref(),
+            removed: query.removed,
+        })
+        .await?;
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    let mut rows = Vec::new();
-    let mut total = 0;
-    // A tag JSON writes as it is can only be in a list that holds it as text: the substring
-    // test skips parsing the lists that cannot hold it.
-    let escaped = query
-        .tag
-        .chars()
-        .any(|c| c == '"' || c == '\\' || c.is_control());
-    let tagged = |text: &str| {
-        query.tag.is_empty()
-            || ((escaped || text.contains(query.tag.as_str()))
-                && tags_of(text).contains(&query.tag))
-    };
-    for stack in &stacks {
-        if (!query.repo.is_empty() && stack.repo != query.repo)
-            || (!search.is_empty() && !stack.path.contains(search))
-            || !tagged(&stack.tags)
-        {
-            continue;
-        }
-        let plan = stack
-            .plan_id
-            .zip(stack.plan_status.0)
-            .map(|(id, status)| (id, status, stack.plan_changes.unwrap_or(0)));
-        let apply = stack.apply_status.0.map(|s| (s, stack.apply_plan_run_id));
-        let s = state(plan, apply, stack.drift_state.as_deref(), stack.locked);
-        *counts.entry(s).or_default() += 1;
-        if !query.state.is_empty() && s != query.state {
-            continue;
-        }
-        total += 1;
-        if total <= query.offset || rows.len() >= limit {
-            continue;
-        }
-        let mut row = serde_json::to_value(stack).map_err(anyhow::Error::from)?;
+    for badge in &badges {
+        *counts.entry(badge.state.as_str()).or_default() += 1;
+    }
+    let kept: Vec<i64> = badges
+        .iter()
+        .filter(|b| query.state.is_empty() || b.state == query.state)
+        .map(|b| b.id)
+        .collect();
+    let shown: Vec<i64> = kept
+        .iter()
+        .skip(query.offset)
+        .take(limit)
+        .copied()
+        .collect();
+    let now = Utc::now();
+    let mut rows = Vec::with_capacity(shown.len());
+    for stack in store.stack_rows(&shown).await? {
+        let mut row = serde_json::to_value(&stack).map_err(anyhow::Error::from)?;
         let commit = stack.apply_commit.as_deref().unwrap_or_default();
+        let tags: Vec<String> = serde_json::from_str(&stack.tags).unwrap_or_default();
         let fields = json!({
-            "tags": tags_of(&stack.tags),
-            "state": s,
-            "state_label": label(s),
+            "tags": tags,
+            "state_label": label(&stack.state),
             "last_apply": stack.apply_id.map(|id| json!({
                 "id": id, "commit": &commit[..commit.len().min(10)],
                 "at": when(stack.apply_finished_at),
                 "status": stack.apply_status.0.map(RunStatus::as_str),
             })),
-            "last_plan": plan.map(|(id, status, changes)| json!({
-                "id": id, "status": status.as_str(), "changes": changes,
+            "last_plan": stack.plan_id.map(|id| json!({
+                "id": id, "status": stack.plan_status.0.map(RunStatus::as_str),
+                "changes": stack.plan_changes,
             })),
             "drift": stack.drift_state.as_ref().map(|d| json!({
                 "state": d,
@@ -185,7 +135,7 @@ async fn stacks_view(
         }
         rows.push(row);
     }
-    let all: usize = counts.values().sum();
+    let all = badges.len();
     let counts = STATES
         .iter()
         .map(|(s, l, color)| {
@@ -197,7 +147,7 @@ async fn stacks_view(
     Ok(StacksView {
         rows,
         counts,
-        total,
+        total: kept.len(),
     })
 }
 
@@ -282,27 +232,16 @@ pub async fn detail(
             ..Default::default()
         })
         .await?;
-    let latest = |kind| {
-        runs.iter()
-            .find(|r| r.kind == kind && r.pr_number.is_none())
-    };
-    let drift_now = store.drift_status(&repo, &path).await?;
     let lock = store
         .locks()
         .await?
         .into_iter()
         .find(|l| l.repo == repo && l.stack == path);
-    let s = state(
-        latest(RunKind::Plan).map(|p| {
-            let changes = p
-                .change_summary()
-                .map_or(0, |c| i64::from(c.add + c.change + c.destroy + c.replace));
-            (p.id, p.status, changes)
-        }),
-        latest(RunKind::Apply).map(|a| (a.status, a.plan_run_id)),
-        drift_now.as_ref().map(|d| d.state.as_str()),
-        lock.is_some(),
-    );
+    let s = store
+        .stack_state(&repo, &path)
+        .await?
+        .map_or_else(|| "in_sync".to_string(), |row| row.state);
+    let s = s.as_str();
     let short = |r: &Run| {
         json!({
             "id": r.id, "kind": r.kind.as_str(), "status": r.status.as_str(),
