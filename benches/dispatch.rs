@@ -146,6 +146,7 @@ async fn orchestration(sandbox: SandboxMode, runs: usize) {
         key: PlanKey::generate(),
         workspaces: dir.path().join("workspaces"),
         mirrors: HashMap::from([("bench".to_string(), git.work())]),
+        nudges: Default::default(),
         lease: LEASE,
         work: Arc::new(tokio::sync::Notify::new()),
         grace: Duration::from_secs(5),

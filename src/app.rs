@@ -164,6 +164,7 @@ impl App {
             key: key.clone(),
             workspaces,
             mirrors,
+            nudges: nudges.clone(),
             lease: LEASE,
             work: work.clone(),
             grace: Duration::from_secs(30),
@@ -209,6 +210,7 @@ impl App {
             work: work.clone(),
             key,
             pulls: Arc::new(pulls_by_forge),
+            metrics_per_stack: config.metrics_per_stack,
         };
         let router = crate::api::router(state);
         let http_shutdown = shutdown.clone();

@@ -5,6 +5,7 @@
 
 pub mod apply;
 mod drift_flow;
+mod fetched;
 mod followup;
 mod logs;
 mod outbox;

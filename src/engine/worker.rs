@@ -36,6 +36,9 @@ pub struct WorkerContext {
     pub workspaces: PathBuf,
     /// Where each repository's bare mirror lives, by repo name.
     pub mirrors: HashMap<String, PathBuf>,
+    /// Each repository's poll nudge, by repo name: a run whose commit this instance has not
+    /// fetched yet wakes its poller (see `fetched`).
+    pub nudges: HashMap<String, Arc<Notify>>,
     /// How long a claimed run is ours without a heartbeat.
     pub lease: Duration,
     /// Woken when runs are queued.
@@ -260,6 +263,9 @@ impl Worker {
             .get(runner_name)
             .with_context(|| format!("stack {}", run.stack))?
             .clone();
+        let nudge = ctx.nudges.get(&run.repo);
+        super::fetched::until_fetched(mirror, &run.commit, nudge, logs, super::fetched::PATIENCE)
+            .await?;
         let (mirror, root, commit) = (mirror.clone(), ctx.workspaces.clone(), run.commit.clone());
         let stack = run.stack.clone();
         let index = ctx.indexes.get(&run.repo).cloned();

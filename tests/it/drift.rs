@@ -272,6 +272,7 @@ impl Rig {
             workspaces: dir.path().join("workspaces"),
             // The bare remote holds the commits: it stands in for the mirror.
             mirrors: HashMap::from([("infra".to_string(), git.remote())]),
+            nudges: Default::default(),
             lease: Duration::from_secs(60),
             work: Arc::new(tokio::sync::Notify::new()),
             grace: Duration::from_secs(5),

@@ -288,3 +288,74 @@ async fn a_missing_terraform_binary_fails_the_run_with_a_clear_error() {
     );
     app.stop().await;
 }
+
+/// Instances sharing a database fetch on their own, so one may claim a run that another
+/// queued for a commit it has not fetched yet. The run waits for this instance's poller
+/// (nudged, although its interval is an hour) to fetch the commit, and plans it, instead of
+/// failing on a missing object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_a_commit_this_instance_has_not_fetched_waits_for_the_fetch() {
+    let db = TestDb::sqlite();
+    let git = two_stacks();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_text(
+        &db.url,
+        &dir.path().join("data"),
+        &[("infra", git.url())],
+        &Toolchain::get().runner_override(),
+    )
+    .replace("poll_interval = \"1s\"", "poll_interval = \"1h\"");
+    let file = dir.path().join("tidemark.hcl");
+    std::fs::write(&file, &text).expect("write config");
+    let mut config = Config::parse(&file, &text, dir.path()).expect("valid config");
+    config.exe = Some(env!("CARGO_BIN_EXE_tidemark").into());
+    let app = App::start(config).await.expect("start tidemark");
+    settled_runs(&app, "infra", 2).await;
+
+    // Another instance fetched this commit and queued a plan of it.
+    git.write("stacks/a/main.tf", &null_stack("a2"));
+    let head = git.commit_and_push("a changes");
+    let repo_id = app
+        .store
+        .upsert_repo("infra", &git.url(), "main", None)
+        .await
+        .expect("repo");
+    let run = tidemark::store::NewRun {
+        repo_id,
+        stack: "stacks/a".into(),
+        commit: head.clone(),
+        kind: tidemark::store::RunKind::Plan,
+        reason: Some("queued by another instance".into()),
+        after: Vec::new(),
+        plan_run: None,
+        transitive: false,
+        pr_number: None,
+        reviewed_run: None,
+    };
+    let id = app.store.enqueue(&[run]).await.expect("enqueue")[0];
+    let mut ended = None;
+    for _ in 0..900 {
+        let run = app.store.find_run(id).await.expect("run").expect("exists");
+        if run.status.is_final() {
+            ended = Some(run);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = ended.expect("the run ends");
+    let log: Vec<String> = app
+        .store
+        .logs(id)
+        .await
+        .expect("logs")
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}\n{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("is not in this instance's mirror yet")),
+        "{log:#?}"
+    );
+    app.stop().await;
+}

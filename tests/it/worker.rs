@@ -64,6 +64,7 @@ async fn steps_follow_dependencies_locks_and_recovery() {
             key: PlanKey::generate(),
             workspaces: dir.path().join("workspaces"),
             mirrors: HashMap::from([("infra".to_string(), git.remote())]),
+            nudges: Default::default(),
             lease: LEASE,
             work: Default::default(),
             grace: Duration::from_secs(1),
