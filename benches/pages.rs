@@ -52,6 +52,7 @@ fn main() {
                 ..Access::default()
             }),
             pulls: Arc::new(HashMap::new()),
+            metrics_per_stack: 0,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

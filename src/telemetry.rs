@@ -2,7 +2,8 @@
 //! place, on the `metrics` facade with a Prometheus recorder installed once per process.
 //! Histograms have explicit buckets (never summaries), so several instances' series aggregate.
 //! No label takes a stack, pull request, commit or path: 10,000 stacks must not mean tens of
-//! thousands of series.
+//! thousands of series (the capped per-stack series of `metrics_per_stack` are written by
+//! `/metrics` from the database, not recorded here).
 
 use std::sync::OnceLock;
 

@@ -44,7 +44,11 @@ pub async fn metrics(
         ));
     }
     let gauges = state.store.gauges().await?;
+    // Only the repositories the config tracks: one it no longer names keeps its rows in the
+    // database, not its series.
+    let tracked = |name: &str| state.repos.iter().any(|r| r.name == name);
     let repos = state.store.repos().await?;
+    let badges = state.store.stack_state_counts().await?;
     let now = Utc::now();
     let age = |at: Option<DateTime<Utc>>| {
         at.map_or(0.0, |at| {
@@ -74,7 +78,7 @@ pub async fn metrics(
         None,
         age(gauges.oldest_queued),
     );
-    for (repo, count) in &gauges.stacks {
+    for (repo, count) in gauges.stacks.iter().filter(|(repo, _)| tracked(repo)) {
         set_gauge(
             "tidemark_stacks",
             Some(("repo", repo.clone())),
@@ -109,7 +113,18 @@ pub async fn metrics(
         None,
         age(gauges.outbox_oldest),
     );
-    for repo in repos {
+    for state_name in ["failed", "drifted", "changes_pending", "locked", "in_sync"] {
+        let count = badges
+            .iter()
+            .find(|(s, _)| s == state_name)
+            .map_or(0.0, |(_, n)| *n as f64);
+        set_gauge(
+            "tidemark_stacks_by_state",
+            Some(("state", state_name.into())),
+            count,
+        );
+    }
+    for repo in repos.into_iter().filter(|r| tracked(&r.name)) {
         if let Some(at) = repo.last_fetch_at {
             set_gauge(
                 "tidemark_repo_last_fetch_timestamp_seconds",
@@ -129,9 +144,70 @@ pub async fn metrics(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        telemetry::render(),
+        telemetry::render() + &per_stack(&state, now).await?,
     )
         .into_response())
+}
+
+/// With `metrics_per_stack = N`: the state of the first N stacks (by repository and path) as
+/// `tidemark_stack_state{repo, stack, state} 1`, the drifted ones' drift age, and how many
+/// stacks the cap left out. Written from the database at each scrape, so a stack that changes
+/// state or goes away leaves no stale series behind.
+async fn per_stack(state: &AppState, now: DateTime<Utc>) -> Result<String, ApiError> {
+    use std::fmt::Write;
+    let cap = state.metrics_per_stack;
+    if cap == 0 {
+        return Ok(String::new());
+    }
+    let badges = state
+        .store
+        .stack_badges(&crate::store::StackFilter::default())
+        .await?;
+    let ids: Vec<i64> = badges.iter().take(cap).map(|b| b.id).collect();
+    let rows = state.store.stack_rows(&ids).await?;
+    let mut out = String::from(
+        "# HELP tidemark_stack_state A stack's badge on the stacks page (metrics_per_stack)\n\
+         # TYPE tidemark_stack_state gauge\n",
+    );
+    for row in &rows {
+        let _ = writeln!(
+            out,
+            "tidemark_stack_state{{repo=\"{}\",stack=\"{}\",state=\"{}\"}} 1",
+            label(&row.repo),
+            label(&row.path),
+            label(&row.state)
+        );
+    }
+    out.push_str(
+        "# HELP tidemark_stack_drift_age_seconds How long a drifted stack has been drifted (metrics_per_stack)\n\
+         # TYPE tidemark_stack_drift_age_seconds gauge\n",
+    );
+    for row in &rows {
+        if let (Some("drifted"), Some(since)) = (row.drift_state.as_deref(), row.drift_since) {
+            let _ = writeln!(
+                out,
+                "tidemark_stack_drift_age_seconds{{repo=\"{}\",stack=\"{}\"}} {}",
+                label(&row.repo),
+                label(&row.path),
+                (now - since).num_milliseconds().max(0) as f64 / 1000.0
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tidemark_stack_series_dropped Stacks left out of the per-stack series by metrics_per_stack\n\
+         # TYPE tidemark_stack_series_dropped gauge\ntidemark_stack_series_dropped {}",
+        badges.len().saturating_sub(cap)
+    );
+    Ok(out)
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The query string of `GET /api/v1/dora`.

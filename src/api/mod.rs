@@ -42,6 +42,8 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Each forge repository's pull-request task, by `owner/name` in lower case.
     pub pulls: Arc<HashMap<String, Arc<crate::engine::PullRequests>>>,
+    /// `/metrics` shows the state of at most this many stacks, one series each (0: none).
+    pub metrics_per_stack: usize,
 }
 
 /// The largest body an API call or a dashboard form may send (each is a few fields); larger

@@ -39,6 +39,10 @@ pub struct CheckArgs {
     /// The repository, the stacks and the runner; its HEAD commit is checked.
     #[command(flatten)]
     pub local: LocalRunArgs,
+    /// Stacks planned at once (default: the number of cores). The report keeps discovery
+    /// order whatever order the plans end in.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: Option<u16>,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -84,8 +88,13 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     let key = PlanKey::generate();
     let rt = runtime()?;
     let cancel = CancellationToken::new();
-    let mut reports = Vec::new();
-    // One analysis of the commit for every stack's export.
+    let parallel = args.parallel.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    // Every stack's workspace is exported first, with one analysis of the commit; then the
+    // plans run, `parallel` at a time.
+    let mut jobs = Vec::new();
     let mut index = crate::stacks::Index::new();
     for stack in stacks {
         let (workspace, instance) =
@@ -99,7 +108,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             let why = format!(
                 "stack {stack} declares no backend: its state lives in Tidemark's state backend, so only the service (`tidemark drift status`) can check it"
             );
-            reports.push(report(stack, Err(why)));
+            jobs.push(Job::Done(report(stack, Err(why))));
             continue;
         }
         let req = PlanRequest {
@@ -121,26 +130,9 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
             key: key.clone(),
             state: None,
         };
-        let outcome = rt.block_on(async {
-            // The log is not printed: stdout carries the report, stderr the warnings.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<LogLine>(256);
-            let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-            let outcome = runner::plan(req, tx, cancel.clone()).await;
-            let _ = drain.await;
-            outcome
-        });
-        let plan = match (&outcome.status, &outcome.artifact) {
-            (RunStatus::Succeeded, Some(artifact)) => artifact
-                .plan_json()
-                .map_err(|e| e.to_string())
-                .and_then(|json| serde_json::from_slice::<Value>(&json).map_err(|e| e.to_string())),
-            _ => Err(outcome
-                .error
-                .clone()
-                .unwrap_or_else(|| format!("plan {:?}", outcome.status))),
-        };
-        reports.push(report(stack, plan));
+        jobs.push(Job::Plan(stack, Box::new(req)));
     }
+    let reports = rt.block_on(check_all(jobs, parallel, cancel))?;
     let code = if reports.iter().any(|r| r.state == DriftState::Error) {
         1
     } else if reports.iter().any(|r| r.state == DriftState::Drifted) {
@@ -155,6 +147,58 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         Format::Text => print_check(&reports),
     }
     Ok(ExitCode::from(code))
+}
+
+/// A stack's check: its report already (it cannot be checked here), or its plan to run.
+enum Job {
+    Done(StackDrift),
+    Plan(String, Box<PlanRequest>),
+}
+
+/// Runs the jobs' plans, `parallel` at a time, and returns their reports in the jobs' order.
+async fn check_all(
+    jobs: Vec<Job>,
+    parallel: usize,
+    cancel: CancellationToken,
+) -> Result<Vec<StackDrift>> {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut running = tokio::task::JoinSet::new();
+    let mut reports: Vec<Option<StackDrift>> = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.into_iter().enumerate() {
+        match job {
+            Job::Done(report) => reports.push(Some(report)),
+            Job::Plan(stack, req) => {
+                reports.push(None);
+                let (gate, cancel) = (gate.clone(), cancel.clone());
+                running.spawn(async move {
+                    let _turn = gate.acquire_owned().await;
+                    // The log is not printed: stdout carries the report, stderr the warnings.
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<LogLine>(256);
+                    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                    let outcome = runner::plan(*req, tx, cancel).await;
+                    let _ = drain.await;
+                    let plan = match (&outcome.status, &outcome.artifact) {
+                        (RunStatus::Succeeded, Some(artifact)) => artifact
+                            .plan_json()
+                            .map_err(|e| e.to_string())
+                            .and_then(|json| {
+                                serde_json::from_slice::<Value>(&json).map_err(|e| e.to_string())
+                            }),
+                        _ => Err(outcome
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| format!("plan {:?}", outcome.status))),
+                    };
+                    (i, report(stack, plan))
+                });
+            }
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        let (i, report) = done?;
+        reports[i] = Some(report);
+    }
+    Ok(reports.into_iter().flatten().collect())
 }
 
 /// A stack's report from its plan JSON (or why there is none).

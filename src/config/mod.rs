@@ -235,6 +235,17 @@ repo "infra" {
             "drift_concurrency = 0\n",
             "tidemark.hcl:1: drift_concurrency: must be a whole number from 1 to 1024",
         );
+        assert_eq!(parse("").expect("valid").metrics_per_stack, 0);
+        assert_eq!(
+            parse("metrics_per_stack = 500\n")
+                .expect("valid")
+                .metrics_per_stack,
+            500
+        );
+        check_err(
+            "metrics_per_stack = 20000\n",
+            "tidemark.hcl:1: metrics_per_stack: must be a whole number from 0 to 10000",
+        );
         check_err(
             "base_url = \"tm.example\"\n",
             "tidemark.hcl:1: base_url: \"tm.example\" is not an http:// or https:// URL",

@@ -39,6 +39,9 @@ pub struct Config {
     /// The environment variable holding the token `GET /metrics` requires (no variable: the
     /// metrics are open, as Prometheus scrapers expect).
     pub metrics_token_env: Option<String>,
+    /// `/metrics` also has one `tidemark_stack_state` series for each of at most this many
+    /// stacks (by repository and path); 0, the default, for none.
+    pub metrics_per_stack: usize,
     /// The environment variable holding the Slack incoming-webhook URL for drift alerts
     /// (no variable: drift is recorded, nobody is told).
     pub slack_webhook_env: Option<String>,
@@ -126,6 +129,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
     let mut webhook_secret_env = None;
     let mut api_token_env = None;
     let mut metrics_token_env = None;
+    let mut metrics_per_stack = 0;
     let mut slack_webhook_env = None;
     let mut drift_concurrency = 4;
     let mut base_url = None;
@@ -162,6 +166,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
             "webhook_secret_env" => webhook_secret_env = Some(ctx.env_name(attr, &attr.name)?),
             "api_token_env" => api_token_env = Some(ctx.env_name(attr, &attr.name)?),
             "metrics_token_env" => metrics_token_env = Some(ctx.env_name(attr, &attr.name)?),
+            "metrics_per_stack" => metrics_per_stack = ctx.count(attr, &attr.name, 0, 10_000)?,
             "slack_webhook_env" => slack_webhook_env = Some(ctx.env_name(attr, &attr.name)?),
             "drift_concurrency" => drift_concurrency = ctx.count(attr, &attr.name, 1, 1024)?,
             "base_url" => {
@@ -248,6 +253,7 @@ pub(super) fn validate(file: &Path, raw: &RawConfig, cwd: &Path) -> Result<Confi
         webhook_secret_env,
         api_token_env,
         metrics_token_env,
+        metrics_per_stack,
         slack_webhook_env,
         drift_concurrency,
         base_url,

@@ -218,6 +218,20 @@ impl Store {
         }))
     }
 
+    /// How many live stacks have each badge (badges no stack has are absent).
+    pub async fn stack_state_counts(&self) -> Result<Vec<(String, i64)>> {
+        let sql = format!(
+            "SELECT state, COUNT(*) FROM (SELECT {STATE} AS state {FROM} WHERE s.removed = $1) b \
+             GROUP BY state ORDER BY state"
+        );
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(false)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
     /// The rows of the stacks with these ids, in the order given.
     pub async fn stack_rows(&self, ids: &[i64]) -> Result<Vec<StackState>> {
         if ids.is_empty() {

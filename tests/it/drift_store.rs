@@ -504,7 +504,8 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
         tidemark(&args, runners.path(), &[])
     };
 
-    let out = run(&["--format", "json"]);
+    // Both plans at once; the report keeps discovery order.
+    let out = run(&["--format", "json", "--parallel", "2"]);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -513,6 +514,13 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
     );
     let json: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["commit"], git.head());
+    let order: Vec<&str> = json["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .filter_map(|s| s["stack"].as_str())
+        .collect();
+    assert_eq!(order, ["stacks/fresh", "stacks/synced"]);
     let by_stack = |name: &str| {
         json["stacks"]
             .as_array()
@@ -549,7 +557,14 @@ fn drift_check_plans_a_checkout_and_exits_by_what_it_found() {
         "stacks/synced: in_sync\n"
     );
 
-    let out = run(&["--stack", "stacks/missing", "--stack", "stacks/fresh"]);
+    let out = run(&[
+        "--stack",
+        "stacks/missing",
+        "--stack",
+        "stacks/fresh",
+        "--parallel",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(1), "an error wins over drift");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("stacks/missing: error"), "{text}");

@@ -373,6 +373,7 @@ async fn the_gate_over_http(store: &Store, blocked: i64, applied_plan: i64) {
         }),
         key: tidemark::crypto::PlanKey::generate(),
         pulls: Default::default(),
+        metrics_per_stack: 0,
         work: Default::default(),
     };
     let server =

@@ -291,7 +291,7 @@ async fn dora_figures_equal_the_hand_worked_values_on_postgres() {
     }
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
     let response = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .expect("metrics");
@@ -308,7 +308,11 @@ async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
 }
 
 /// The value of the sample `metric` whose labels include `labels` (0 when absent).
-fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(
+    scrape: &prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     scrape
         .samples
         .iter()
@@ -384,6 +388,11 @@ async fn metrics_parse_and_move_as_real_runs_happen() {
         ) >= 1.0
     );
     assert_eq!(value(&after, "tidemark_stacks", &[("repo", "infra")]), 1.0);
+    let badges: f64 = ["failed", "drifted", "changes_pending", "locked", "in_sync"]
+        .iter()
+        .map(|s| value(&after, "tidemark_stacks_by_state", &[("state", s)]))
+        .sum();
+    assert_eq!(badges, 1.0, "the one stack has one badge");
     assert_eq!(
         value(&after, "tidemark_queue_depth", &[("kind", "plan")]),
         0.0

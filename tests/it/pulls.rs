@@ -104,6 +104,17 @@ async fn a_pull_request_is_planned_commented_and_applied_on_merge_exactly_as_rev
         "{patches:?}"
     );
     assert_eq!(mock.comments(1).len(), 1);
+    // Each post and edit of the comment is counted as a sent notification.
+    let written = (posts + patches.len()) as f64;
+    let addr = service.addr.parse().expect("the service's address");
+    service
+        .wait(30, "the comment writes counted in /metrics", || async {
+            let scrape = crate::metrics::scrape(addr).await;
+            let labels = [("channel", "pr_comment"), ("result", "sent")];
+            (crate::metrics::value(&scrape, "tidemark_notifications_total", &labels) >= written)
+                .then_some(())
+        })
+        .await;
     let plan_time = service
         .runs()
         .await

@@ -1,7 +1,8 @@
 //! Every stack's state badge as `GET /api/v1/stacks` reports it (the stacks page's JSON twin),
 //! on SQLite and PostgreSQL: a failed plan, pending changes, an applied plan, a plan without
 //! changes, an explicit lock, a running plan, drift, a stack only a pull request planned, and a
-//! removed stack; the counts under a filter, and the pages that `next` leads through.
+//! removed stack; the counts under a filter, and the pages that `next` leads through; a
+//! stack's own page; and the capped per-stack series of `/metrics`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -176,6 +177,7 @@ async fn story(store: Store) {
         }),
         key: tidemark::crypto::PlanKey::generate(),
         pulls: Default::default(),
+        metrics_per_stack: 3,
         work: Default::default(),
     };
     let server = tokio::spawn(async move {
@@ -287,6 +289,41 @@ async fn story(store: Store) {
             .expect("page");
         assert!(page.contains(badge), "{path}: {page}");
     }
+
+    // With a cap of three, /metrics has the first three stacks' states, fresh at each scrape.
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string())))
+        .expect("the scrape parses");
+    let per_stack: BTreeMap<String, String> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "tidemark_stack_state")
+        .map(|s| {
+            let get = |k: &str| s.labels.get(k).unwrap_or_default().to_string();
+            (get("stack"), get("state"))
+        })
+        .collect();
+    let first: BTreeMap<String, String> = expected
+        .iter()
+        .take(3)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(per_stack, first, "{metrics}");
+    let dropped = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "tidemark_stack_series_dropped")
+        .map(|s| format!("{:?}", s.value));
+    assert_eq!(dropped.as_deref(), Some("Gauge(5.0)"), "{metrics}");
+    assert!(
+        metrics.contains("tidemark_stack_drift_age_seconds{repo=\"infra\",stack=\"s/drifted\"}"),
+        "{metrics}"
+    );
     server.abort();
 }
 

@@ -52,6 +52,7 @@ async fn serve(db: &TestDb) -> Server {
         webhook_secret: None,
         key: key.clone(),
         pulls: Default::default(),
+        metrics_per_stack: 0,
         access: Default::default(),
         work: Default::default(),
     };

@@ -143,9 +143,21 @@ impl PullRequests {
     /// recorded id first, then a comment carrying the marker (an earlier instance may have
     /// posted it and died before recording it), then a new one.
     async fn upsert_comment(&self, row: &PrRow, body: &str) -> Result<()> {
+        let written = self.write_comment(row, body).await;
+        match &written {
+            Ok(true) => crate::telemetry::notification("pr_comment", "sent"),
+            Ok(false) => {}
+            Err(_) => crate::telemetry::notification("pr_comment", "failed"),
+        }
+        written.map(|_| ())
+    }
+
+    /// [`Self::upsert_comment`]'s work: true when it posted or edited the comment, false when
+    /// there was nothing to write (the same body, or another instance posting the first one).
+    async fn write_comment(&self, row: &PrRow, body: &str) -> Result<bool> {
         let digest = hex::encode(Sha256::digest(body.as_bytes()));
         if row.comment_sha256.as_deref() == Some(digest.as_str()) {
-            return Ok(());
+            return Ok(false);
         }
         let number = row.number as u64;
         let mut target = row.comment_id.map(|id| id as u64);
@@ -173,7 +185,7 @@ impl PullRequests {
                     .claim_pr_comment(self.repo_id, row.number)
                     .await?
                 {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let comment = match self.forge.create_comment(number, body).await {
                     Ok(comment) => comment,
@@ -190,7 +202,8 @@ impl PullRequests {
         };
         self.store
             .set_pr_comment(self.repo_id, row.number, comment.id as i64, &digest)
-            .await
+            .await?;
+        Ok(true)
     }
 
     /// `tidemark/plan` on the planned head, `tidemark/apply` on the merge commit.
