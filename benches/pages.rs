@@ -1,6 +1,8 @@
 //! The dashboard at scale: the stacks page (its first page of 200, and filtered by state), a
 //! stack's page, and `GET /api/v1/stacks`, with 10,000 stacks registered and a history of
-//! finished plans each (20 resource changes in each summary), on SQLite. Prints the median, p95 and worst answer time of each over HTTP on loopback.
+//! finished plans each (20 resource changes in each summary), on SQLite (or PostgreSQL with
+//! BENCH_DATABASE=postgres and TIDEMARK_TEST_POSTGRES_URL); and the runs list, whole and of
+//! one stack, over that history. Prints the median, p95 and worst answer time of each over HTTP on loopback.
 //! The target is 100 ms.
 //!
 //! Run: `cargo bench --bench pages` (BENCH_STACKS sets the number of stacks, default 10000;
@@ -32,7 +34,13 @@ fn main() {
     tidemark::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let db = support::TestDb::sqlite();
+        let db = if std::env::var("BENCH_DATABASE").as_deref() == Ok("postgres") {
+            support::TestDb::postgres()
+                .await
+                .expect("BENCH_DATABASE=postgres needs TIDEMARK_TEST_POSTGRES_URL")
+        } else {
+            support::TestDb::sqlite()
+        };
         let store = Store::open(&db.url).await.expect("store");
         let started = Instant::now();
         seed(&store, &db.url, stacks, history).await;
@@ -84,12 +92,18 @@ fn main() {
             times[times.len() / 2]
         );
         let client = reqwest::Client::new();
-        let middle = format!("/stacks/bench/stacks/g{:03}/s{:05}", (stacks / 2) / 100, stacks / 2);
+        let middle_path = format!("stacks/g{:03}/s{:05}", (stacks / 2) / 100, stacks / 2);
+        let middle = format!("/stacks/bench/{middle_path}");
+        let middle_runs = format!("/api/v1/runs?repo=bench&stack={middle_path}");
+        let runs_page = format!("/runs?stack={middle_path}");
         for path in [
             "/stacks",
             "/stacks?state=changes_pending&q=s09",
             middle.as_str(),
             "/api/v1/stacks",
+            "/api/v1/runs",
+            middle_runs.as_str(),
+            runs_page.as_str(),
         ] {
             let mut times = Vec::with_capacity(iters);
             let mut bytes = 0;
@@ -161,17 +175,15 @@ async fn seed(store: &Store, url: &str, count: usize, history: usize) {
     store.enqueue(&runs).await.expect("enqueue");
     // Queueing and finishing 10,000 runs at a time through the store would take minutes: a
     // statement copies the first round as the older history, another finishes them all.
-    let pool = sqlx::SqlitePool::connect(url).await.expect("pool");
+    let pool = Raw::connect(url).await;
     for _ in 1..history {
-        sqlx::query(
+        pool.exec(
             "INSERT INTO runs (repo_id, stack_path, commit_sha, kind, status, reason, created_at) \
              SELECT repo_id, stack_path, commit_sha, kind, status, reason, created_at FROM runs \
              WHERE id <= $1",
+            Arg::Int(count as i64),
         )
-        .bind(count as i64)
-        .execute(&pool)
-        .await
-        .expect("history");
+        .await;
     }
     let resources: Vec<serde_json::Value> = (0..20)
         .map(|i| {
@@ -185,13 +197,50 @@ async fn seed(store: &Store, url: &str, count: usize, history: usize) {
         "has_changes": true, "summary": { "add": 0, "change": 20, "destroy": 0, "replace": 0 },
         "resources": resources, "outputs": [],
     });
-    sqlx::query(
+    pool.exec(
         "UPDATE runs SET status = 'succeeded', started_at = created_at, finished_at = created_at, \
          exit_code = 2, summary = $1, changes = 20",
+        Arg::Text(summary.to_string()),
     )
-    .bind(summary.to_string())
-    .execute(&pool)
-    .await
-    .expect("finish runs");
-    pool.close().await;
+    .await;
+}
+
+/// A pool of either database, for the seeding statements the store has no method for.
+enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+impl Raw {
+    async fn connect(url: &str) -> Raw {
+        if url.starts_with("postgres") {
+            Raw::Postgres(sqlx::PgPool::connect(url).await.expect("pool"))
+        } else {
+            Raw::Sqlite(sqlx::SqlitePool::connect(url).await.expect("pool"))
+        }
+    }
+
+    async fn exec(&self, sql: &str, arg: Arg) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match (self, arg) {
+            (Raw::Sqlite(pool), Arg::Int(v)) => {
+                sqlx::query(sql).bind(v).execute(pool).await.map(drop)
+            }
+            (Raw::Sqlite(pool), Arg::Text(v)) => {
+                sqlx::query(sql).bind(v).execute(pool).await.map(drop)
+            }
+            (Raw::Postgres(pool), Arg::Int(v)) => {
+                sqlx::query(sql).bind(v).execute(pool).await.map(drop)
+            }
+            (Raw::Postgres(pool), Arg::Text(v)) => {
+                sqlx::query(sql).bind(v).execute(pool).await.map(drop)
+            }
+        }
+        .expect("seeding statement");
+    }
 }

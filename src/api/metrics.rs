@@ -173,8 +173,8 @@ async fn per_stack(state: &AppState, now: DateTime<Utc>) -> Result<String, ApiEr
         let _ = writeln!(
             out,
             "tidemark_stack_state{{repo=\"{}\",stack=\"{}\",state=\"{}\"}} 1",
-            label(&row.repo),
-            label(&row.path),
+            label(&row.stack.repo),
+            label(&row.stack.path),
             label(&row.state)
         );
     }
@@ -187,8 +187,8 @@ async fn per_stack(state: &AppState, now: DateTime<Utc>) -> Result<String, ApiEr
             let _ = writeln!(
                 out,
                 "tidemark_stack_drift_age_seconds{{repo=\"{}\",stack=\"{}\"}} {}",
-                label(&row.repo),
-                label(&row.path),
+                label(&row.stack.repo),
+                label(&row.stack.path),
                 (now - since).num_milliseconds().max(0) as f64 / 1000.0
             );
         }

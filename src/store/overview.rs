@@ -9,7 +9,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use super::runs::RUN_COLUMNS;
-use super::{Backend, Run, RunStatus, Store, on_pool};
+use super::{Backend, Run, RunStatus, StackRow, Store, on_pool};
 
 /// A live stack as its page shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -24,20 +24,16 @@ pub struct StackOverview {
     pub depends_on: String,
 }
 
-/// A stack with its latest branch plan and apply, its drift state and whether it is held,
-/// narrowed to what its state badge and its row on the stacks page show.
+/// A stack with its latest branch plan and apply, its drift state and its badge: what its
+/// row on the stacks page shows.
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct StackState {
     #[serde(skip)]
     pub id: i64,
-    pub repo: String,
-    pub path: String,
-    pub name: String,
-    pub runner: Option<String>,
-    pub removed: bool,
-    pub last_commit: Option<String>,
-    pub updated_at: DateTime<Utc>,
-    pub environment: Option<String>,
+    /// The stack as discovered (serialised in place: the list's fields before it had states).
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub stack: StackRow,
     /// JSON array text.
     #[serde(skip)]
     pub tags: String,
