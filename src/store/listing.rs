@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::runs::RUN_COLUMNS;
-use super::{Run, RunFilter, Store, on_pool};
+use super::{Backend, Run, RunFilter, Store, on_pool};
 
 impl Store {
     /// Runs, newest first, filtered.
@@ -43,8 +43,16 @@ impl Store {
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
+        // A stack's runs are found through the `runs_stack` index (repository, path, id), one
+        // seek per repository. SQLite without table statistics would rather walk every run
+        // backwards by id for the ORDER BY, so it is told the join order (CROSS JOIN);
+        // PostgreSQL plans it from its statistics.
+        let from = match (&self.backend, &filter.stack) {
+            (Backend::Sqlite(_), Some(_)) => "repos p CROSS JOIN runs r ON p.id = r.repo_id",
+            _ => "runs r JOIN repos p ON p.id = r.repo_id",
+        };
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN repos p ON p.id = r.repo_id {filters} \
+            "SELECT {RUN_COLUMNS} FROM {from} {filters} \
              ORDER BY r.id DESC LIMIT {limit}"
         );
         Ok(on_pool!(self, pool => {

@@ -43,7 +43,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -109,10 +109,15 @@ impl Store {
     /// Connects to a `sqlite://PATH` (created if missing) or `postgres://` URL. Does not migrate.
     pub async fn connect(url: &str) -> Result<Store> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // No JIT: Tidemark's queries are short, and compiling the plan of one that reads
+            // every stack (the stacks page) costs more than running it.
+            let options = PgConnectOptions::from_str(url)
+                .with_context(|| format!("database URL {}", redact_url(url)))?
+                .options([("jit", "off")]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await
                 .with_context(|| format!("connecting to database {}", redact_url(url)))?;
             Backend::Postgres(pool)

@@ -100,13 +100,30 @@ impl TryFrom<Option<String>> for OptionalStatus {
 }
 
 /// A stack's latest branch plan (`lp`) and apply (`la`), each found by one seek of the
-/// `runs_latest` index, and its drift state (`d`).
-const FROM: &str = "FROM stacks s JOIN repos p ON p.id = s.repo_id \
-     LEFT JOIN runs lp ON lp.id = (SELECT MAX(id) FROM runs WHERE repo_id = s.repo_id \
-         AND stack_path = s.path AND kind = 'plan' AND pr_number IS NULL) \
-     LEFT JOIN runs la ON la.id = (SELECT MAX(id) FROM runs WHERE repo_id = s.repo_id \
-         AND stack_path = s.path AND kind = 'apply' AND pr_number IS NULL) \
-     LEFT JOIN drift_states d ON d.repo_id = s.repo_id AND d.stack_path = s.path";
+/// `runs_latest` index, and its drift state (`d`). SQLite seeks with a correlated `MAX(id)`;
+/// PostgreSQL would hash every run for that, so it gets a `LATERAL` seek instead.
+fn from(backend: &Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite(_) => {
+            "FROM stacks s JOIN repos p ON p.id = s.repo_id \
+             LEFT JOIN runs lp ON lp.id = (SELECT MAX(id) FROM runs WHERE repo_id = s.repo_id \
+                 AND stack_path = s.path AND kind = 'plan' AND pr_number IS NULL) \
+             LEFT JOIN runs la ON la.id = (SELECT MAX(id) FROM runs WHERE repo_id = s.repo_id \
+                 AND stack_path = s.path AND kind = 'apply' AND pr_number IS NULL) \
+             LEFT JOIN drift_states d ON d.repo_id = s.repo_id AND d.stack_path = s.path"
+        }
+        Backend::Postgres(_) => {
+            "FROM stacks s JOIN repos p ON p.id = s.repo_id \
+             LEFT JOIN LATERAL (SELECT id, status, changes, plan_run_id, commit_sha, finished_at \
+                 FROM runs WHERE repo_id = s.repo_id AND stack_path = s.path AND kind = 'plan' \
+                 AND pr_number IS NULL ORDER BY id DESC LIMIT 1) lp ON TRUE \
+             LEFT JOIN LATERAL (SELECT id, status, changes, plan_run_id, commit_sha, finished_at \
+                 FROM runs WHERE repo_id = s.repo_id AND stack_path = s.path AND kind = 'apply' \
+                 AND pr_number IS NULL ORDER BY id DESC LIMIT 1) la ON TRUE \
+             LEFT JOIN drift_states d ON d.repo_id = s.repo_id AND d.stack_path = s.path"
+        }
+    }
+}
 
 /// A stack's badge, the worst that holds of: its latest plan or apply failed (or timed out,
 /// or was interrupted) or its drift check erred; it drifted; its latest plan succeeded with
@@ -196,8 +213,9 @@ impl Store {
         // A tag list is JSON text written by serde_json: the tag as it writes it, quotes
         // included, is a part of the text of every list that holds it.
         let tag = filter.tag.map(|t| serde_json::Value::from(t).to_string());
+        let from = from(&self.backend);
         let sql = format!(
-            "SELECT s.id, {STATE} AS state {FROM} \
+            "SELECT s.id, {STATE} AS state {from} \
              WHERE ($1 OR s.removed = $2) AND ($3 IS NULL OR p.name = $3) \
              AND ($4 IS NULL OR {contains}(s.path, $4) > 0) \
              AND ($5 IS NULL OR {contains}(s.tags, $5) > 0) ORDER BY p.name, s.path"
@@ -216,8 +234,9 @@ impl Store {
 
     /// How many live stacks have each badge (badges no stack has are absent).
     pub async fn stack_state_counts(&self) -> Result<Vec<(String, i64)>> {
+        let from = from(&self.backend);
         let sql = format!(
-            "SELECT state, COUNT(*) FROM (SELECT {STATE} AS state {FROM} WHERE s.removed = $1) b \
+            "SELECT state, COUNT(*) FROM (SELECT {STATE} AS state {from} WHERE s.removed = $1) b \
              GROUP BY state ORDER BY state"
         );
         Ok(on_pool!(self, pool => {
@@ -234,8 +253,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let from = from(&self.backend);
         let sql = format!(
-            "SELECT {COLUMNS}, {STATE} AS state {FROM} WHERE s.id IN ({})",
+            "SELECT {COLUMNS}, {STATE} AS state {from} WHERE s.id IN ({})",
             marks.join(", ")
         );
         let mut rows: Vec<StackState> = on_pool!(self, pool => {
@@ -253,8 +273,9 @@ impl Store {
 
     /// One stack's row, removed or not.
     pub async fn stack_state(&self, repo: &str, path: &str) -> Result<Option<StackState>> {
+        let from = from(&self.backend);
         let sql =
-            format!("SELECT {COLUMNS}, {STATE} AS state {FROM} WHERE p.name = $1 AND s.path = $2");
+            format!("SELECT {COLUMNS}, {STATE} AS state {from} WHERE p.name = $1 AND s.path = $2");
         Ok(on_pool!(self, pool => {
             sqlx::query_as::<_, StackState>(sqlx::AssertSqlSafe(sql))
                 .bind(repo)
