@@ -314,12 +314,8 @@ async fn story(store: Store) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     assert_eq!(per_stack, first, "{metrics}");
-    let dropped = scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == "tidemark_stack_series_dropped")
-        .map(|s| format!("{:?}", s.value));
-    assert_eq!(dropped.as_deref(), Some("Gauge(5.0)"), "{metrics}");
+    let dropped = crate::metrics::value(&scrape, "tidemark_stack_series_dropped", &[]);
+    assert_eq!(dropped, 5.0, "{metrics}");
     assert!(
         metrics.contains("tidemark_stack_drift_age_seconds{repo=\"infra\",stack=\"s/drifted\"}"),
         "{metrics}"
