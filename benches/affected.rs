@@ -4,7 +4,9 @@
 //! be set with `TIDEMARK_BENCH_SIZES=1000,10000`), then measures each case in a child process
 //! so peak memory (VmHWM) is the case's own: cold `affected` (no index), warm `affected` on the
 //! same commits (snapshot cached), warm `affected` on a new head (index from the previous poll:
-//! only changed subtrees are read and parsed), and `git diff` alone.
+//! only changed subtrees are read and parsed), `git diff` alone, and a second process on the
+//! index on disk (`Index::persistent`), as a second CLI call is: the same commits, and a new
+//! head.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,7 +40,7 @@ fn main() -> Result<()> {
             .join(" ")
     );
     println!(
-        "{:>7} {:>7} {:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>8}",
+        "{:>7} {:>7} {:>6} | {:>9} {:>9} {:>8} | {:>9} {:>9} | {:>8} | {:>9} {:>9} {:>8}",
         "stacks",
         "files",
         "MB",
@@ -47,7 +49,10 @@ fn main() -> Result<()> {
         "cold hwm",
         "warm same",
         "warm next",
-        "git diff"
+        "git diff",
+        "disk same",
+        "disk next",
+        "disk hwm"
     );
     let mut rows = Vec::new();
     for n in sizes {
@@ -58,9 +63,12 @@ fn main() -> Result<()> {
         let same = run(&repo_dir, "warm-same", c)?;
         let next = run(&repo_dir, "warm-next", c)?;
         let diff = run(&repo_dir, "diff", c)?;
+        run(&repo_dir, "disk-write", c)?;
+        let disk_same = run(&repo_dir, "disk-same", c)?;
+        let disk_next = run(&repo_dir, "disk-next", c)?;
         rows.push(format!("{n:>7} stacks: warm next CPU {:.3}s", next.cpu));
         println!(
-            "{:>7} {:>7} {:>6.1} | {:>8.3}s {:>8.1}ms {:>6}MB | {:>7.2}ms {:>7.1}ms | {:>6.2}ms",
+            "{:>7} {:>7} {:>6.1} | {:>8.3}s {:>8.1}ms {:>6}MB | {:>7.2}ms {:>7.1}ms | {:>6.2}ms | {:>7.1}ms {:>7.1}ms {:>6}MB",
             n,
             synth.files,
             synth.bytes as f64 / 1e6,
@@ -70,13 +78,19 @@ fn main() -> Result<()> {
             same.wall * 1e3,
             next.wall * 1e3,
             diff.wall * 1e3,
+            disk_same.wall * 1e3,
+            disk_next.wall * 1e3,
+            disk_same.hwm_kb.max(disk_next.hwm_kb) / 1024,
         );
     }
     println!(
         "cold: affected(commit 0, commit 1) with no index, CPU-seconds of all threads and wall;\n\
          warm same: the same call again with the index kept (snapshots cached);\n\
          warm next: index from affected(0, 1), then affected(1, 2), a head never seen (a poll);\n\
-         git diff: the tree-to-tree diff alone. Medians of {REPEATS}; hwm is the process's VmHWM."
+         git diff: the tree-to-tree diff alone;\n\
+         disk same/next: a new process loads the index affected(0, 1) saved, then runs\n\
+         affected(0, 1) or affected(1, 2) (a second CLI call; no process start).\n\
+         Medians of {REPEATS}; hwm is the process's VmHWM."
     );
     for row in rows {
         println!("{row} (CPU time has 10 ms resolution)");
@@ -193,6 +207,29 @@ fn child(case: &str, repo_dir: &Path, commits: &[String]) -> Result<()> {
                     Ok(())
                 })?
             }
+            "disk-write" => {
+                let path = disk_index(repo_dir);
+                let _ = std::fs::remove_file(&path);
+                let mut index = Index::persistent(path);
+                let m = measure(|| {
+                    affected(&repo, Some(c[0]), c[1], Some(&mut index))?;
+                    Ok(())
+                })?;
+                index.save()?;
+                m
+            }
+            "disk-same" | "disk-next" => {
+                let (base, head) = if case == "disk-same" {
+                    (c[0], c[1])
+                } else {
+                    (c[1], c[2])
+                };
+                measure(|| {
+                    let mut index = Index::persistent(disk_index(repo_dir));
+                    affected(&repo, Some(base), head, Some(&mut index))?;
+                    Ok(())
+                })?
+            }
             "diff" => {
                 let old = tidemark::repo::commit_tree(&repo, c[0])?;
                 let new = tidemark::repo::commit_tree(&repo, c[1])?;
@@ -208,6 +245,11 @@ fn child(case: &str, repo_dir: &Path, commits: &[String]) -> Result<()> {
     }
     println!("{} {} {}", median(walls), median(cpus), hwm_kb()?);
     Ok(())
+}
+
+/// Where the disk cases keep their index.
+fn disk_index(repo: &Path) -> PathBuf {
+    repo.join(".git").join("bench-index.idx")
 }
 
 fn measure(f: impl FnOnce() -> Result<()>) -> Result<(f64, f64)> {

@@ -99,7 +99,14 @@ impl App {
             let nudge = Arc::new(Notify::new());
             nudges.insert(repo.name.clone(), nudge.clone());
             mirrors.insert(repo.name.clone(), mirror.path.clone());
-            let index = Arc::new(Mutex::new(crate::stacks::Index::new()));
+            // Warm from the last run's analysis: a restart does not parse the repository again.
+            let index = crate::stacks::Index::persistent(
+                config
+                    .data_dir
+                    .join("index")
+                    .join(format!("{}.idx", repo.name)),
+            );
+            let index = Arc::new(Mutex::new(index));
             indexes.insert(repo.name.clone(), index.clone());
             let pulls = match &repo.github {
                 Some(github) => {

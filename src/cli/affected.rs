@@ -32,7 +32,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let repo = repo::open(&args.repo)?;
     let base = repo::resolve_commit(&repo, &args.base)?;
     let head = repo::resolve_commit(&repo, &args.head)?;
-    let result = match stacks::affected(&repo, Some(base), head, None) {
+    let mut index = super::cached_index(&repo);
+    let result = stacks::affected(&repo, Some(base), head, Some(&mut index));
+    super::keep_index(&mut index);
+    let result = match result {
         Ok(result) => result,
         Err(AffectedError::Cycle { stacks, .. }) => return Ok(exit_code(Some(stacks), &[], false)),
         Err(AffectedError::Git(e)) => return Err(e),

@@ -83,7 +83,8 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     let root = tempfile::tempdir()?;
     let repo = crate::repo::open(&args.local.repo)?;
     let commit = crate::repo::resolve_commit(&repo, "HEAD")?;
-    let stacks = args.local.stacks_at(&repo, commit)?;
+    let mut index = super::cached_index(&repo);
+    let stacks = args.local.stacks_at(&repo, commit, &mut index)?;
     let repo_name = repo_name(&args.local.repo);
     let key = PlanKey::generate();
     let rt = runtime()?;
@@ -95,7 +96,6 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     // Every stack's workspace is exported first, with one analysis of the commit; then the
     // plans run, `parallel` at a time.
     let mut jobs = Vec::new();
-    let mut index = crate::stacks::Index::new();
     for stack in stacks {
         let (workspace, instance) =
             Workspace::export_instance(root.path(), &repo, commit, &stack, Some(&mut index))?;
@@ -132,6 +132,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
         };
         jobs.push(Job::Plan(stack, Box::new(req)));
     }
+    super::keep_index(&mut index);
     let reports = rt.block_on(check_all(jobs, parallel, cancel))?;
     let code = if reports.iter().any(|r| r.state == DriftState::Error) {
         1

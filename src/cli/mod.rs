@@ -159,6 +159,41 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// The stack index a command keeps between calls, so a second call on the same repository is
+/// warm: in `TIDEMARK_CACHE_DIR` when set (empty keeps none), else in the user's cache directory
+/// (`$XDG_CACHE_HOME/tidemark`, `~/.cache/tidemark`), one file per repository. Without any, the
+/// index lives for this call only.
+pub(crate) fn cached_index(repo: &git2::Repository) -> crate::stacks::Index {
+    use sha2::Digest as _;
+    let dir = match std::env::var_os("TIDEMARK_CACHE_DIR") {
+        Some(dir) if dir.is_empty() => None,
+        Some(dir) => Some(std::path::PathBuf::from(dir)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .map(|d| d.join("tidemark")),
+    };
+    let Some(dir) = dir else {
+        return crate::stacks::Index::new();
+    };
+    let repo_path = std::fs::canonicalize(repo.path()).unwrap_or_else(|_| repo.path().into());
+    let digest = sha2::Sha256::digest(repo_path.as_os_str().as_encoded_bytes());
+    let name = format!("{}.idx", hex::encode(&digest[..8]));
+    crate::stacks::Index::persistent(dir.join("index").join(name))
+}
+
+/// Saves what a command's index learned; a failure only costs the next call its warmth.
+pub(crate) fn keep_index(index: &mut crate::stacks::Index) {
+    if let Err(e) = index.save() {
+        let path = index.path().map(|p| p.display().to_string());
+        tracing::warn!(
+            "could not save the stack index {}: {e:#}",
+            path.unwrap_or_default()
+        );
+    }
+}
+
 /// A multi-threaded tokio runtime for the commands that need one.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

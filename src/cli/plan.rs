@@ -65,11 +65,16 @@ impl LocalRunArgs {
 
     /// The stacks named with `--stack`, else every stack discovered at `commit` (discovery
     /// errors are printed as warnings).
-    pub fn stacks_at(&self, repo: &git2::Repository, commit: git2::Oid) -> Result<Vec<String>> {
+    pub fn stacks_at(
+        &self,
+        repo: &git2::Repository,
+        commit: git2::Oid,
+        index: &mut crate::stacks::Index,
+    ) -> Result<Vec<String>> {
         if !self.stacks.is_empty() {
             return Ok(self.stacks.clone());
         }
-        let discovery = crate::stacks::discover(repo, commit, None)?;
+        let discovery = crate::stacks::discover(repo, commit, Some(index))?;
         for error in &discovery.errors {
             eprintln!(
                 "warning: {}: {}: {}",
@@ -123,7 +128,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let repo = crate::repo::open(&args.local.repo)?;
     let commit = crate::repo::resolve_commit(&repo, &args.rev)?;
-    let stacks = args.local.stacks_at(&repo, commit)?;
+    // One analysis of the commit for discovery and every stack's export, kept for the next call.
+    let mut index = super::cached_index(&repo);
+    let stacks = args.local.stacks_at(&repo, commit, &mut index)?;
     let repo_name = repo_name(&args.local.repo);
     let key = PlanKey::generate();
     let rt = runtime()?;
@@ -138,8 +145,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     });
 
     let mut reports = Vec::new();
-    // One analysis of the commit for every stack's export.
-    let mut index = crate::stacks::Index::new();
     for stack in stacks {
         let (workspace, instance) =
             Workspace::export_instance(&root, &repo, commit, &stack, Some(&mut index))?;
@@ -193,6 +198,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             break;
         }
     }
+    super::keep_index(&mut index);
 
     let ok = reports.iter().all(|r| r.status == RunStatus::Succeeded);
     let code = if ok {

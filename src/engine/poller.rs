@@ -130,6 +130,10 @@ impl Poller {
             let mut index = index.blocking_lock();
             let discovery = stacks::discover(&repo, head, Some(&mut index))?;
             let affected = stacks::affected(&repo, base, head, Some(&mut index));
+            if let Err(e) = index.save() {
+                warn!("could not save the stack index: {e:#}");
+            }
+            drop(index);
             let info = crate::repo::commit_info(&repo, head)?;
             let parent = repo
                 .find_commit(head)?

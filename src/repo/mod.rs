@@ -10,7 +10,9 @@ mod tree;
 pub use export::{Export, Exported, Selection, export, export_tree, same_content};
 pub use merge::{merge_base, merge_commit};
 pub use mirror::{FetchError, Mirror};
-pub use tree::{EntryKind, TreeItem, changed_paths, commit_tree, diff_trees, read_blob, read_tree};
+pub use tree::{
+    EntryKind, TreeItem, changed_paths, commit_tree, diff_trees, oid_bytes, read_blob, read_tree,
+};
 
 use std::path::Path;
 

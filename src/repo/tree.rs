@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use git2::{ObjectType, Oid, Repository};
 
 /// What a tree entry is, as far as reading configuration goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EntryKind {
     File,
     Dir,
@@ -19,9 +19,10 @@ pub enum EntryKind {
 }
 
 /// One entry of a single tree object (not recursive).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TreeItem {
     pub name: String,
+    #[serde(with = "oid_bytes")]
     pub id: Oid,
     pub kind: EntryKind,
 }
@@ -146,4 +147,19 @@ fn diff_into(
         }
     }
     Ok(())
+}
+
+/// A git id stored as its 20 raw bytes.
+pub mod oid_bytes {
+    use git2::Oid;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(id: &Oid, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_bytes(id.as_bytes())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Oid, D::Error> {
+        let bytes: &[u8] = Deserialize::deserialize(input)?;
+        Oid::from_bytes(bytes).map_err(D::Error::custom)
+    }
 }

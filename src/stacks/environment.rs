@@ -11,7 +11,7 @@ use super::DriftRemediation;
 use super::hcl::{Lines, string, strings};
 
 /// One `environment "NAME" {}` block, as written (paths relative to the stack directory).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EnvironmentConfig {
     pub name: String,
     pub line: u32,

@@ -12,7 +12,7 @@ use hcl::edit::template::{Element, Template};
 use super::paths::{self, ROOT};
 
 /// A path expression as written, reduced to the parts Tidemark knows how to evaluate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PathExpr {
     Lit(String),
     Concat(Vec<PathExpr>),

@@ -14,7 +14,7 @@ use super::eval::PathExpr;
 use super::reads::{self, FileRead};
 
 /// How a file is read: the role follows from its name and from who refers to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     Terraform,
     /// A `*.tf.json` or `*.tofu.json` file: Terraform's JSON syntax.
@@ -26,14 +26,14 @@ pub enum Role {
 }
 
 /// A problem in one file, with the line it is on when known.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileError {
     pub line: Option<u32>,
     pub message: String,
 }
 
 /// A path expression and the line it was written on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PathRef {
     pub expr: PathExpr,
     pub line: u32,
@@ -41,14 +41,14 @@ pub struct PathRef {
 
 /// A state backend: a `backend`/`cloud` block, or the `backend` and `config` a
 /// `terraform_remote_state` data source reads. Config keys are flattened (`workspaces.name`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Backend {
     pub kind: String,
     pub config: BTreeMap<String, PathExpr>,
 }
 
 /// The `stack` block of a `stack.hcl`, as written (paths unresolved).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StackConfig {
     pub name: Option<String>,
     pub depends_on: Vec<(String, u32)>,
@@ -65,7 +65,7 @@ pub struct StackConfig {
 }
 
 /// Everything detection needs from one file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileFacts {
     pub errors: Vec<FileError>,
     /// `module` sources (Terraform) or `terraform { source }` (Terragrunt).

@@ -1,7 +1,11 @@
 //! The persistent index: what Tidemark already knows about a repository's objects. Tree
 //! listings are cached by tree id, file analyses by blob id, and resolved snapshots by root tree
 //! id, so a new commit costs what it changed: unchanged subtrees are neither read nor parsed.
+//! Listings and analyses can be kept in a file between processes (`disk`).
 
+mod disk;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -31,6 +35,10 @@ pub struct Index {
     tf_dirs: Map<Id, Cached<DirsAt>>,
     snapshots: Vec<(Oid, Arc<Snapshot>)>,
     generation: u64,
+    /// The file the index is kept in, if any, and whether it learned something since it was
+    /// loaded or saved.
+    disk: Option<PathBuf>,
+    dirty: bool,
 }
 
 /// A directory's resolution at each path its tree appears at.
@@ -220,6 +228,81 @@ impl Index {
         Self::default()
     }
 
+    /// An index kept in `path` between processes: what the file holds is loaded now when the
+    /// file is whole and was written by this build's analysis; anything else is ignored with a
+    /// warning and replaced by the next [`Index::save`]. Never an error: the index only saves
+    /// work.
+    pub fn persistent(path: PathBuf) -> Self {
+        let mut index = Self::default();
+        match disk::load(&path) {
+            Ok(Some(loaded)) => index.restore(loaded),
+            Ok(None) => {}
+            Err(why) => tracing::warn!(
+                "ignoring the stack index {}: {why}; it is rebuilt",
+                path.display()
+            ),
+        }
+        index.disk = Some(path);
+        index
+    }
+
+    /// The file this index is kept in.
+    pub fn path(&self) -> Option<&Path> {
+        self.disk.as_deref()
+    }
+
+    fn restore(&mut self, loaded: disk::Loaded) {
+        self.generation = loaded.generation;
+        self.trees.reserve(loaded.trees.len());
+        for tree in loaded.trees {
+            let cached = Cached {
+                value: tree.items.into(),
+                used: tree.used,
+            };
+            self.trees.insert(Id(tree.id), cached);
+        }
+        self.facts.reserve(loaded.facts.len());
+        for facts in loaded.facts {
+            let cached = Cached {
+                value: Arc::new(facts.facts),
+                used: facts.used,
+            };
+            self.facts.insert((Id(facts.id), facts.role), cached);
+        }
+    }
+
+    /// Writes the listings and analyses to the index's file, when it has one and learned
+    /// something since it was loaded or last saved. Returns whether it wrote.
+    pub fn save(&mut self) -> Result<bool> {
+        let Some(path) = &self.disk else {
+            return Ok(false);
+        };
+        if !self.dirty {
+            return Ok(false);
+        }
+        let payload = disk::Saving {
+            generation: self.generation,
+            trees: (self.trees.iter())
+                .map(|(id, c)| disk::Tree {
+                    id: id.0,
+                    used: c.used,
+                    items: &c.value[..],
+                })
+                .collect(),
+            facts: (self.facts.iter())
+                .map(|((id, role), c)| disk::Facts {
+                    id: id.0,
+                    role: *role,
+                    used: c.used,
+                    facts: c.value.as_ref(),
+                })
+                .collect(),
+        };
+        disk::save(path, &payload)?;
+        self.dirty = false;
+        Ok(true)
+    }
+
     /// Forgets resolved snapshots, keeping tree listings and file analyses: the next call
     /// resolves again from cached parts (what a never-seen commit costs).
     pub fn forget_snapshots(&mut self) {
@@ -247,9 +330,11 @@ impl Index {
         self.generation += 1;
         if self.generation.is_multiple_of(KEEP_GENERATIONS) {
             let oldest = self.generation.saturating_sub(KEEP_GENERATIONS);
+            let before = self.trees.len() + self.facts.len();
             self.trees.retain(|_, c| c.used >= oldest);
             self.facts.retain(|_, c| c.used >= oldest);
             self.tf_dirs.retain(|_, c| c.used >= oldest);
+            self.dirty |= self.trees.len() + self.facts.len() != before;
         }
     }
 
@@ -314,6 +399,7 @@ impl Index {
             return Ok(cached.value.clone());
         }
         let items: Arc<[TreeItem]> = read_tree(repo, id)?.into();
+        self.dirty = true;
         self.trees.insert(
             Id(id),
             Cached {
@@ -336,6 +422,7 @@ impl Index {
         }
         missing.sort_unstable_by_key(|(id, role)| (*id, *role as u8));
         missing.dedup();
+        self.dirty |= !missing.is_empty();
         for ((id, role), facts) in parse_all(repo, &missing)? {
             self.facts.insert(
                 (Id(id), role),

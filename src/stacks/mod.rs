@@ -1,6 +1,6 @@
 //! Stacks: discovery, HCL analysis, the stack graph, and the affected set between two commits
 //! with the reason for each stack. Everything is read from git objects at a commit; this module
-//! does no network or database IO.
+//! does no network or database IO; its only file is the index on disk (`index/disk.rs`).
 //!
 //! Flow: [`Index`] lists a commit's trees and analyses files by blob id (`hcl`, `eval`);
 //! `discovery` resolves that into a snapshot (stacks, module closures, includes, edges);
@@ -199,7 +199,9 @@ pub struct Location {
 /// `drift_remediation` in `stack.hcl`: what to do about drift beyond recording and reporting
 /// it (`none`), by queueing a plan of the head (`plan`), or an apply through the apply gate
 /// (`apply`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DriftRemediation {
     #[default]

@@ -26,14 +26,14 @@ use super::hcl::Lines;
 use super::paths;
 
 /// A file (or directory) an expression reads, as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileRead {
     pub target: ReadTarget,
     pub line: u32,
 }
 
 /// What a read names, unevaluated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReadTarget {
     /// A path: a file, or a directory everything below which is read (an archive's
     /// `source_dir`). A relative one is the root module's (Terraform's working directory) or,

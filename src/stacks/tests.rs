@@ -604,6 +604,7 @@ mod atlantis;
 mod fidelity;
 mod json;
 mod modules;
+mod persistent;
 mod reads;
 mod remote_state;
 mod terragrunt;

@@ -12,10 +12,10 @@ use super::hcl::{FileFacts, Lines};
 use super::paths;
 
 /// One `unit` or `stack` block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StackBlock {
     /// `unit` or `stack`.
-    pub kind: &'static str,
+    pub kind: std::borrow::Cow<'static, str>,
     pub name: String,
     pub source: Option<PathExpr>,
     /// `path`, when a literal.
@@ -67,7 +67,7 @@ pub(super) fn parse(body: &Body, lines: &Lines, facts: &mut FileFacts) {
                 .last()
         };
         facts.stack_blocks.push(StackBlock {
-            kind,
+            kind: kind.into(),
             name,
             source: attr("source").and_then(|a| PathExpr::lower(&a.value)),
             path: attr("path").and_then(|a| super::hcl::string(&a.value)),

@@ -80,7 +80,7 @@ fn two_stacks() -> GitFixture {
 
 async fn one_changed_stack_is_planned(database: &str) {
     let git = two_stacks();
-    let (app, _dir) = start(database, &[("infra", git.url())]).await;
+    let (app, dir) = start(database, &[("infra", git.url())]).await;
 
     // The first commit: every stack is new, so both are planned.
     let runs = settled_runs(&app, "infra", 2).await;
@@ -141,6 +141,16 @@ async fn one_changed_stack_is_planned(database: &str) {
     assert_eq!(body["runs"][0]["summary"]["add"], 1);
     assert_eq!(body["runs"].as_array().map(Vec::len), Some(2));
     app.stop().await;
+
+    // The poller kept its stack index in the data dir: a restarted service starts from it and
+    // has nothing left to read or parse for the commit it last saw.
+    let data = dir.path().join("data");
+    let mut index = tidemark::stacks::Index::persistent(data.join("index").join("infra.idx"));
+    let mirror = git2::Repository::open(data.join("mirrors").join("infra.git")).expect("mirror");
+    let head = git2::Oid::from_str(&head).expect("oid");
+    let found = tidemark::stacks::discover(&mirror, head, Some(&mut index)).expect("discover");
+    assert_eq!(found.stacks.len(), 2);
+    assert!(!index.save().expect("save"), "the restarted index was warm");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,8 @@ fn tidemark(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(args)
         .env("TIDEMARK_LOG", "warn")
+        // No index kept between calls, except where a test asks for one.
+        .env("TIDEMARK_CACHE_DIR", "")
         .output()
         .expect("run tidemark")
 }
@@ -85,6 +87,63 @@ fn affected_json_on_a_working_copy() {
         "json",
     ]);
     assert_eq!(json_of(&output), expected_affected(&base, &head));
+}
+
+#[test]
+fn a_second_call_reads_the_index_the_first_kept_and_a_damaged_one_is_rebuilt() {
+    let fixture = GitFixture::new();
+    let (base, head) = two_commits(&fixture);
+    let work = fixture.work();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let call = || {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["affected", "--repo", work.to_str().expect("utf-8")])
+            .args(["--base", &base, "--head", "HEAD", "--format", "json"])
+            .env("TIDEMARK_LOG", "warn")
+            .env("TIDEMARK_CACHE_DIR", cache.path())
+            .output()
+            .expect("run tidemark")
+    };
+    let first = call();
+    assert_eq!(json_of(&first), expected_affected(&base, &head));
+    let files: Vec<_> = std::fs::read_dir(cache.path().join("index"))
+        .expect("the index directory")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let kept = std::fs::metadata(&files[0])
+        .expect("index")
+        .modified()
+        .expect("mtime");
+
+    let second = call();
+    assert_eq!(json_of(&second), expected_affected(&base, &head));
+    assert!(
+        second.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let after = std::fs::metadata(&files[0])
+        .expect("index")
+        .modified()
+        .expect("mtime");
+    assert_eq!(
+        kept, after,
+        "a warm call learns nothing and rewrites nothing"
+    );
+
+    std::fs::write(&files[0], b"TIDEMARK-INDEX\0\0 garbage").expect("damage it");
+    let third = call();
+    assert_eq!(json_of(&third), expected_affected(&base, &head));
+    let warning = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        warning.contains(&files[0].display().to_string()) && warning.contains("rebuilt"),
+        "{warning}"
+    );
+    assert!(
+        std::fs::metadata(&files[0]).expect("index").len() > 100,
+        "rewritten"
+    );
 }
 
 #[test]
