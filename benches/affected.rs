@@ -66,6 +66,13 @@ fn main() -> Result<()> {
         run(&repo_dir, "disk-write", c)?;
         let disk_same = run(&repo_dir, "disk-same", c)?;
         let disk_next = run(&repo_dir, "disk-next", c)?;
+        let disk_load = run(&repo_dir, "disk-load", c)?;
+        let size = std::fs::metadata(disk_index(&repo_dir))?.len();
+        rows.push(format!(
+            "{n:>7} stacks: index file {:.1} MB, loading it {:.1} ms",
+            size as f64 / 1e6,
+            disk_load.wall * 1e3
+        ));
         rows.push(format!("{n:>7} stacks: warm next CPU {:.3}s", next.cpu));
         println!(
             "{:>7} {:>7} {:>6.1} | {:>8.3}s {:>8.1}ms {:>6}MB | {:>7.2}ms {:>7.1}ms | {:>6.2}ms | {:>7.1}ms {:>7.1}ms {:>6}MB",
@@ -218,6 +225,11 @@ fn child(case: &str, repo_dir: &Path, commits: &[String]) -> Result<()> {
                 index.save()?;
                 m
             }
+            "disk-load" => measure(|| {
+                let index = Index::persistent(disk_index(repo_dir));
+                assert!(index.path().is_some());
+                Ok(())
+            })?,
             "disk-same" | "disk-next" => {
                 let (base, head) = if case == "disk-same" {
                     (c[0], c[1])
