@@ -47,6 +47,8 @@ pub struct FollowUps<'a> {
     pub store: &'a Store,
     pub policies: &'a Policies,
     pub mirrors: &'a HashMap<String, PathBuf>,
+    /// Per repository, the poller's warm stack index.
+    pub indexes: &'a HashMap<String, std::sync::Arc<tokio::sync::Mutex<crate::stacks::Index>>>,
     pub drift: Option<&'a DriftHook>,
     /// Woken when runs are queued.
     pub work: &'a Notify,
@@ -226,10 +228,13 @@ impl FollowUps<'_> {
             return Ok(());
         };
         let (commit, stack) = (run.commit.clone(), run.stack.clone());
+        let index = self.indexes.get(&run.repo).cloned();
         let downstream = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
             let repo = crate::repo::open(&mirror)?;
             let oid = git2::Oid::from_str(&commit)?;
-            let discovery = crate::stacks::discover(&repo, oid, None)?;
+            // The poller's index has this commit resolved already: no analysis of its own.
+            let mut index = index.as_ref().map(|i| i.blocking_lock());
+            let discovery = crate::stacks::discover(&repo, oid, index.as_deref_mut())?;
             Ok(discovery
                 .stacks
                 .iter()

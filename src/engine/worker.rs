@@ -405,6 +405,7 @@ impl Worker {
             store: &ctx.store,
             policies: &ctx.policies,
             mirrors: &ctx.mirrors,
+            indexes: &ctx.indexes,
             drift: ctx.drift.as_ref(),
             work: &ctx.work,
             pr_refresh: &ctx.pr_refresh,
