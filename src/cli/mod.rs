@@ -194,6 +194,17 @@ pub(crate) fn keep_index(index: &mut crate::stacks::Index) {
     }
 }
 
+/// The stacks at a commit, from the repository's kept index.
+pub(crate) fn discover_cached(
+    repo: &git2::Repository,
+    commit: git2::Oid,
+) -> Result<crate::stacks::Discovery> {
+    let mut index = cached_index(repo);
+    let found = crate::stacks::discover(repo, commit, Some(&mut index));
+    keep_index(&mut index);
+    found
+}
+
 /// A multi-threaded tokio runtime for the commands that need one.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -26,12 +26,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let repo = repo::open(&args.repo)?;
     let commit = repo::resolve_commit(&repo, &args.rev)?;
-    let found = {
-        let mut index = super::cached_index(&repo);
-        let found = stacks::discover(&repo, commit, Some(&mut index));
-        super::keep_index(&mut index);
-        found?
-    };
+    let found = super::discover_cached(&repo, commit)?;
     match args.format {
         Format::Json => print_json(&found)?,
         Format::Text => {

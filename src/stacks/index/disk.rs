@@ -24,8 +24,9 @@ const MAGIC: &[u8; 16] = b"TIDEMARK-INDEX\0\0";
 const FORMAT: u32 = 1;
 const HEADER: usize = 16 + 4 + 4 + 8 + 4;
 
-/// A CRC-32 of the code that turns files into facts and trees into listings: facts written by
-/// a build whose analysis differs are never trusted, even when they would still decode.
+/// A CRC-32 of the code that turns files into facts and trees into listings, and of the lock
+/// file (the HCL parser is a dependency): facts written by a build whose analysis differs are
+/// never trusted, even when they would still decode.
 fn analysis() -> u32 {
     static FINGERPRINT: OnceLock<u32> = OnceLock::new();
     *FINGERPRINT.get_or_init(|| {
@@ -38,7 +39,10 @@ fn analysis() -> u32 {
             include_str!("../tgstack.rs"),
             include_str!("../environment.rs"),
             include_str!("../paths.rs"),
+            include_str!("../mod.rs"),
+            include_str!("../../schedule.rs"),
             include_str!("../../repo/tree.rs"),
+            include_str!("../../../Cargo.lock"),
         ] {
             crc.update(source.as_bytes());
         }
