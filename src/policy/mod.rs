@@ -17,6 +17,7 @@
 mod calls;
 mod eval;
 mod input;
+mod recursion;
 mod scan;
 mod set;
 mod unit;

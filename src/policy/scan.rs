@@ -106,7 +106,7 @@ pub(crate) fn too_deep(source: &str) -> Option<(u32, u32)> {
 
 /// The source with every character of strings and comments (quotes and `#` included) blanked
 /// to a space, newlines kept: lines and columns stay where they were.
-fn code_only(source: &str) -> String {
+pub(crate) fn code_only(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     let mut chars = source.chars();
     // The quote of the string being read (`"` or a backtick), or `#` inside a comment.
@@ -144,7 +144,7 @@ fn code_only(source: &str) -> String {
 }
 
 /// Rule heads at the top level, indented or not: lines that start outside every bracket.
-fn top_level_heads(code: &str) -> Vec<Head<'_>> {
+pub(crate) fn top_level_heads(code: &str) -> Vec<Head<'_>> {
     let mut found = Vec::new();
     let mut depth = 0usize;
     for (index, line) in code.lines().enumerate() {
@@ -164,99 +164,6 @@ fn top_level_heads(code: &str) -> Vec<Head<'_>> {
         }
     }
     found
-}
-
-/// A user function that calls itself, directly or through other functions of the file:
-/// its name and the line of its first head. regorus (0.14.1) checks rules for recursion but
-/// not functions, and evaluating `f(x) := f(x)` overflows the stack, which ends the process
-/// (found by the `policy` fuzz target). Functions are the heads outside every bracket; calls
-/// are by bare name, as `data.PACKAGE.NAME(` or through an import of the file's own package,
-/// outside strings and comments. Recursion across files or packages is not seen.
-pub(crate) fn recursive_function(source: &str) -> Option<(String, u32)> {
-    let code = code_only(source);
-    let package = code
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("package "))
-        .map(|p| format!("data.{}.", p.trim()));
-    let lines: Vec<&str> = code.lines().collect();
-    let all = top_level_heads(&code);
-    // `import data.P` and `import data.P as Q` of the file's own package call it `P.` / `Q.`.
-    let own = package.as_deref().unwrap_or("data.");
-    let aliases: Vec<String> = code
-        .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("import "))
-        .filter_map(|rest| {
-            let mut words = rest.split_whitespace();
-            let path = format!("{}.", words.next()?);
-            let alias = match (words.next(), words.next()) {
-                (Some("as"), Some(alias)) => alias.to_string(),
-                _ => path.trim_end_matches('.').rsplit('.').next()?.to_string(),
-            };
-            (path == own).then(|| format!("{alias}."))
-        })
-        .collect();
-    let mut functions: std::collections::BTreeMap<&str, (u32, String)> = Default::default();
-    for (i, head) in all.iter().enumerate() {
-        if !head.rest.starts_with('(') {
-            continue;
-        }
-        let start = head.line as usize - 1;
-        let end = all.get(i + 1).map_or(lines.len(), |h| h.line as usize - 1);
-        let text = lines[start..end].join("\n");
-        // From the argument list on: the head's own name is not a call.
-        let body = text.find('(').map_or("", |at| &text[at..]);
-        let entry = functions
-            .entry(head.name)
-            .or_insert((head.line, String::new()));
-        entry.1.push_str(body);
-        entry.1.push('\n');
-    }
-    let calls = |body: &str| -> Vec<&str> {
-        let mut found = Vec::new();
-        let bytes = body.as_bytes();
-        let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'.';
-        let mut i = 0;
-        while i < bytes.len() {
-            if ident(bytes[i]) && (i == 0 || !ident(bytes[i - 1])) {
-                let end = (i..bytes.len())
-                    .find(|&j| !ident(bytes[j]))
-                    .unwrap_or(bytes.len());
-                if bytes.get(end) == Some(&b'(') {
-                    let reference = &body[i..end];
-                    let name = std::iter::once(own)
-                        .chain(aliases.iter().map(String::as_str))
-                        .find_map(|prefix| reference.strip_prefix(prefix))
-                        .unwrap_or(reference);
-                    if let Some((key, _)) = functions.get_key_value(name) {
-                        found.push(*key);
-                    }
-                }
-                i = end;
-            } else {
-                i += 1;
-            }
-        }
-        found
-    };
-    let graph: std::collections::BTreeMap<&str, Vec<&str>> = functions
-        .iter()
-        .map(|(name, (_, body))| (*name, calls(body)))
-        .collect();
-    let mut by_line: Vec<(&str, u32)> = functions.iter().map(|(n, (l, _))| (*n, *l)).collect();
-    by_line.sort_by_key(|&(_, line)| line);
-    for (name, line) in by_line {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut stack = graph[name].clone();
-        while let Some(next) = stack.pop() {
-            if next == name {
-                return Some((name.to_string(), line));
-            }
-            if seen.insert(next) {
-                stack.extend(graph[next].iter().copied());
-            }
-        }
-    }
-    None
 }
 
 /// Whether `text` starts with `word` as a whole word.
@@ -292,39 +199,6 @@ mod tests {
                 "s := \"\\\"{quoted}\"\n# {quoted}\nr := `{quoted}`"
             )),
             None
-        );
-    }
-
-    #[test]
-    fn recursive_functions_are_found_through_other_functions() {
-        let check = |source: &str, expected: Option<(&str, u32)>| {
-            let found = recursive_function(source);
-            assert_eq!(
-                found.as_ref().map(|(n, l)| (n.as_str(), *l)),
-                expected,
-                "{source}"
-            );
-        };
-        check("package a\nf(x) := f(x)\n", Some(("f", 2)));
-        check(
-            "package a.b\nf(x) := g(x)\ng(x) := y if {\n  y := data.a.b.f(x)\n}\n",
-            Some(("f", 2)),
-        );
-        check(
-            "package a\nf(x) := sprintf(\"%v\", [x])\ng(x) := f(x)\ndeny contains m if { m := g(1) }\n",
-            None,
-        );
-        check(
-            "package a\nf(x) := \"f(x)\"\n# f(1)\ng(x) := other.f(x)\n",
-            None,
-        );
-        check(
-            "package a\nimport data.a as me\n  f(x) := me.f(x)\n",
-            Some(("f", 3)),
-        );
-        check(
-            "package a\nimport data.a\nf(x) := y if {\n  y := a.f(x)\n}\n",
-            Some(("f", 3)),
         );
     }
 

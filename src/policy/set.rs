@@ -201,6 +201,7 @@ impl PolicySet {
             });
         }
         check_calls(files.iter().chain(&tests))?;
+        check_recursion(files.iter().chain(&tests))?;
         let mut engine = new_engine();
         let mut targets: Vec<Target> = Vec::new();
         for file in &files {
@@ -299,6 +300,44 @@ fn check_calls<'a>(files: impl Iterator<Item = &'a PolicyFile> + Clone) -> Resul
     Ok(())
 }
 
+/// Refuses a set with a function that calls itself, directly or through functions of other
+/// files ([`super::recursion`]), naming the function, its file and line, and the way round.
+fn check_recursion<'a>(
+    files: impl Iterator<Item = &'a PolicyFile> + Clone,
+) -> Result<(), PolicyError> {
+    let all: Vec<&PolicyFile> = files.collect();
+    let Some(cycle) = super::recursion::first_cycle(all.iter().map(|f| f.source.as_str())) else {
+        return Ok(());
+    };
+    let short = |full: &str| full.rsplit('.').next().unwrap_or(full).to_string();
+    let file = all[cycle.site.file];
+    let how = if cycle.through.is_empty() {
+        String::new()
+    } else {
+        let steps: Vec<String> = cycle
+            .through
+            .iter()
+            .map(|(name, site)| {
+                if site.file == cycle.site.file {
+                    format!("`{}` (line {})", short(name), site.line)
+                } else {
+                    format!("`data.{name}` ({}:{})", all[site.file].label, site.line)
+                }
+            })
+            .collect();
+        format!(" through {}", steps.join(", "))
+    };
+    Err(PolicyError::Engine {
+        file: file.label.clone(),
+        message: format!(
+            "function `{}` (line {}) calls itself{how}: Rego does not allow recursion, and the \
+             policy engine would overflow its stack evaluating it",
+            short(&cycle.name),
+            cycle.site.line
+        ),
+    })
+}
+
 /// A fresh engine with the limits every policy evaluation runs under.
 pub(crate) fn new_engine() -> regorus::Engine {
     let mut engine = regorus::Engine::new();
@@ -332,15 +371,6 @@ pub(crate) fn add_file(
                 "`{{` and `[` nest more than {} deep (Tidemark's limit: the Rego parser takes \
                  time exponential in the depth)",
                 scan::MAX_NESTING
-            ),
-        });
-    }
-    if let Some((name, line)) = scan::recursive_function(&file.source) {
-        return Err(PolicyError::Engine {
-            file: file.label.clone(),
-            message: format!(
-                "function `{name}` (line {line}) calls itself: Rego does not allow recursion, \
-                 and the policy engine would overflow its stack evaluating it"
             ),
         });
     }

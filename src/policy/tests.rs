@@ -223,6 +223,41 @@ fn recursive_functions_are_refused_at_load() {
     );
 }
 
+/// Recursion through another file (and package) overflowed the stack the same way; OPA refuses
+/// it at compile time.
+#[test]
+fn recursion_across_files_is_refused_at_load() {
+    check_load_error(
+        &[
+            (
+                "a.rego",
+                "package main\nimport rego.v1\nimport data.helpers as h\n\ndeny contains m if { m := h.g(1) }\nf(x) := h.g(x)\n",
+            ),
+            (
+                "lib/h.rego",
+                "package helpers\nimport rego.v1\nimport data.main\ng(x) := main.f(x)\n",
+            ),
+        ],
+        "pol/a.rego: function `f` (line 6) calls itself through `data.helpers.g` (pol/lib/h.rego:4): \
+         Rego does not allow recursion, and the policy engine would overflow its stack evaluating it",
+    );
+    // A test file that closes the loop is refused too: tests are evaluated.
+    check_load_error(
+        &[
+            (
+                "a.rego",
+                "package a\nimport rego.v1\nf(x) := data.a_test.g(x)\ndeny contains \"m\" if false\n",
+            ),
+            (
+                "a_test.rego",
+                "package a_test\nimport rego.v1\ng(x) := data.a.f(x)\ntest_f if data.a.f(1)\n",
+            ),
+        ],
+        "pol/a.rego: function `f` (line 3) calls itself through `data.a_test.g` (pol/a_test.rego:3): \
+         Rego does not allow recursion, and the policy engine would overflow its stack evaluating it",
+    );
+}
+
 #[test]
 fn syntax_errors_name_file_line_and_column() {
     let error = set(
