@@ -11,7 +11,6 @@
 //! Run: `cargo bench --bench pr_latency` (`BENCH_PUSHES` sets the number of pushes, default 5).
 
 #[path = "../tests/it/github_mock.rs"]
-#[allow(dead_code)]
 mod github_mock;
 #[path = "../tests/it/github_mock_routes.rs"]
 #[allow(dead_code)]
@@ -20,7 +19,6 @@ mod github_mock_routes;
 #[allow(dead_code)]
 mod pulls_harness;
 #[path = "../tests/it/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -191,8 +191,11 @@ fn call_references(body: &str) -> Vec<&str> {
 mod tests {
     use super::*;
 
+    /// A function's name with the file index and line of its definition or call.
+    type Site = (String, usize, u32);
+
     /// The cycle found in `files`, as `(name, file, line, [(through, file, line)])`.
-    fn cycle(files: &[&str]) -> Option<(String, usize, u32, Vec<(String, usize, u32)>)> {
+    fn cycle(files: &[&str]) -> Option<(String, usize, u32, Vec<Site>)> {
         first_cycle(files.iter().copied()).map(|c| {
             (
                 c.name,
